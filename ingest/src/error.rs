@@ -1,0 +1,127 @@
+//! The ingest's one error type and its one mapping to HTTP answers. Every answer is JSON
+//! `{"error": "<code>", "message": "…"}`; client mistakes are 4xx, broker trouble is 503 with
+//! `Retry-After`. Messages never contain secrets, signatures or bodies.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::extract::ExtractError;
+use crate::verify::VerifyError;
+
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error("unknown tenant `{0}`")]
+    UnknownTenant(String),
+    #[error("tenant `{tenant}` has no source `{source_id}`")]
+    UnknownSource { tenant: String, source_id: String },
+    #[error("signature rejected: {0}")]
+    Unauthorized(#[from] VerifyError),
+    #[error("body is larger than the {limit} byte limit")]
+    TooLarge { limit: usize },
+    #[error("request cannot be read by the source's extraction rules: {0}")]
+    Unreadable(#[from] ExtractError),
+    #[error("request body could not be read: {0}")]
+    BadBody(String),
+    #[error("the broker's producer queue is full")]
+    QueueFull { retry_after: u32 },
+    #[error("the broker did not acknowledge the event: {reason}")]
+    Unavailable { reason: String, retry_after: u32 },
+    #[error("no such route")]
+    NotFound,
+    /// Start-up failures (configuration, binding, broker clients); never sent over HTTP.
+    #[error("ingest cannot start: {0}")]
+    Startup(String),
+}
+
+impl IngestError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::UnknownTenant(_) => "unknown_tenant",
+            IngestError::UnknownSource { .. } => "unknown_source",
+            IngestError::Unauthorized(VerifyError::Stale { .. }) => "stale_signature",
+            IngestError::Unauthorized(VerifyError::MissingHeader(_)) => "missing_signature",
+            IngestError::Unauthorized(_) => "invalid_signature",
+            IngestError::TooLarge { .. } => "payload_too_large",
+            IngestError::Unreadable(_) => "unreadable_request",
+            IngestError::BadBody(_) => "bad_request",
+            IngestError::QueueFull { .. } => "queue_full",
+            IngestError::Unavailable { .. } => "broker_unavailable",
+            IngestError::NotFound => "not_found",
+            IngestError::Startup(_) => "internal",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            IngestError::QueueFull { retry_after }
+            | IngestError::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: String,
+}
+
+impl ResponseError for IngestError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            IngestError::UnknownTenant(_)
+            | IngestError::UnknownSource { .. }
+            | IngestError::NotFound => StatusCode::NOT_FOUND,
+            IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Unreadable(_) | IngestError::BadBody(_) => StatusCode::BAD_REQUEST,
+            IngestError::QueueFull { .. } | IngestError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            IngestError::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response.json(Body {
+            error: self.code(),
+            message: self.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_mistakes_are_4xx_and_broker_trouble_is_503_with_retry_after() {
+        let cases = [
+            (IngestError::UnknownTenant("x".into()), 404),
+            (IngestError::Unauthorized(VerifyError::NoMatch), 401),
+            (IngestError::TooLarge { limit: 1 }, 413),
+            (
+                IngestError::Unreadable(ExtractError {
+                    field: "entity",
+                    reason: "missing".into(),
+                }),
+                400,
+            ),
+            (IngestError::QueueFull { retry_after: 2 }, 503),
+        ];
+        for (error, status) in cases {
+            let response = error.error_response();
+            assert_eq!(response.status().as_u16(), status, "{error}");
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                status == 503
+            );
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! A webhook request as the ingest sees it, typed by verification state: only a
+//! `Request<Verified>` can be turned into a `raw` record, so unverified bytes cannot reach the
+//! producer by construction.
+
+use bytes::Bytes;
+use schemas::time::Millis;
+
+/// Request headers with lowercase names, in arrival order. Values that are not valid UTF-8
+/// are kept as bytes and read as absent by text accessors.
+#[derive(Debug, Clone, Default)]
+pub struct Headers(Vec<(String, Vec<u8>)>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        self.0.push((name.to_ascii_lowercase(), value.to_vec()));
+    }
+
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.push(name, value.as_bytes());
+        self
+    }
+
+    /// The first value of `name` as text.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// The request line as the provider addressed it: method and full public URL (scheme, host,
+/// path and query), reconstructed behind proxies from the configured public base URL or the
+/// forwarded headers. Twilio and HubSpot sign it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub method: String,
+    pub url: String,
+}
+
+/// Marker: signature not yet checked.
+#[derive(Debug)]
+pub struct Unverified;
+
+/// Marker: signature checked against the secret with id `key_id`.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub key_id: String,
+}
+
+#[derive(Debug)]
+pub struct Request<S> {
+    tenant: String,
+    source: String,
+    headers: Headers,
+    body: Bytes,
+    received_at: Millis,
+    state: S,
+}
+
+impl Request<Unverified> {
+    pub fn new(
+        tenant: impl Into<String>,
+        source: impl Into<String>,
+        headers: Headers,
+        body: Bytes,
+        received_at: Millis,
+    ) -> Self {
+        Self {
+            tenant: tenant.into(),
+            source: source.into(),
+            headers,
+            body,
+            received_at,
+            state: Unverified,
+        }
+    }
+
+    /// Only the verifiers in this crate can mark a request verified.
+    pub(crate) fn into_verified(self, key_id: String) -> Request<Verified> {
+        Request {
+            tenant: self.tenant,
+            source: self.source,
+            headers: self.headers,
+            body: self.body,
+            received_at: self.received_at,
+            state: Verified { key_id },
+        }
+    }
+}
+
+impl<S> Request<S> {
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+    pub fn received_at(&self) -> Millis {
+        self.received_at
+    }
+}
+
+impl Request<Verified> {
+    pub fn key_id(&self) -> &str {
+        &self.state.key_id
+    }
+}

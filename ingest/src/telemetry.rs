@@ -1,0 +1,72 @@
+//! Typed runtime events of the ingest: each one logs and counts a metric, in one place.
+//!
+//! Metrics (Prometheus names):
+//! * `hookstream_ingest_requests_total{tenant,source,outcome}` — every webhook request, by
+//!   outcome (`accepted` or the error code);
+//! * `hookstream_ingest_append_seconds` — time from request to broker acknowledgement;
+//! * `hookstream_ingest_body_bytes` — accepted body sizes.
+
+use std::time::Duration;
+
+use crate::error::IngestError;
+
+pub enum IngestEvent<'a> {
+    Accepted {
+        tenant: &'a str,
+        source: &'a str,
+        event_id: &'a str,
+        partition: i32,
+        offset: i64,
+        bytes: usize,
+        elapsed: Duration,
+    },
+    Refused {
+        tenant: &'a str,
+        source: &'a str,
+        error: &'a IngestError,
+    },
+}
+
+impl IngestEvent<'_> {
+    pub fn emit(self) {
+        match self {
+            IngestEvent::Accepted {
+                tenant,
+                source,
+                event_id,
+                partition,
+                offset,
+                bytes,
+                elapsed,
+            } => {
+                tracing::debug!(tenant, source, event_id, partition, offset, "accepted");
+                metrics::counter!("hookstream_ingest_requests_total", "tenant" => tenant.to_owned(), "source" => source.to_owned(), "outcome" => "accepted").increment(1);
+                metrics::histogram!("hookstream_ingest_append_seconds")
+                    .record(elapsed.as_secs_f64());
+                metrics::histogram!("hookstream_ingest_body_bytes").record(bytes as f64);
+            }
+            IngestEvent::Refused {
+                tenant,
+                source,
+                error,
+            } => {
+                let code = error.code();
+                if matches!(
+                    error,
+                    IngestError::QueueFull { .. } | IngestError::Unavailable { .. }
+                ) {
+                    tracing::warn!(tenant, source, code, %error, "refused");
+                } else {
+                    tracing::info!(tenant, source, code, %error, "refused");
+                }
+                // Unknown tenants are not labelled by name: a scanner must not create series.
+                let (tenant, source) = match error {
+                    IngestError::UnknownTenant(_) => ("unknown", "unknown"),
+                    IngestError::UnknownSource { .. } => (tenant, "unknown"),
+                    _ => (tenant, source),
+                };
+                metrics::counter!("hookstream_ingest_requests_total", "tenant" => tenant.to_owned(), "source" => source.to_owned(), "outcome" => code).increment(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The consumer loop and its commit protocol.
+//!
+//! One consumer in the processor group reads `raw`; each assigned partition gets a
+//! [`PartitionTask`] with its own RocksDB store, opened on the partition's first record and
+//! closed when the partition is revoked. Every turn of the loop:
+//!
+//! 1. **batch** — take the records available now (at most `processor.batch_max`);
+//! 2. **process** — each task computes its outputs and store delta (pure and deterministic);
+//! 3. **produce** — send every output and wait until *all* are acknowledged (on failure the
+//!    whole batch's outputs are sent again: identical bytes, so keyed consumers see at most a
+//!    repeat, never a different value);
+//! 4. **store** — each task writes its delta *and its next input offset* in one atomic
+//!    RocksDB batch;
+//! 5. **commit** — commit the group offsets.
+//!
+//! A crash between 3 and 4 re-processes one batch and re-emits identical outputs; between 4
+//! and 5 the task's checkpoint is ahead of the group offset, and the records before it are
+//! skipped on restart. Either way nothing is lost and no state is applied twice.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use schemas::topics::{Topic, TopicNames};
+use tokio::sync::watch;
+
+use crate::error::ProcessorError;
+use crate::input::decode;
+use crate::task::{Decoded, OutRecord, PartitionTask, SourceCatalog};
+
+/// Tracks assignment changes reported by librdkafka during `recv`.
+#[derive(Default)]
+pub struct RebalanceContext {
+    assigned: Mutex<HashSet<i32>>,
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl RebalanceContext {
+    fn take_revoked(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.revoked.lock().expect("rebalance lock"))
+    }
+
+    fn is_assigned(&self, partition: i32) -> bool {
+        self.assigned
+            .lock()
+            .expect("rebalance lock")
+            .contains(&partition)
+    }
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut assigned = self.assigned.lock().expect("rebalance lock");
+                for element in tpl.elements() {
+                    assigned.insert(element.partition());
+                }
+                tracing::info!(partitions = ?assigned, "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                let mut assigned = self.assigned.lock().expect("rebalance lock");
+                let mut revoked = self.revoked.lock().expect("rebalance lock");
+                for element in tpl.elements() {
+                    assigned.remove(&element.partition());
+                    revoked.push(element.partition());
+                }
+                tracing::info!(partitions = ?revoked, "partitions revoked");
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
+
+pub type GroupConsumer = StreamConsumer<RebalanceContext>;
+
+pub struct Pipeline {
+    pub consumer: Arc<GroupConsumer>,
+    pub producer: FutureProducer,
+    pub topics: TopicNames,
+    pub catalog: SourceCatalog,
+    pub state_root: PathBuf,
+    pub batch_max: usize,
+}
+
+impl Pipeline {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), ProcessorError> {
+        let raw = self.topics.name(Topic::Raw);
+        let mut tasks: HashMap<i32, PartitionTask> = HashMap::new();
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                message = self.consumer.recv() => message,
+            };
+            let mut messages: Vec<OwnedMessage> = Vec::new();
+            match first {
+                Ok(message) => messages.push(message.detach()),
+                Err(error) => {
+                    tracing::warn!(%error, "consumer error");
+                    continue;
+                }
+            }
+            while messages.len() < self.batch_max {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) => messages.push(message.detach()),
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "consumer error");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let context = self.consumer.context();
+            for partition in context.take_revoked() {
+                if tasks.remove(&partition).is_some() {
+                    tracing::info!(partition, "closed partition task");
+                }
+            }
+            let mut by_partition: BTreeMap<i32, Vec<Decoded>> = BTreeMap::new();
+            for message in messages
+                .iter()
+                .filter(|m| context.is_assigned(m.partition()))
+            {
+                by_partition
+                    .entry(message.partition())
+                    .or_default()
+                    .push(decode(message));
+            }
+            let started = Instant::now();
+            let mut outputs = Vec::new();
+            let mut pending = Vec::new();
+            for (partition, records) in by_partition {
+                let task = match tasks.entry(partition) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        let dir = self.state_root.join(format!("{raw}-{partition}"));
+                        let task = PartitionTask::open(partition, &dir)?;
+                        tracing::info!(partition, checkpoint = ?task.next_offset(), dir = %dir.display(), "opened partition task");
+                        entry.insert(task)
+                    }
+                };
+                let (batch, stats) = task.process(records, &self.catalog, &mut outputs)?;
+                record_stats(&stats);
+                pending.push((partition, batch));
+            }
+            if pending.is_empty() {
+                continue;
+            }
+            if !self.produce_all(&outputs, &mut stop).await {
+                break;
+            }
+            let mut offsets = TopicPartitionList::new();
+            for (partition, batch) in &pending {
+                let task = tasks.get_mut(partition).expect("task opened above");
+                task.commit(batch)?;
+                if let Some(next) = batch.next_offset {
+                    offsets.add_partition_offset(&raw, *partition, Offset::Offset(next))?;
+                }
+            }
+            if offsets.count() > 0 {
+                if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+                    tracing::warn!(%error, "group offset commit failed; the task checkpoints stay authoritative");
+                }
+            }
+            metrics::histogram!("hookstream_processor_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("hookstream_processor_batch_records").record(messages.len() as f64);
+        }
+        Ok(())
+    }
+
+    /// Sends all outputs and waits for every acknowledgement; retries the whole set on any
+    /// failure. Returns false when asked to stop before all were acknowledged.
+    async fn produce_all(&self, outputs: &[OutRecord], stop: &mut watch::Receiver<bool>) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut deliveries = Vec::with_capacity(outputs.len());
+            let mut failed = None;
+            for record in outputs {
+                let topic = self.topics.name(record.topic);
+                let headers = record.headers.iter().fold(
+                    OwnedHeaders::new_with_capacity(record.headers.len()),
+                    |h, (k, v)| {
+                        h.insert(Header {
+                            key: k,
+                            value: Some(v),
+                        })
+                    },
+                );
+                let mut future = FutureRecord::to(&topic)
+                    .key(&record.key)
+                    .payload(&record.value)
+                    .headers(headers);
+                if let Some(ts) = record.timestamp {
+                    future = future.timestamp(ts);
+                }
+                match self.producer.send_result(future) {
+                    Ok(delivery) => deliveries.push(delivery),
+                    Err((error, _)) => {
+                        failed = Some(error.to_string());
+                        break;
+                    }
+                }
+            }
+            for delivery in futures::future::join_all(deliveries).await {
+                match delivery {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => failed = Some(error.to_string()),
+                    Err(_) => failed = Some("producer shut down".into()),
+                }
+            }
+            let Some(error) = failed else { return true };
+            metrics::counter!("hookstream_processor_produce_retries_total").increment(1);
+            tracing::warn!(%error, retry_in = ?backoff, "outputs not acknowledged; sending the batch again");
+            tokio::select! {
+                _ = stop.changed() => return false,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+fn record_stats(stats: &crate::task::BatchStats) {
+    metrics::counter!("hookstream_processor_events_total").increment(stats.events as u64);
+    metrics::counter!("hookstream_processor_duplicates_total").increment(stats.duplicates as u64);
+    metrics::counter!("hookstream_processor_late_total").increment(stats.late as u64);
+    metrics::counter!("hookstream_processor_dead_letters_total")
+        .increment(stats.dead_letters as u64);
+    if stats.dead_letters > 0 {
+        tracing::warn!(
+            count = stats.dead_letters,
+            "records sent to the dead-letter topic"
+        );
+    }
+}

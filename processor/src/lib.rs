@@ -1,0 +1,99 @@
+//! hookstream processor: derives clean topics from `raw`.
+//!
+//! Kafka Streams vocabulary: the processor is a consumer group over `raw`; each assigned
+//! partition is a **partition task** ([`task`]) with its own **state store** ([`store`],
+//! RocksDB, column families per store). The cores are pure functions without I/O —
+//! [`dedupe`] (exact, by tenant, source and event id) and [`reconcile`] (latest event time
+//! wins, tombstones block resurrection) — and the I/O lives at the edges: [`input`] decodes
+//! `raw` records, [`consumer`] runs the batch → process → produce → store → commit protocol.
+//!
+//! Outputs: `events` (every first delivery, flagged `late` when older than the entity's
+//! state), `state` (the entity's new state whenever it changed) and `dlq` (records that could
+//! not be decoded, with the reason in `hs-error`).
+
+pub mod consumer;
+pub mod dedupe;
+pub mod error;
+pub mod input;
+pub mod reconcile;
+pub mod store;
+pub mod task;
+
+use std::sync::Arc;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureProducer;
+use schemas::config::Config;
+use schemas::kafka::{client_config, Role};
+use schemas::topics::Topic;
+use tokio::sync::watch;
+
+pub use error::ProcessorError;
+
+use crate::consumer::{GroupConsumer, Pipeline, RebalanceContext};
+use crate::task::SourceCatalog;
+
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Create the topics through the admin API first (off for the embedded mock cluster).
+    pub create_topics: bool,
+}
+
+/// A running processor; [`ProcessorService::stop`] finishes the current batch and returns.
+pub struct ProcessorService {
+    stop: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<Result<(), ProcessorError>>,
+}
+
+impl ProcessorService {
+    pub async fn start(config: &Config, options: StartOptions) -> Result<Self, ProcessorError> {
+        let topics = config.topics();
+        if options.create_topics {
+            schemas::kafka::ensure_topics(&config.kafka, &topics, &Topic::ALL).await?;
+        }
+        let state_root = config.processor.state_dir.join(&config.processor.group_id);
+        std::fs::create_dir_all(&state_root).map_err(|e| {
+            ProcessorError::Startup(format!(
+                "cannot create state directory `{}`: {e}",
+                state_root.display()
+            ))
+        })?;
+        let mut consumer_config = client_config(&config.kafka, Role::Consumer);
+        consumer_config.set("group.id", &config.processor.group_id);
+        let consumer: GroupConsumer =
+            consumer_config.create_with_context(RebalanceContext::default())?;
+        consumer.subscribe(&[&topics.name(Topic::Raw)])?;
+        let producer: FutureProducer = client_config(&config.kafka, Role::Producer).create()?;
+        let pipeline = Pipeline {
+            consumer: Arc::new(consumer),
+            producer,
+            topics,
+            catalog: SourceCatalog::new(config),
+            state_root,
+            batch_max: config.processor.batch_max,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let join = tokio::spawn(pipeline.run(stopped));
+        Ok(Self { stop, join })
+    }
+
+    /// Waits until the processor ends by itself (a fatal error).
+    pub async fn wait(&mut self) -> Result<(), ProcessorError> {
+        match (&mut self.join).await {
+            Ok(result) => result,
+            Err(join) => Err(ProcessorError::Startup(format!(
+                "processor task failed: {join}"
+            ))),
+        }
+    }
+
+    pub async fn stop(self) -> Result<(), ProcessorError> {
+        let _ = self.stop.send(true);
+        match self.join.await {
+            Ok(result) => result,
+            Err(join) => Err(ProcessorError::Startup(format!(
+                "processor task failed: {join}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The configuration contract: one TOML file, overridable by `HOOKSTREAM_*` environment
+//! variables (`HOOKSTREAM_KAFKA__BROKERS=host:9092` overrides `kafka.brokers`; `__` separates
+//! levels, and only the `kafka`, `ingest` and `processor` sections can be overridden).
+//!
+//! ```toml
+//! [kafka]
+//! brokers = "127.0.0.1:9092"
+//! topic_prefix = "hookstream."
+//! [kafka.properties]            # librdkafka properties for every client
+//! "client.id" = "hookstream"
+//! [ingest]
+//! listen = "127.0.0.1:8080"
+//! [[tenants]]
+//! id = "acme"
+//! [[tenants.sources]]
+//! id = "billing"
+//! scheme = "standard"
+//! secrets = [{ id = "k2", value = "whsec_…" }, { id = "k1", env = "ACME_BILLING_OLD" }]
+//! ```
+//!
+//! Secrets are given by value, by environment variable (`env`) or by file (`file`); their
+//! values are wrapped in [`secrecy::SecretString`] and never printed by `Debug`.
+//! [`Config::load`] parses, then [`Config::validate`] lists every problem at once with the
+//! key path it concerns, which is what `hookstream check-config` prints.
+
+mod extract;
+mod load;
+mod secret;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use extract::{FieldRule, Rules};
+pub use secret::SecretRef;
+
+use crate::topics::TopicNames;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub processor: ProcessorConfig,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+}
+
+impl Config {
+    pub fn topics(&self) -> TopicNames {
+        TopicNames::new(self.kafka.topic_prefix.clone())
+    }
+
+    pub fn source(&self, tenant: &str, source: &str) -> Option<(&TenantConfig, &SourceConfig)> {
+        let t = self.tenants.iter().find(|t| t.id == tenant)?;
+        let s = t.sources.iter().find(|s| s.id == source)?;
+        Some((t, s))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// Partitions of the topics hookstream creates (existing topics are left as they are).
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of created topics; -1 takes the broker's default.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// librdkafka properties for every client.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for producers only (override `properties`).
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+    /// librdkafka properties for consumers only (override `properties`).
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: default_brokers(),
+            topic_prefix: default_prefix(),
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+            properties: BTreeMap::new(),
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long a request waits for the broker's acknowledgement before answering 503.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_ms: u64,
+    /// `Retry-After` seconds sent with 503 and 429 answers.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_secs: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            ack_timeout_ms: default_ack_timeout(),
+            retry_after_secs: default_retry_after(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorConfig {
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Root of the partition tasks' RocksDB stores (one directory per input partition).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Most records taken from `raw` per turn of the loop (one commit, all partitions).
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            group_id: default_group(),
+            state_dir: default_state_dir(),
+            batch_max: default_batch_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: String,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub id: String,
+    pub scheme: Scheme,
+    #[serde(default)]
+    pub secrets: Vec<SecretRef>,
+    /// Settings of the generic `hmac` scheme.
+    #[serde(default)]
+    pub hmac: HmacConfig,
+    /// Where to find event id, type, entity and event time; defaults depend on the scheme.
+    #[serde(default)]
+    pub extract: BTreeMap<String, String>,
+    /// Event types that delete their entity (`*` matches any prefix, e.g. `*.deleted`).
+    #[serde(default = "default_delete_types")]
+    pub delete_types: Vec<String>,
+    /// Signature timestamps further than this from now are refused (schemes with timestamps).
+    #[serde(default = "default_tolerance")]
+    pub tolerance_secs: u64,
+}
+
+impl SourceConfig {
+    /// Extraction rules: the configured ones over the scheme's defaults.
+    pub fn rules(&self) -> Result<Rules, String> {
+        Rules::resolve(self.scheme, &self.extract)
+    }
+
+    pub fn is_delete_type(&self, event_type: &str) -> bool {
+        matches_delete_type(&self.delete_types, event_type)
+    }
+}
+
+/// Whether `event_type` matches one of `patterns` (exact, or `*suffix`).
+pub fn matches_delete_type(patterns: &[String], event_type: &str) -> bool {
+    patterns
+        .iter()
+        .any(|pattern| match pattern.strip_prefix('*') {
+            Some(suffix) => event_type.ends_with(suffix),
+            None => pattern == event_type,
+        })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Stripe,
+    Github,
+    Twilio,
+    Shopify,
+    Slack,
+    Standard,
+    Svix,
+    Hubspot,
+    Paddle,
+    Hmac,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Stripe => "stripe",
+            Scheme::Github => "github",
+            Scheme::Twilio => "twilio",
+            Scheme::Shopify => "shopify",
+            Scheme::Slack => "slack",
+            Scheme::Standard => "standard",
+            Scheme::Svix => "svix",
+            Scheme::Hubspot => "hubspot",
+            Scheme::Paddle => "paddle",
+            Scheme::Hmac => "hmac",
+        }
+    }
+
+    /// Schemes this build can verify.
+    pub fn supported(self) -> bool {
+        matches!(self, Scheme::Standard | Scheme::Svix | Scheme::Hmac)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+/// The generic HMAC-SHA256 scheme: `header` carries `prefix` + encoded HMAC of the body, or,
+/// when `timestamp_header` is set, of `{timestamp}.{body}` (timestamp in Unix seconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacConfig {
+    #[serde(default = "default_hmac_header")]
+    pub header: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub encoding: Encoding,
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+}
+
+impl Default for HmacConfig {
+    fn default() -> Self {
+        Self {
+            header: default_hmac_header(),
+            prefix: String::new(),
+            encoding: Encoding::Hex,
+            timestamp_header: None,
+        }
+    }
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_prefix() -> String {
+    "hookstream.".into()
+}
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    -1
+}
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_ack_timeout() -> u64 {
+    30_000
+}
+fn default_retry_after() -> u32 {
+    1
+}
+fn default_group() -> String {
+    "hookstream-processor".into()
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("hookstream-state")
+}
+fn default_batch_max() -> usize {
+    500
+}
+fn default_delete_types() -> Vec<String> {
+    vec!["*.deleted".into()]
+}
+fn default_tolerance() -> u64 {
+    300
+}
+fn default_hmac_header() -> String {
+    "x-signature".into()
+}

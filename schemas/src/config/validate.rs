@@ -1,0 +1,263 @@
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use base64::Engine;
+use secrecy::ExposeSecret;
+
+use super::{Config, Scheme, SourceConfig};
+use crate::SchemasError;
+
+impl Config {
+    /// Checks everything that can be checked without a broker, listing every problem with
+    /// the key path it concerns. Secrets are resolved (environment and files read) but their
+    /// values never appear in a message.
+    pub fn validate(&self) -> Result<(), SchemasError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SchemasError::Invalid(problems))
+        }
+    }
+
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            p.push("kafka.brokers: must name at least one broker (host:port)".into());
+        }
+        if !k
+            .topic_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            p.push(format!(
+                "kafka.topic_prefix: `{}` may only contain ASCII letters, digits, `.`, `_`, `-`",
+                k.topic_prefix
+            ));
+        }
+        if k.topic_prefix.len() > 200 {
+            p.push("kafka.topic_prefix: longer than 200 characters".into());
+        }
+        if k.partitions < 1 {
+            p.push(format!(
+                "kafka.partitions: {} is not a positive number",
+                k.partitions
+            ));
+        }
+        if k.replication_factor == 0 || k.replication_factor < -1 {
+            p.push(format!(
+                "kafka.replication_factor: {} (use a positive number, or -1 for the broker's default)",
+                k.replication_factor
+            ));
+        }
+        if self.ingest.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!(
+                "ingest.listen: `{}` is not an address like 127.0.0.1:8080",
+                self.ingest.listen
+            ));
+        }
+        if self.ingest.max_body_bytes == 0 {
+            p.push("ingest.max_body_bytes: must be positive".into());
+        }
+        if self.ingest.ack_timeout_ms == 0 {
+            p.push("ingest.ack_timeout_ms: must be positive".into());
+        }
+        if self.processor.group_id.trim().is_empty() {
+            p.push("processor.group_id: must not be empty".into());
+        }
+        if self.processor.batch_max == 0 {
+            p.push("processor.batch_max: must be positive".into());
+        }
+        let mut tenants = HashSet::new();
+        for (ti, tenant) in self.tenants.iter().enumerate() {
+            let at = format!("tenants[{ti}] (`{}`)", tenant.id);
+            if let Err(e) = check_id(&tenant.id) {
+                p.push(format!("{at}.id: {e}"));
+            }
+            if !tenants.insert(tenant.id.as_str()) {
+                p.push(format!("{at}.id: tenant `{}` is defined twice", tenant.id));
+            }
+            let mut sources = HashSet::new();
+            for (si, source) in tenant.sources.iter().enumerate() {
+                let at = format!("{at}.sources[{si}] (`{}`)", source.id);
+                if let Err(e) = check_id(&source.id) {
+                    p.push(format!("{at}.id: {e}"));
+                }
+                if !sources.insert(source.id.as_str()) {
+                    p.push(format!("{at}.id: source `{}` is defined twice", source.id));
+                }
+                source_problems(source, &at, &mut p);
+            }
+        }
+        p
+    }
+}
+
+fn source_problems(source: &SourceConfig, at: &str, p: &mut Vec<String>) {
+    if !source.scheme.supported() {
+        p.push(format!(
+            "{at}.scheme: `{}` is not supported by this build yet (supported: standard, svix, hmac)",
+            source.scheme.as_str()
+        ));
+    }
+    if let Err(e) = source.rules() {
+        p.push(format!("{at}.extract: {e}"));
+    }
+    if source.secrets.is_empty() {
+        p.push(format!("{at}.secrets: at least one secret is required"));
+    }
+    let mut ids = HashSet::new();
+    for (ki, secret) in source.secrets.iter().enumerate() {
+        let at = format!("{at}.secrets[{ki}] (`{}`)", secret.id);
+        if secret.id.trim().is_empty() {
+            p.push(format!("{at}.id: must not be empty"));
+        }
+        if !ids.insert(secret.id.as_str()) {
+            p.push(format!("{at}.id: secret id `{}` is used twice", secret.id));
+        }
+        match secret.resolve() {
+            Err(e) => p.push(format!("{at}: {e}")),
+            Ok(value) => {
+                if matches!(source.scheme, Scheme::Standard | Scheme::Svix) {
+                    let text = value.expose_secret();
+                    let encoded = text.strip_prefix("whsec_").unwrap_or(text);
+                    if base64::engine::general_purpose::STANDARD
+                        .decode(encoded)
+                        .is_err()
+                    {
+                        p.push(format!(
+                            "{at}: a Standard Webhooks secret is `whsec_` followed by base64 \
+                             (the value is not shown)"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if source.scheme == Scheme::Hmac && source.hmac.header.trim().is_empty() {
+        p.push(format!("{at}.hmac.header: must name the signature header"));
+    }
+    if source.delete_types.iter().any(|t| t.is_empty() || t == "*") {
+        p.push(format!(
+            "{at}.delete_types: an empty or bare `*` pattern would delete every entity"
+        ));
+    }
+}
+
+/// Tenant and source ids appear in URLs, record keys and topic headers: lowercase ASCII
+/// letters, digits, `_` and `-`, 1 to 64 characters, starting with a letter or digit.
+fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && id.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{id}` must be 1-64 characters of a-z, 0-9, `_`, `-`, starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const GOOD: &str = r#"
+        [kafka]
+        brokers = "127.0.0.1:9092"
+        [[tenants]]
+        id = "acme"
+        [[tenants.sources]]
+        id = "billing"
+        scheme = "standard"
+        secrets = [{ id = "k1", value = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }]
+        [[tenants.sources]]
+        id = "orders"
+        scheme = "hmac"
+        secrets = [{ id = "k1", value = "plain" }]
+        hmac = { header = "x-sig", prefix = "sha256=" }
+        extract = { entity = "/order_id" }
+    "#;
+
+    #[test]
+    fn a_good_config_validates() {
+        let config = Config::parse_str(GOOD).unwrap();
+        assert_eq!(config.problems(), Vec::<String>::new());
+        let (_, orders) = config.source("acme", "orders").unwrap();
+        assert_eq!(orders.hmac.header, "x-sig");
+        assert!(orders.is_delete_type("order.deleted"));
+        assert!(!orders.is_delete_type("order.created"));
+    }
+
+    #[test]
+    fn problems_name_their_key_and_never_a_secret() {
+        let text = r#"
+            [kafka]
+            topic_prefix = "bad prefix"
+            partitions = 0
+            [ingest]
+            listen = "nowhere"
+            [[tenants]]
+            id = "Acme/1"
+            [[tenants.sources]]
+            id = "billing"
+            scheme = "standard"
+            secrets = [
+              { id = "k1", value = "whsec_!!not-base64-SUPERSECRET" },
+              { id = "k2", env = "HOOKSTREAM_TEST_UNSET_VARIABLE" },
+            ]
+            [[tenants.sources]]
+            id = "billing"
+            scheme = "stripe"
+            secrets = []
+            extract = { entity = "received" }
+        "#;
+        let problems = Config::parse_str(text).unwrap().problems().join("\n");
+        for expected in [
+            "kafka.topic_prefix",
+            "kafka.partitions",
+            "ingest.listen",
+            "tenants[0] (`Acme/1`).id",
+            "secrets[0] (`k1`): a Standard Webhooks secret",
+            "`HOOKSTREAM_TEST_UNSET_VARIABLE` is not set",
+            "source `billing` is defined twice",
+            "`stripe` is not supported",
+            "sources[1] (`billing`).secrets: at least one",
+            "sources[1] (`billing`).extract: entity",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "missing `{expected}` in:\n{problems}"
+            );
+        }
+        assert!(!problems.contains("SUPERSECRET"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_parse_errors() {
+        let err = Config::parse_str("[kafka]\nbrokerz = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("brokerz"), "{err}");
+        let err = Config::parse_str("[kafka]\npartitions = \"six\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partitions"), "{err}");
+    }
+
+    #[test]
+    fn secrets_debug_output_is_redacted() {
+        let config = Config::parse_str(GOOD).unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            "{debug}"
+        );
+        assert!(!debug.contains("plain"), "{debug}");
+    }
+}

@@ -1,0 +1,31 @@
+use thiserror::Error;
+
+/// Errors of the contract layer: configuration, decoding of records, broker administration.
+#[derive(Debug, Error)]
+pub enum SchemasError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("configuration is invalid:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+    #[error("raw record is missing header `{0}`")]
+    MissingHeader(&'static str),
+    #[error("raw record header `{name}` is malformed: {reason}")]
+    BadHeader { name: &'static str, reason: String },
+    #[error("record key `{0}` is not of the form tenant/entity")]
+    BadKey(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic `{topic}` could not be created: {reason}")]
+    TopicCreation { topic: String, reason: String },
+}
+
+impl SchemasError {
+    /// Whether retrying the same operation later can succeed (broker trouble), as opposed to
+    /// a permanent problem with the input.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            SchemasError::Kafka(_) | SchemasError::TopicCreation { .. }
+        )
+    }
+}

@@ -1,0 +1,105 @@
+//! Kafka client settings and topic provisioning.
+//!
+//! Producers are idempotent with `acks=all` and the Java-compatible `murmur2_random`
+//! partitioner; consumers never auto-commit (the processor commits after its state is
+//! durable). Properties from `[kafka.properties]` apply to every client, then
+//! `[kafka.producer]` / `[kafka.consumer]` override them, so any librdkafka setting (TLS,
+//! SASL, tuning) passes through unchanged.
+//!
+//! Brokers such as Tansu do not auto-create topics, so both roles create the topics they need
+//! at start-up through the admin API ([`ensure_topics`]); a topic that already exists is left
+//! as it is.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+use crate::topics::{Topic, TopicNames};
+use crate::SchemasError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Producer,
+    Consumer,
+    Admin,
+}
+
+pub fn client_config(kafka: &KafkaConfig, role: Role) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    match role {
+        Role::Producer => {
+            config
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("partitioner", "murmur2_random")
+                .set("linger.ms", "5")
+                .set("compression.type", "lz4");
+        }
+        Role::Consumer => {
+            config
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("isolation.level", "read_committed");
+        }
+        Role::Admin => {}
+    }
+    for (k, v) in &kafka.properties {
+        config.set(k, v);
+    }
+    let specific = match role {
+        Role::Producer => Some(&kafka.producer),
+        Role::Consumer => Some(&kafka.consumer),
+        Role::Admin => None,
+    };
+    for (k, v) in specific.into_iter().flatten() {
+        config.set(k, v);
+    }
+    config
+}
+
+/// Creates the given topics if they are missing, with the configured partitions and
+/// replication; `state` is created compacted.
+pub async fn ensure_topics(
+    kafka: &KafkaConfig,
+    names: &TopicNames,
+    topics: &[Topic],
+) -> Result<(), SchemasError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka, Role::Admin).create()?;
+    let named: Vec<(Topic, String)> = topics.iter().map(|t| (*t, names.name(*t))).collect();
+    let new_topics: Vec<NewTopic<'_>> = named
+        .iter()
+        .map(|(topic, name)| {
+            let t = NewTopic::new(
+                name,
+                kafka.partitions,
+                TopicReplication::Fixed(kafka.replication_factor),
+            );
+            if topic.compacted() {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(new_topics.iter(), &options).await?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(SchemasError::TopicCreation {
+                    topic: name,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! JSON values of the derived topics. Field order is fixed by the struct definitions and
+//! payloads are embedded verbatim ([`RawValue`]), so the same input always serializes to the
+//! same bytes: a replayed batch re-emits byte-identical records.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::time::{to_rfc3339, Millis};
+
+/// A provider payload: the body embedded as JSON when it is JSON, otherwise base64.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Payload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+}
+
+impl Payload {
+    pub fn from_body(body: &[u8]) -> Self {
+        let json = std::str::from_utf8(body)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Box<RawValue>>(text).ok());
+        match json {
+            Some(raw) => Self {
+                payload: Some(raw),
+                payload_base64: None,
+            },
+            None => {
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(body);
+                Self {
+                    payload: None,
+                    payload_base64: Some(encoded),
+                }
+            }
+        }
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.payload.as_ref().map(|p| p.get()) == other.payload.as_ref().map(|p| p.get())
+            && self.payload_base64 == other.payload_base64
+    }
+}
+
+/// A value of the `events` topic: one deduplicated event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub tenant: String,
+    pub source: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub entity: String,
+    /// Event time, RFC 3339 UTC.
+    pub occurred_at: String,
+    /// Time ingest received the request, RFC 3339 UTC.
+    pub received_at: String,
+    /// The event is older than one already released for its entity.
+    pub late: bool,
+    /// Offset of the event in `raw` (partition = this record's partition).
+    pub raw_offset: i64,
+    /// The body, when it is JSON, embedded as it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<RawValue>>,
+    /// The body, base64, when it is not JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+}
+
+/// A value of the compacted `state` topic: the latest reconciled state of one entity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateRecord {
+    pub tenant: String,
+    pub entity: String,
+    /// Number of events applied to this entity; increases by one with each applied event.
+    pub version: u64,
+    /// Event time of the event that produced this state, RFC 3339 UTC.
+    pub updated_at: String,
+    pub last_event_id: String,
+    pub last_event_type: String,
+    pub deleted: bool,
+    /// The latest payload as JSON; absent once the entity is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Box<RawValue>>,
+    /// The latest payload, base64, when it is not JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_base64: Option<String>,
+}
+
+impl StateRecord {
+    pub fn updated_at_millis(ms: Millis) -> String {
+        to_rfc3339(ms)
+    }
+}
+
+fn raw_text(raw: &Option<Box<RawValue>>) -> Option<&str> {
+    raw.as_ref().map(|r| r.get())
+}
+
+impl PartialEq for EventRecord {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            &self.tenant,
+            &self.source,
+            &self.event_id,
+            &self.event_type,
+            &self.entity,
+        ) == (&o.tenant, &o.source, &o.event_id, &o.event_type, &o.entity)
+            && (
+                &self.occurred_at,
+                &self.received_at,
+                self.late,
+                self.raw_offset,
+            ) == (&o.occurred_at, &o.received_at, o.late, o.raw_offset)
+            && raw_text(&self.payload) == raw_text(&o.payload)
+            && self.payload_base64 == o.payload_base64
+    }
+}
+
+impl PartialEq for StateRecord {
+    fn eq(&self, o: &Self) -> bool {
+        (&self.tenant, &self.entity, self.version, &self.updated_at)
+            == (&o.tenant, &o.entity, o.version, &o.updated_at)
+            && (&self.last_event_id, &self.last_event_type, self.deleted)
+                == (&o.last_event_id, &o.last_event_type, o.deleted)
+            && raw_text(&self.state) == raw_text(&o.state)
+            && self.state_base64 == o.state_base64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_payload_is_embedded_verbatim_and_binary_is_base64() {
+        let body = br#"{"b": 1,  "a": [true]}"#;
+        let payload = Payload::from_body(body);
+        assert_eq!(
+            payload.payload.as_ref().unwrap().get(),
+            r#"{"b": 1,  "a": [true]}"#
+        );
+
+        let binary = Payload::from_body(&[0xff, 0x00]);
+        assert_eq!(binary.payload_base64.as_deref(), Some("/wA="));
+        assert!(binary.payload.is_none());
+    }
+
+    #[test]
+    fn event_record_serializes_deterministically() {
+        let record = EventRecord {
+            tenant: "acme".into(),
+            source: "orders".into(),
+            event_id: "e1".into(),
+            event_type: "order.created".into(),
+            entity: "o1".into(),
+            occurred_at: "2023-11-14T22:13:20.000Z".into(),
+            received_at: "2023-11-14T22:13:21.000Z".into(),
+            late: false,
+            raw_offset: 7,
+            payload: Payload::from_body(br#"{"id":"e1"}"#).payload,
+            payload_base64: None,
+        };
+        let text = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            text,
+            r#"{"tenant":"acme","source":"orders","event_id":"e1","event_type":"order.created","entity":"o1","occurred_at":"2023-11-14T22:13:20.000Z","received_at":"2023-11-14T22:13:21.000Z","late":false,"raw_offset":7,"payload":{"id":"e1"}}"#
+        );
+        let back: EventRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, record);
+    }
+}

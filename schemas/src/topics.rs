@@ -1,0 +1,104 @@
+//! The topics hookstream reads and writes, all under one configurable prefix
+//! (default `hookstream.`). See `docs/topics.md` for each value's format.
+//!
+//! | topic      | key             | cleanup | written by |
+//! |------------|-----------------|---------|------------|
+//! | `raw`      | `tenant/entity` | delete  | ingest     |
+//! | `events`   | `tenant/entity` | delete  | processor  |
+//! | `state`    | `tenant/entity` | compact | processor  |
+//! | `deferred` | `tenant/entity` | delete  | processor  |
+//! | `alerts`   | `tenant`        | delete  | processor  |
+//! | `usage`    | `tenant`        | delete  | downstream workers |
+//! | `dlq`      | `tenant/entity` | delete  | processor  |
+//! | `rejected` | `tenant`        | delete  | ingest     |
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Raw,
+    Events,
+    State,
+    Deferred,
+    Alerts,
+    Usage,
+    Dlq,
+    Rejected,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 8] = [
+        Topic::Raw,
+        Topic::Events,
+        Topic::State,
+        Topic::Deferred,
+        Topic::Alerts,
+        Topic::Usage,
+        Topic::Dlq,
+        Topic::Rejected,
+    ];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Topic::Raw => "raw",
+            Topic::Events => "events",
+            Topic::State => "state",
+            Topic::Deferred => "deferred",
+            Topic::Alerts => "alerts",
+            Topic::Usage => "usage",
+            Topic::Dlq => "dlq",
+            Topic::Rejected => "rejected",
+        }
+    }
+
+    /// `state` keeps only the latest record per key; every other topic is a log.
+    pub fn compacted(self) -> bool {
+        matches!(self, Topic::State)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.suffix())
+    }
+}
+
+/// Resolves topic names under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicNames {
+    prefix: String,
+}
+
+impl TopicNames {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn name(&self, topic: Topic) -> String {
+        format!("{}{}", self.prefix, topic.suffix())
+    }
+
+    pub fn all(&self) -> Vec<(Topic, String)> {
+        Topic::ALL.iter().map(|t| (*t, self.name(*t))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed() {
+        let names = TopicNames::new("hookstream.");
+        assert_eq!(names.name(Topic::Raw), "hookstream.raw");
+        assert_eq!(names.name(Topic::State), "hookstream.state");
+        assert_eq!(names.all().len(), 8);
+        assert!(Topic::State.compacted() && !Topic::Events.compacted());
+    }
+}

@@ -1,0 +1,31 @@
+# Shared by scripts/dev and scripts/test: install what a fresh Debian/Ubuntu machine lacks.
+set -euo pipefail
+
+HOOKSTREAM_CACHE="${HOOKSTREAM_CACHE:-$HOME/.cache/hookstream}"
+TANSU_VERSION="0.6.0"
+
+ensure_system_packages() {
+  local wanted=(build-essential pkg-config libclang-dev zlib1g-dev curl) missing=()
+  for package in "${wanted[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  if ((${#missing[@]})); then
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "==> installing system packages: ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  command -v cargo >/dev/null || { echo "cargo is required: install Rust from rustup" >&2; exit 1; }
+}
+
+# The Tansu broker used by the end-to-end tests, built once into the cache (≈10 min).
+ensure_tansu() {
+  local root="$HOOKSTREAM_CACHE/tansu-$TANSU_VERSION"
+  if [ ! -x "$root/bin/tansu" ]; then
+    echo "==> installing the Tansu $TANSU_VERSION test broker into $root (one time, about 10 minutes)" >&2
+    cargo install tansu --locked --version "$TANSU_VERSION" --features libsql \
+      --root "$root" --target-dir "$HOOKSTREAM_CACHE/tansu-build"
+  fi
+  export TANSU_BIN="$root/bin/tansu"
+}

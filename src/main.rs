@@ -1,0 +1,178 @@
+//! The `hookstream` command: argument parsing and wiring of the `ingest`, `processor` and
+//! `schemas` crates. Run `hookstream --help` or `hookstream <command> --help`.
+
+mod dev;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use schemas::config::Config;
+
+#[derive(Parser)]
+#[command(name = "hookstream", version, about = "Kafka-native webhook platform: verify and append webhooks to Kafka, then dedupe, order and reconcile them into clean topics.", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything in one process (embedded broker, ingest, processor, sample tenant) and
+    /// print a signed curl that works.
+    Dev(dev::DevArgs),
+    /// Serve the webhook ingest: verify signatures and append requests to the `raw` topic.
+    Ingest {
+        /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the processor: consume `raw`, dedupe and reconcile into `events` and `state`.
+    Process {
+        /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print every problem with the key it concerns.
+    CheckConfig {
+        /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `dev` prints what a person needs on stdout; its logs stay quiet unless RUST_LOG asks.
+    let quiet = matches!(cli.command, Command::Dev(_));
+    init_tracing(if quiet {
+        "warn"
+    } else {
+        "info,librdkafka=warn,rdkafka=warn,actix_server=warn"
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => dev::run(args, metrics_recorder()?).await,
+            Command::Ingest { config } => run_ingest(&config).await,
+            Command::Process { config } => run_process(&config).await,
+            Command::CheckConfig { file } => return Ok(check_config(&file)),
+        }
+        .map(|()| ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn metrics_recorder() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| format!("loading {}", path.display()))
+}
+
+async fn run_ingest(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let options = ingest::StartOptions {
+        create_topics: true,
+        workers: None,
+    };
+    let service = ingest::IngestService::start(&config, metrics_recorder()?, options).await?;
+    for addr in service.addrs() {
+        println!("hookstream ingest listening on http://{addr}");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    service.stop().await;
+    Ok(())
+}
+
+async fn run_process(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let _metrics = metrics_recorder()?;
+    let options = processor::StartOptions {
+        create_topics: true,
+    };
+    let mut service = processor::ProcessorService::start(&config, options).await?;
+    println!(
+        "hookstream processor started (group `{}`)",
+        config.processor.group_id
+    );
+    tokio::select! {
+        result = service.wait() => return result.context("processor stopped"),
+        () = shutdown_signal() => {}
+    }
+    tracing::info!("shutting down: finishing the current batch");
+    service.stop().await?;
+    Ok(())
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let config = match Config::parse(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{}: {error}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let problems = config.problems();
+    if !problems.is_empty() {
+        eprintln!("{}: {} problem(s):", path.display(), problems.len());
+        for problem in problems {
+            eprintln!("  - {problem}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let sources: usize = config.tenants.iter().map(|t| t.sources.len()).sum();
+    println!(
+        "{}: ok ({} tenant(s), {} source(s); brokers {}; raw topic `{}`)",
+        path.display(),
+        config.tenants.len(),
+        sources,
+        config.kafka.brokers,
+        config.topics().name(schemas::topics::Topic::Raw)
+    );
+    ExitCode::SUCCESS
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

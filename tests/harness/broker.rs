@@ -1,0 +1,131 @@
+//! A Tansu broker process (Kafka protocol, sqlite storage) on a free loopback port.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+pub const INSTALL: &str = "cargo install tansu --locked --version 0.6.0 --features libsql \
+     --root ~/.cache/hookstream/tansu   (or run ./scripts/test, which does it)";
+
+pub struct Broker {
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+/// The Tansu binary: `TANSU_BIN`, else `tansu` on `PATH`. A missing binary fails the test
+/// with the command that installs it.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TANSU_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "TANSU_BIN={} does not exist; install Tansu with: {INSTALL}",
+            path.display()
+        );
+        return path;
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("tansu"))
+            .find(|candidate| candidate.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("the Tansu broker binary was not found (set TANSU_BIN or put `tansu` on PATH); install it with: {INSTALL}")
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        let binary = tansu_binary();
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("hookstream-tansu-")
+                .tempdir()
+                .unwrap();
+            let port = free_port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+            let child = Command::new(&binary)
+                .current_dir(dir.path())
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "sqlite://broker.db"])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+            let mut broker = Self { port, child, dir };
+            match broker.wait_ready() {
+                Ok(()) => return broker,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("Tansu did not start; its log:\n{last_log}");
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+
+    /// Ready when it answers a metadata request; fails early if the process exits.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.address())
+            .set("socket.connection.setup.timeout.ms", "1000")
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + super::DEADLINE;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}\n{}", self.log()));
+            }
+            if client
+                .fetch_metadata(None, Duration::from_millis(1000))
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        let _ = self.child.kill();
+        Err(format!(
+            "no answer within {:?}\n{}",
+            super::DEADLINE,
+            self.log()
+        ))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- tansu log ---\n{}", self.log());
+        }
+    }
+}

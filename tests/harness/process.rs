@@ -1,0 +1,118 @@
+//! `hookstream` processes started as users start them, with their output captured.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hookstream"))
+}
+
+pub struct Service {
+    name: &'static str,
+    child: Child,
+    base_url: Option<String>,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// Starts `hookstream ingest` and waits for the address it prints.
+    pub fn ingest(config: &Path) -> Self {
+        let mut service = Self::spawn("ingest", &["ingest", "--config"], config);
+        let line = service.wait_for_line("listening on http://");
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_owned();
+        service.base_url = Some(url);
+        service
+    }
+
+    /// Starts `hookstream process` and waits until it has subscribed.
+    pub fn processor(config: &Path) -> Self {
+        let mut service = Self::spawn("processor", &["process", "--config"], config);
+        service.wait_for_line("processor started");
+        service
+    }
+
+    fn spawn(name: &'static str, args: &[&str], config: &Path) -> Self {
+        let log_dir = tempfile::Builder::new()
+            .prefix("hookstream-log-")
+            .tempdir()
+            .unwrap();
+        let log = log_dir.path().join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary())
+            .args(args)
+            .arg(config)
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("hookstream binary runs");
+        Self {
+            name,
+            child,
+            base_url: None,
+            log,
+            _log_dir: log_dir,
+        }
+    }
+
+    fn wait_for_line(&mut self, needle: &str) -> String {
+        let stdout = self.child.stdout.take().expect("stdout is piped");
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + super::DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match received.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "hookstream {} did not print `{needle}` (exit: {:?}); its log:\n{}",
+                    self.name,
+                    self.child.try_wait().ok().flatten(),
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.base_url
+            .as_deref()
+            .expect("only the ingest serves HTTP")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops with SIGKILL (a crash, as far as the process is concerned).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- hookstream {} log ---\n{}", self.name, self.log());
+        }
+    }
+}
