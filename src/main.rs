@@ -28,6 +28,9 @@ enum Command {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
         config: PathBuf,
+        /// Benchmarks only: answer 202 without writing to Kafka (measures the HTTP ceiling).
+        #[arg(long, hide = true)]
+        bench_discard_appends: bool,
     },
     /// Run the processor: consume `raw`, dedupe and reconcile into `events` and `state`.
     Process {
@@ -64,7 +67,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => dev::run(args, metrics_recorder()?).await,
-            Command::Ingest { config } => run_ingest(&config).await,
+            Command::Ingest {
+                config,
+                bench_discard_appends,
+            } => run_ingest(&config, bench_discard_appends).await,
             Command::Process { config } => run_process(&config).await,
             Command::CheckConfig { file } => return Ok(check_config(&file)),
         }
@@ -98,11 +104,12 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("loading {}", path.display()))
 }
 
-async fn run_ingest(path: &Path) -> anyhow::Result<()> {
+async fn run_ingest(path: &Path, discard_appends: bool) -> anyhow::Result<()> {
     let config = load(path)?;
     let options = ingest::StartOptions {
-        create_topics: true,
+        create_topics: !discard_appends,
         workers: None,
+        discard_appends,
     };
     let service = ingest::IngestService::start(&config, metrics_recorder()?, options).await?;
     for addr in service.addrs() {
@@ -142,7 +149,10 @@ fn check_config(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let problems = config.problems();
+    let mut problems = config.problems();
+    if problems.is_empty() {
+        problems = ingest::check_sources(&config);
+    }
     if !problems.is_empty() {
         eprintln!("{}: {} problem(s):", path.display(), problems.len());
         for problem in problems {

@@ -1,23 +1,32 @@
 //! Appending to `raw`: an idempotent, `acks=all` producer. [`Appender::append`] resolves only
-//! when the broker acknowledged the record, so a 202 is never sent for an event that could
-//! still be lost. A full local queue is refused at once (503 `queue_full`) instead of letting
-//! requests pile up; a broker that does not acknowledge within `ack_timeout_ms` gets 503
-//! `broker_unavailable` (`message.timeout.ms` is set to the same bound, so librdkafka stops
-//! retrying too; a provider's retry is then a duplicate the processor removes).
+//! when the broker acknowledged every record of the request, so a 202 is never sent for an
+//! event that could still be lost. A full local queue is refused at once (503 `queue_full`)
+//! instead of letting requests pile up; a broker that does not acknowledge within
+//! `ack_timeout_ms` gets 503 `broker_unavailable` (`message.timeout.ms` is set to the same
+//! bound, so librdkafka stops retrying too; a provider's retry is then a duplicate the
+//! processor removes).
+//!
+//! The same producer writes the `rejected` audit records, without waiting for them: an audit
+//! record that cannot be queued is counted (`hookstream_ingest_audit_dropped_total`) and never
+//! delays or fails an answer.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
 use schemas::config::Config;
 use schemas::kafka::{client_config, Role};
 use schemas::key::EntityKey;
-use schemas::raw::RawMeta;
+use schemas::records::RejectedRecord;
 use schemas::topics::Topic;
 
 use crate::error::IngestError;
+use crate::extract::Extracted;
 use crate::request::{Request, Verified};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +37,13 @@ pub struct Appended {
 
 #[derive(Clone)]
 pub struct Appender {
-    producer: FutureProducer,
+    producer: Arc<RwLock<FutureProducer>>,
+    client: ClientConfig,
+    ack_timeout: Duration,
     topic: String,
+    rejected_topic: String,
     retry_after: u32,
+    discard: bool,
 }
 
 impl Appender {
@@ -43,55 +56,146 @@ impl Appender {
             );
         }
         Ok(Self {
-            producer: client.create()?,
+            producer: Arc::new(RwLock::new(client.create()?)),
+            client,
+            ack_timeout: Duration::from_millis(config.ingest.ack_timeout_ms),
             topic: config.topics().name(Topic::Raw),
+            rejected_topic: config.topics().name(Topic::Rejected),
             retry_after: config.ingest.retry_after_secs,
+            discard: false,
         })
+    }
+
+    /// Benchmarks only: answer without producing, to measure the HTTP ceiling. Never durable.
+    pub fn discarding(mut self) -> Self {
+        self.discard = true;
+        self
     }
 
     pub fn topic(&self) -> &str {
         &self.topic
     }
 
+    /// Appends every event of a verified request and waits for all acknowledgements.
     pub async fn append(
         &self,
         request: &Request<Verified>,
-        meta: &RawMeta,
-    ) -> Result<Appended, IngestError> {
-        let key = EntityKey::new(&meta.tenant, &meta.entity).encode();
-        let pairs = meta.to_headers();
-        let headers = pairs.iter().fold(
-            OwnedHeaders::new_with_capacity(pairs.len()),
-            |h, (name, value)| {
-                h.insert(Header {
-                    key: name,
-                    value: Some(value.as_bytes()),
+        events: &[Extracted],
+    ) -> Result<Vec<Appended>, IngestError> {
+        if self.discard {
+            return Ok(events
+                .iter()
+                .map(|_| Appended {
+                    partition: -1,
+                    offset: -1,
                 })
-            },
-        );
-        let record = FutureRecord::to(&self.topic)
-            .key(key.as_bytes())
-            .payload(request.body().as_ref())
-            .headers(headers)
-            .timestamp(meta.received_at);
-        let delivery = self
-            .producer
-            .send_result(record)
-            .map_err(|(error, _)| self.refusal(error))?;
-        match delivery.await {
-            Ok(Ok(delivered)) => Ok(Appended {
-                partition: delivered.partition,
-                offset: delivered.offset,
-            }),
-            Ok(Err((error, _))) => Err(self.refusal(error)),
-            Err(_cancelled) => Err(IngestError::Unavailable {
-                reason: "the producer shut down".into(),
+                .collect());
+        }
+        let mut deliveries = Vec::with_capacity(events.len());
+        let producer = self.producer();
+        for event in events {
+            let meta = &event.meta;
+            let key = EntityKey::new(&meta.tenant, &meta.entity).encode();
+            let pairs = meta.to_headers();
+            let headers = pairs.iter().fold(
+                OwnedHeaders::new_with_capacity(pairs.len()),
+                |h, (name, value)| {
+                    h.insert(Header {
+                        key: name,
+                        value: Some(value.as_bytes()),
+                    })
+                },
+            );
+            let record = FutureRecord::to(&self.topic)
+                .key(key.as_bytes())
+                .payload(&request.body()[event.body.clone()])
+                .headers(headers)
+                .timestamp(meta.received_at);
+            deliveries.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(error, _)| self.refusal(error))?,
+            );
+        }
+        let mut appended = Vec::with_capacity(deliveries.len());
+        // The answer never waits past the deadline, even for records librdkafka keeps in
+        // flight (an idempotent producer does not time out records already sent). A record
+        // acknowledged after the 503 is a duplicate of the provider's retry: the processor
+        // removes it.
+        let Ok(deliveries) = tokio::time::timeout(self.ack_timeout, join_all(deliveries)).await
+        else {
+            return Err(IngestError::Unavailable {
+                reason: format!(
+                    "not acknowledged within {} ms",
+                    self.ack_timeout.as_millis()
+                ),
                 retry_after: self.retry_after,
-            }),
+            });
+        };
+        for delivery in deliveries {
+            match delivery {
+                Ok(Ok(delivered)) => appended.push(Appended {
+                    partition: delivered.partition,
+                    offset: delivered.offset,
+                }),
+                Ok(Err((error, _))) => return Err(self.refusal(error)),
+                Err(_cancelled) => {
+                    return Err(IngestError::Unavailable {
+                        reason: "the producer shut down".into(),
+                        retry_after: self.retry_after,
+                    })
+                }
+            }
+        }
+        Ok(appended)
+    }
+
+    /// Queues an audit record of a refused request; never waits, never fails the request.
+    pub fn audit(&self, record: &RejectedRecord) {
+        if self.discard {
+            return;
+        }
+        let value = serde_json::to_vec(record).expect("rejected record serializes");
+        let future = FutureRecord::to(&self.rejected_topic)
+            .key(record.tenant.as_bytes())
+            .payload(&value);
+        match self.producer().send_result(future) {
+            Ok(delivery) => {
+                tokio::spawn(async move {
+                    if !matches!(delivery.await, Ok(Ok(_))) {
+                        metrics::counter!("hookstream_ingest_audit_dropped_total").increment(1);
+                    }
+                });
+            }
+            Err(_) => metrics::counter!("hookstream_ingest_audit_dropped_total").increment(1),
+        }
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer.read().expect("producer lock").clone()
+    }
+
+    /// An idempotent producer that hit a fatal error cannot produce again: replace it (a new
+    /// producer id starts a new idempotence session). Records of the old one that are still
+    /// in flight complete or fail on their own; their requests were already answered 503.
+    fn replace_if_fatal(&self) {
+        let mut producer = self.producer.write().expect("producer lock");
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            match self.client.create::<FutureProducer>() {
+                Ok(fresh) => {
+                    tracing::error!(?code, %reason, "producer hit a fatal error; replaced it");
+                    metrics::counter!("hookstream_ingest_producer_replaced_total").increment(1);
+                    *producer = fresh;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "producer hit a fatal error and cannot be replaced")
+                }
+            }
         }
     }
 
     fn refusal(&self, error: KafkaError) -> IngestError {
+        self.replace_if_fatal();
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::QueueFull) => IngestError::QueueFull {
                 retry_after: self.retry_after,
@@ -106,7 +210,7 @@ impl Appender {
     /// Whether the broker answers a metadata request for `raw` within `timeout`.
     pub fn ready(&self, timeout: Duration) -> Result<(), String> {
         let metadata = self
-            .producer
+            .producer()
             .client()
             .fetch_metadata(Some(&self.topic), Timeout::After(timeout))
             .map_err(|e| e.to_string())?;
@@ -118,7 +222,7 @@ impl Appender {
 
     /// Waits for in-flight appends to be acknowledged (on shutdown).
     pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(Timeout::After(timeout)) {
+        if let Err(e) = self.producer().flush(Timeout::After(timeout)) {
             tracing::warn!(error = %e, "not every in-flight append was acknowledged before shutdown");
         }
     }

@@ -24,6 +24,8 @@ pub enum IngestError {
     Unreadable(#[from] ExtractError),
     #[error("request body could not be read: {0}")]
     BadBody(String),
+    #[error("the tenant is over its ingest rate limit")]
+    RateLimited { retry_after: u32 },
     #[error("the broker's producer queue is full")]
     QueueFull { retry_after: u32 },
     #[error("the broker did not acknowledge the event: {reason}")]
@@ -46,6 +48,7 @@ impl IngestError {
             IngestError::TooLarge { .. } => "payload_too_large",
             IngestError::Unreadable(_) => "unreadable_request",
             IngestError::BadBody(_) => "bad_request",
+            IngestError::RateLimited { .. } => "rate_limited",
             IngestError::QueueFull { .. } => "queue_full",
             IngestError::Unavailable { .. } => "broker_unavailable",
             IngestError::NotFound => "not_found",
@@ -56,6 +59,7 @@ impl IngestError {
     fn retry_after(&self) -> Option<u32> {
         match self {
             IngestError::QueueFull { retry_after }
+            | IngestError::RateLimited { retry_after }
             | IngestError::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
@@ -75,6 +79,7 @@ impl ResponseError for IngestError {
             | IngestError::UnknownSource { .. }
             | IngestError::NotFound => StatusCode::NOT_FOUND,
             IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Unreadable(_) | IngestError::BadBody(_) => StatusCode::BAD_REQUEST,
             IngestError::QueueFull { .. } | IngestError::Unavailable { .. } => {
@@ -114,13 +119,14 @@ mod tests {
                 400,
             ),
             (IngestError::QueueFull { retry_after: 2 }, 503),
+            (IngestError::RateLimited { retry_after: 1 }, 429),
         ];
         for (error, status) in cases {
             let response = error.error_response();
             assert_eq!(response.status().as_u16(), status, "{error}");
             assert_eq!(
                 response.headers().contains_key(header::RETRY_AFTER),
-                status == 503
+                status == 503 || status == 429
             );
         }
     }

@@ -1,9 +1,16 @@
 //! Extraction: reads a verified request's event id, event type, entity and event time with
-//! the source's [`Rules`], producing the metadata of its `raw` record. The body is parsed as
-//! JSON at most once, and only when a rule points into it.
+//! the source's [`Rules`], producing the metadata of its `raw` record(s). Each field has a list
+//! of rules; the first that finds a value wins. JSON and form bodies are parsed at most once,
+//! and only when a rule points into them.
+//!
+//! A batch source (HubSpot's default) sends a JSON array of events: each element becomes its
+//! own record, whose value is the element's exact bytes within the body.
+
+use std::ops::Range;
 
 use schemas::config::{FieldRule, Rules};
 use schemas::raw::RawMeta;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -11,6 +18,8 @@ use crate::request::{Request, Verified};
 
 /// Longest event id, entity or event type accepted (they become keys and headers).
 pub const MAX_FIELD_BYTES: usize = 1024;
+/// Most events accepted in one batch body.
+pub const MAX_BATCH: usize = 1000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{field}: {reason}")]
@@ -19,31 +28,87 @@ pub struct ExtractError {
     pub reason: String,
 }
 
+/// One event of a request: its metadata and where its bytes are in the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extracted {
+    pub meta: RawMeta,
+    pub body: Range<usize>,
+}
+
 pub fn extract(
     request: &Request<Verified>,
     scheme: &str,
     rules: &Rules,
+    batch: bool,
+) -> Result<Vec<Extracted>, ExtractError> {
+    let body = request.body().as_ref();
+    if !batch {
+        let meta = extract_one(request, scheme, rules, body, None)?;
+        return Ok(vec![Extracted {
+            meta,
+            body: 0..body.len(),
+        }]);
+    }
+    let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| ExtractError {
+        field: "body",
+        reason: format!("a batch source needs a JSON array: {e}"),
+    })?;
+    if elements.is_empty() || elements.len() > MAX_BATCH {
+        return Err(ExtractError {
+            field: "body",
+            reason: format!(
+                "a batch holds 1 to {MAX_BATCH} events, not {}",
+                elements.len()
+            ),
+        });
+    }
+    let start = body.as_ptr() as usize;
+    elements
+        .into_iter()
+        .enumerate()
+        .map(|(index, element)| {
+            let text = element.get().as_bytes();
+            let offset = text.as_ptr() as usize - start;
+            let meta = extract_one(request, scheme, rules, text, Some(index))?;
+            Ok(Extracted {
+                meta,
+                body: offset..offset + text.len(),
+            })
+        })
+        .collect()
+}
+
+fn extract_one(
+    request: &Request<Verified>,
+    scheme: &str,
+    rules: &Rules,
+    body: &[u8],
+    index: Option<usize>,
 ) -> Result<RawMeta, ExtractError> {
-    let mut body = LazyJson::new(request.body());
-    let event_id = text(request, &mut body, "event_id", &rules.event_id)?;
-    let event_type = match rules.event_type {
-        FieldRule::Absent => String::new(),
-        ref rule => text(request, &mut body, "event_type", rule)?,
+    let mut source = Source {
+        request,
+        body,
+        json: None,
+        form: None,
+        index,
     };
-    let entity = text(request, &mut body, "entity", &rules.entity)?;
-    let occurred_at = match &rules.occurred_at {
-        FieldRule::Received => request.received_at(),
-        rule => {
-            let value = lookup(request, &mut body, "occurred_at", rule)?;
-            schemas::time::parse_event_time(&value).ok_or_else(|| ExtractError {
-                field: "occurred_at",
-                reason: format!(
-                    "{} is not an RFC 3339 time or a Unix timestamp",
-                    describe(&value)
-                ),
+    let (event_id, derived) = source.text_with_rule("event_id", &rules.event_id)?;
+    let event_type = if rules.event_type == [FieldRule::Absent] {
+        String::new()
+    } else {
+        source
+            .text_with_rule("event_type", &rules.event_type)
+            .map(|(t, _)| t)
+            .or_else(|e| {
+                if rules.event_type.contains(&FieldRule::Absent) {
+                    Ok(String::new())
+                } else {
+                    Err(e)
+                }
             })?
-        }
     };
+    let (entity, _) = source.text_with_rule("entity", &rules.entity)?;
+    let occurred_at = source.time(&rules.occurred_at)?;
     Ok(RawMeta {
         tenant: request.tenant().to_owned(),
         source: request.source().to_owned(),
@@ -59,74 +124,138 @@ pub fn extract(
             .unwrap_or_default()
             .to_owned(),
         key_id: request.key_id().to_owned(),
+        event_id_derived: derived,
     })
 }
 
-fn text(
-    request: &Request<Verified>,
-    body: &mut LazyJson<'_>,
-    field: &'static str,
-    rule: &FieldRule,
-) -> Result<String, ExtractError> {
-    let text = match lookup(request, body, field, rule)? {
-        Value::String(s) => s,
-        Value::Number(n) => n.to_string(),
-        other => {
-            return Err(ExtractError {
-                field,
-                reason: format!("{} is not a string or number", describe(&other)),
-            })
-        }
-    };
-    if text.trim().is_empty() {
-        return Err(ExtractError {
-            field,
-            reason: "is empty".into(),
-        });
-    }
-    if text.len() > MAX_FIELD_BYTES {
-        return Err(ExtractError {
-            field,
-            reason: format!("is longer than {MAX_FIELD_BYTES} bytes"),
-        });
-    }
-    Ok(text)
+struct Source<'a> {
+    request: &'a Request<Verified>,
+    body: &'a [u8],
+    json: Option<Option<Value>>,
+    form: Option<Option<Vec<(String, String)>>>,
+    /// Position within a batch body.
+    index: Option<usize>,
 }
 
-fn lookup(
-    request: &Request<Verified>,
-    body: &mut LazyJson<'_>,
-    field: &'static str,
-    rule: &FieldRule,
-) -> Result<Value, ExtractError> {
-    match rule {
-        FieldRule::Header(name) => request
-            .headers()
-            .get(name)
-            .map(|v| Value::String(v.to_owned()))
-            .ok_or_else(|| ExtractError {
-                field,
-                reason: format!("header `{name}` is missing"),
-            }),
-        FieldRule::Pointer(pointer) => {
-            let json = body.get().ok_or_else(|| ExtractError {
-                field,
-                reason: format!("the body is not JSON, so `{pointer}` cannot be read"),
-            })?;
-            json.pointer(pointer)
-                .filter(|v| !v.is_null())
-                .cloned()
-                .ok_or_else(|| ExtractError {
-                    field,
-                    reason: format!("`{pointer}` is not in the body"),
-                })
+enum Found {
+    Value(Value),
+    Missing(String),
+}
+
+impl Source<'_> {
+    fn text_with_rule(
+        &mut self,
+        field: &'static str,
+        rules: &[FieldRule],
+    ) -> Result<(String, bool), ExtractError> {
+        let mut missing = Vec::new();
+        for rule in rules {
+            match self.lookup(rule) {
+                Found::Missing(why) => missing.push(why),
+                Found::Value(value) => {
+                    let text = match value {
+                        Value::String(s) => s,
+                        Value::Number(n) => n.to_string(),
+                        other => {
+                            return Err(self.error(
+                                field,
+                                format!("{} is not a string or number", describe(&other)),
+                            ))
+                        }
+                    };
+                    if text.trim().is_empty() {
+                        return Err(self.error(field, "is empty".into()));
+                    }
+                    if text.len() > MAX_FIELD_BYTES {
+                        return Err(
+                            self.error(field, format!("is longer than {MAX_FIELD_BYTES} bytes"))
+                        );
+                    }
+                    return Ok((text, *rule == FieldRule::BodySha256));
+                }
+            }
         }
-        FieldRule::BodySha256 => Ok(Value::String(hex::encode(Sha256::digest(request.body())))),
-        FieldRule::Received => Ok(Value::from(request.received_at())),
-        FieldRule::Absent => Err(ExtractError {
-            field,
-            reason: "has no rule".into(),
-        }),
+        Err(self.error(field, missing.join("; ")))
+    }
+
+    fn time(&mut self, rules: &[FieldRule]) -> Result<i64, ExtractError> {
+        let mut missing = Vec::new();
+        for rule in rules {
+            if *rule == FieldRule::Received {
+                return Ok(self.request.received_at());
+            }
+            match self.lookup(rule) {
+                Found::Missing(why) => missing.push(why),
+                Found::Value(value) => {
+                    return schemas::time::parse_event_time(&value).ok_or_else(|| {
+                        self.error(
+                            "occurred_at",
+                            format!(
+                                "{} is not an RFC 3339 time or a Unix timestamp",
+                                describe(&value)
+                            ),
+                        )
+                    })
+                }
+            }
+        }
+        Err(self.error("occurred_at", missing.join("; ")))
+    }
+
+    fn lookup(&mut self, rule: &FieldRule) -> Found {
+        match rule {
+            FieldRule::Header(name) => match self.request.headers().get(name) {
+                Some(v) => Found::Value(Value::String(v.to_owned())),
+                None => Found::Missing(format!("header `{name}` is missing")),
+            },
+            FieldRule::Pointer(pointer) => {
+                let body = self.body;
+                let json = self
+                    .json
+                    .get_or_insert_with(|| serde_json::from_slice(body).ok());
+                match json {
+                    None => Found::Missing(format!(
+                        "the body is not JSON, so `{pointer}` cannot be read"
+                    )),
+                    Some(json) => match json.pointer(pointer).filter(|v| !v.is_null()) {
+                        Some(v) => Found::Value(v.clone()),
+                        None => Found::Missing(format!("`{pointer}` is not in the body")),
+                    },
+                }
+            }
+            FieldRule::Form(name) => {
+                let is_form = self.request.headers().get("content-type").is_some_and(|t| {
+                    t.to_ascii_lowercase()
+                        .starts_with("application/x-www-form-urlencoded")
+                });
+                let body = self.body;
+                let form = self.form.get_or_insert_with(|| {
+                    is_form.then(|| form_urlencoded::parse(body).into_owned().collect())
+                });
+                match form {
+                    None => Found::Missing(format!(
+                        "the body is not a form, so `form:{name}` cannot be read"
+                    )),
+                    Some(fields) => match fields.iter().find(|(k, _)| k == name) {
+                        Some((_, v)) => Found::Value(Value::String(v.clone())),
+                        None => Found::Missing(format!("form field `{name}` is missing")),
+                    },
+                }
+            }
+            FieldRule::BodySha256 => {
+                Found::Value(Value::String(hex::encode(Sha256::digest(self.body))))
+            }
+            FieldRule::Received => Found::Value(Value::from(self.request.received_at())),
+            FieldRule::Absent => Found::Missing("no value".into()),
+        }
+    }
+
+    fn error(&self, field: &'static str, reason: String) -> ExtractError {
+        let reason = match self.index {
+            Some(index) => format!("event {index} of the batch: {reason}"),
+            None => reason,
+        };
+        ExtractError { field, reason }
     }
 }
 
@@ -141,32 +270,12 @@ fn describe(value: &Value) -> &'static str {
     }
 }
 
-struct LazyJson<'a> {
-    bytes: &'a [u8],
-    parsed: Option<Option<Value>>,
-}
-
-impl<'a> LazyJson<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self {
-            bytes,
-            parsed: None,
-        }
-    }
-
-    fn get(&mut self) -> Option<&Value> {
-        self.parsed
-            .get_or_insert_with(|| serde_json::from_slice(self.bytes).ok())
-            .as_ref()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::request::{Headers, Unverified};
     use bytes::Bytes;
-    use schemas::config::Scheme;
+    use schemas::config::{RuleText, Scheme};
     use std::collections::BTreeMap;
 
     fn verified(headers: Headers, body: &str) -> Request<Verified> {
@@ -180,12 +289,16 @@ mod tests {
         .into_verified("k1".into())
     }
 
-    fn rules(pairs: &[(&str, &str)]) -> Rules {
-        let map: BTreeMap<String, String> = pairs
+    fn rules(scheme: Scheme, pairs: &[(&str, &str)]) -> Rules {
+        let map: BTreeMap<String, RuleText> = pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), RuleText::One(v.to_string())))
             .collect();
-        Rules::resolve(Scheme::Hmac, &map).unwrap()
+        Rules::resolve(scheme, &map).unwrap()
+    }
+
+    fn one(request: &Request<Verified>, rules: &Rules) -> Result<RawMeta, ExtractError> {
+        extract(request, "hmac", rules, false).map(|mut v| v.remove(0).meta)
     }
 
     #[test]
@@ -196,16 +309,15 @@ mod tests {
                 .with("content-type", "application/json"),
             r#"{"type":"order.paid","order":{"id":42},"at":"2023-11-14T22:13:20Z"}"#,
         );
-        let meta = extract(
-            &request,
-            "hmac",
-            &rules(&[
+        let rules = rules(
+            Scheme::Hmac,
+            &[
                 ("event_id", "header:x-event"),
                 ("entity", "/order/id"),
                 ("occurred_at", "/at"),
-            ]),
-        )
-        .unwrap();
+            ],
+        );
+        let meta = one(&request, &rules).unwrap();
         assert_eq!(meta.event_id, "evt_9");
         assert_eq!(meta.entity, "42");
         assert_eq!(meta.event_type, "order.paid");
@@ -213,14 +325,92 @@ mod tests {
         assert_eq!(meta.received_at, 5_000);
         assert_eq!(meta.content_type, "application/json");
         assert_eq!(meta.key_id, "k1");
+        assert!(!meta.event_id_derived);
+    }
+
+    #[test]
+    fn stripe_defaults_read_a_stripe_event() {
+        let request = verified(
+            Headers::new(),
+            r#"{"id":"evt_1","type":"customer.updated","created":1700000000,"data":{"object":{"id":"cus_9"}}}"#,
+        );
+        let meta = one(&request, &rules(Scheme::Stripe, &[])).unwrap();
+        assert_eq!(
+            (meta.event_id.as_str(), meta.entity.as_str()),
+            ("evt_1", "cus_9")
+        );
+        assert_eq!(meta.occurred_at, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn twilio_form_bodies_are_read_with_form_rules() {
+        let request = verified(
+            Headers::new().with(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            ),
+            "CallSid=CA123&CallStatus=completed&From=%2B15551234567",
+        );
+        let meta = one(&request, &rules(Scheme::Twilio, &[])).unwrap();
+        assert_eq!(
+            (
+                meta.event_id.as_str(),
+                meta.event_type.as_str(),
+                meta.entity.as_str()
+            ),
+            ("CA123", "completed", "CA123")
+        );
+        assert_eq!(meta.occurred_at, 5_000);
+    }
+
+    #[test]
+    fn hubspot_batches_become_one_record_per_element_with_exact_bytes() {
+        let body = r#"[ {"eventId":1,"subscriptionType":"contact.creation","objectId":11,"occurredAt":1700000000000},
+            {"eventId":2, "subscriptionType":"contact.deletion","objectId":12,"occurredAt":1700000001000} ]"#;
+        let request = verified(Headers::new(), body);
+        let events = extract(&request, "hubspot", &rules(Scheme::Hubspot, &[]), true).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].meta.event_id, "2");
+        assert_eq!(events[1].meta.entity, "12");
+        assert_eq!(events[1].meta.occurred_at, 1_700_000_001_000);
+        assert_eq!(
+            &body[events[1].body.clone()],
+            r#"{"eventId":2, "subscriptionType":"contact.deletion","objectId":12,"occurredAt":1700000001000}"#
+        );
+        let bad = verified(
+            Headers::new(),
+            r#"[{"eventId":1,"objectId":3,"occurredAt":1}, {"objectId":4}]"#,
+        );
+        let err = extract(
+            &bad,
+            "hubspot",
+            &rules(Scheme::Hubspot, &[("event_type", "none")]),
+            true,
+        )
+        .unwrap_err();
+        assert!(err.reason.starts_with("event 1 of the batch"), "{err}");
+        assert!(extract(
+            &verified(Headers::new(), "[]"),
+            "hubspot",
+            &rules(Scheme::Hubspot, &[]),
+            true
+        )
+        .is_err());
+        assert!(extract(
+            &verified(Headers::new(), "{}"),
+            "hubspot",
+            &rules(Scheme::Hubspot, &[]),
+            true
+        )
+        .is_err());
     }
 
     #[test]
     fn missing_or_unusable_fields_say_which_and_why() {
         let request = verified(Headers::new(), r#"{"id":"e1","entity":{"nested":true}}"#);
-        let err = extract(&request, "hmac", &rules(&[])).unwrap_err();
+        let err = one(&request, &rules(Scheme::Hmac, &[])).unwrap_err();
         assert_eq!(err.field, "event_type");
-        let err = extract(&request, "hmac", &rules(&[("event_type", "none")])).unwrap_err();
+        let err = one(&request, &rules(Scheme::Hmac, &[("event_type", "none")])).unwrap_err();
         assert_eq!(
             err,
             ExtractError {
@@ -229,20 +419,27 @@ mod tests {
             }
         );
         let not_json = verified(Headers::new(), "id=e1");
-        let err = extract(&not_json, "hmac", &rules(&[])).unwrap_err();
+        let err = one(&not_json, &rules(Scheme::Hmac, &[])).unwrap_err();
         assert!(err.reason.contains("not JSON"), "{err}");
     }
 
     #[test]
-    fn body_hash_can_stand_in_for_an_event_id() {
+    fn body_hash_can_stand_in_for_an_event_id_and_is_flagged() {
         let request = verified(Headers::new(), r#"{"entity":"x"}"#);
-        let meta = extract(
+        let configured: BTreeMap<String, RuleText> = BTreeMap::from([
+            (
+                "event_id".to_owned(),
+                RuleText::Many(vec!["/id".into(), "body:sha256".into()]),
+            ),
+            ("event_type".to_owned(), RuleText::One("none".into())),
+        ]);
+        let meta = one(
             &request,
-            "hmac",
-            &rules(&[("event_id", "body:sha256"), ("event_type", "none")]),
+            &Rules::resolve(Scheme::Hmac, &configured).unwrap(),
         )
         .unwrap();
         assert_eq!(meta.event_id.len(), 64);
+        assert!(meta.event_id_derived);
         assert_eq!(meta.occurred_at, 5_000);
     }
 }

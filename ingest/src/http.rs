@@ -1,39 +1,57 @@
 //! HTTP routes. A webhook goes bytes → verify → extract → append → 202:
 //!
 //! * `POST /v1/hooks/{tenant}/{source}` — 202 `{"status":"accepted","event_id","partition","offset"}`
-//!   after the broker acknowledged; errors as in [`crate::error`].
+//!   after the broker acknowledged (batch sources: `{"status":"accepted","count","events":[…]}`);
+//!   errors as in [`crate::error`]. Every refusal but 503 is also audited to `rejected`.
 //! * `GET /healthz` — the process is up. `GET /readyz` — the broker answers for `raw`.
 //! * `GET /metrics` — Prometheus text.
+//!
+//! Order of checks, cheapest first: route → tenant/source (404) → rate limit (429) → declared
+//! size (413, before reading) → body (413 as soon as it passes the limit) → signature (401) →
+//! extraction (400) → append (503 or 202).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::BytesMut;
 use futures::StreamExt;
+use governor::clock::{Clock, DefaultClock};
+use governor::DefaultDirectRateLimiter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use schemas::config::Rules;
-use schemas::time::now_millis;
+use schemas::records::RejectedRecord;
+use schemas::time::{now_millis, to_rfc3339};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
-use crate::append::Appender;
+use crate::append::{Appended, Appender};
 use crate::error::IngestError;
 use crate::extract::extract;
-use crate::request::{Headers, Request, Unverified};
+use crate::request::{Headers, Request, Target, Unverified};
 use crate::telemetry::IngestEvent;
 use crate::verify::Verifier;
 
 pub struct SourceRuntime {
     pub verifier: Verifier,
     pub rules: Rules,
+    pub batch: bool,
+}
+
+pub struct TenantRuntime {
+    pub sources: HashMap<String, SourceRuntime>,
+    pub limiter: Option<DefaultDirectRateLimiter>,
 }
 
 pub struct AppState {
-    pub tenants: HashMap<String, HashMap<String, SourceRuntime>>,
+    pub tenants: HashMap<String, TenantRuntime>,
     pub appender: Appender,
     pub max_body_bytes: usize,
+    pub public_base_url: Option<String>,
+    pub trust_forwarded_headers: bool,
     pub metrics: PrometheusHandle,
 }
 
@@ -48,11 +66,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Serialize)]
-struct Accepted<'a> {
+struct AcceptedOne<'a> {
     status: &'static str,
     event_id: &'a str,
     partition: i32,
     offset: i64,
+}
+
+#[derive(Serialize)]
+struct AcceptedEvent {
+    event_id: String,
+    partition: i32,
+    offset: i64,
+}
+
+#[derive(Serialize)]
+struct AcceptedBatch {
+    status: &'static str,
+    count: usize,
+    events: Vec<AcceptedEvent>,
+}
+
+/// What is known of the body when a request is refused (for the audit record).
+#[derive(Default)]
+struct BodySeen {
+    sha256: Option<String>,
+    bytes: Option<u64>,
 }
 
 async fn receive(
@@ -60,28 +99,58 @@ async fn receive(
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<Arc<AppState>>,
-) -> Result<HttpResponse, IngestError> {
+) -> HttpResponse {
     let started = Instant::now();
     let (tenant, source) = path.into_inner();
-    let outcome = accept(&tenant, &source, &request, payload, &state).await;
-    match outcome {
-        Ok((event_id, appended, bytes)) => {
-            IngestEvent::Accepted {
-                tenant: &tenant,
-                source: &source,
-                event_id: &event_id,
-                partition: appended.partition,
-                offset: appended.offset,
-                bytes,
-                elapsed: started.elapsed(),
+    let span = tracing::info_span!("webhook", %tenant, %source, event_id = tracing::field::Empty);
+    let mut seen = BodySeen::default();
+    let outcome = accept(&tenant, &source, &request, payload, &state, &mut seen)
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+    let (response, outcome_label) = match outcome {
+        Ok((events, bytes)) => {
+            span.record("event_id", events[0].0.as_str());
+            for (event_id, appended) in &events {
+                IngestEvent::Accepted {
+                    tenant: &tenant,
+                    source: &source,
+                    event_id,
+                    partition: appended.partition,
+                    offset: appended.offset,
+                    bytes,
+                    elapsed: started.elapsed(),
+                }
+                .emit();
             }
-            .emit();
-            Ok(HttpResponse::Accepted().json(Accepted {
-                status: "accepted",
-                event_id: &event_id,
-                partition: appended.partition,
-                offset: appended.offset,
-            }))
+            let batch = state
+                .tenants
+                .get(&tenant)
+                .and_then(|t| t.sources.get(&source))
+                .is_some_and(|s| s.batch);
+            let response = if batch {
+                HttpResponse::Accepted().json(AcceptedBatch {
+                    status: "accepted",
+                    count: events.len(),
+                    events: events
+                        .into_iter()
+                        .map(|(event_id, a)| AcceptedEvent {
+                            event_id,
+                            partition: a.partition,
+                            offset: a.offset,
+                        })
+                        .collect(),
+                })
+            } else {
+                let (event_id, appended) = &events[0];
+                HttpResponse::Accepted().json(AcceptedOne {
+                    status: "accepted",
+                    event_id,
+                    partition: appended.partition,
+                    offset: appended.offset,
+                })
+            };
+            (response, "accepted")
         }
         Err(error) => {
             IngestEvent::Refused {
@@ -90,9 +159,28 @@ async fn receive(
                 error: &error,
             }
             .emit();
-            Err(error)
+            if error.status_code().is_client_error() {
+                state.appender.audit(&RejectedRecord {
+                    tenant: tenant.clone(),
+                    source: source.clone(),
+                    status: error.status_code().as_u16(),
+                    reason: error.code().to_owned(),
+                    message: error.to_string(),
+                    remote_addr: request
+                        .peer_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                    body_sha256: seen.sha256,
+                    body_bytes: seen.bytes,
+                    received_at: to_rfc3339(now_millis()),
+                });
+            }
+            (error.error_response(), error.code())
         }
-    }
+    };
+    metrics::histogram!("hookstream_ingest_request_seconds", "outcome" => outcome_label)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 async fn accept(
@@ -101,41 +189,107 @@ async fn accept(
     http: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-) -> Result<(String, crate::append::Appended, usize), IngestError> {
-    let sources = state
+    seen: &mut BodySeen,
+) -> Result<(Vec<(String, Appended)>, usize), IngestError> {
+    let runtime = state
         .tenants
         .get(tenant)
         .ok_or_else(|| IngestError::UnknownTenant(tenant.to_owned()))?;
-    let runtime = sources
+    let source_runtime = runtime
+        .sources
         .get(source)
         .ok_or_else(|| IngestError::UnknownSource {
             tenant: tenant.to_owned(),
             source_id: source.to_owned(),
         })?;
-    let body = read_body(http, payload, state.max_body_bytes).await?;
+    if let Some(limiter) = &runtime.limiter {
+        if let Err(not_until) = limiter.check() {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(IngestError::RateLimited {
+                retry_after: wait.as_secs().max(1) as u32 + u32::from(wait.subsec_nanos() > 0),
+            });
+        }
+    }
+    let body = read_body(http, payload, state.max_body_bytes, seen).await?;
     let bytes = body.len();
+    seen.bytes = Some(bytes as u64);
+    seen.sha256 = Some(hex::encode(Sha256::digest(&body)));
     let mut headers = Headers::new();
     for (name, value) in http.headers() {
         headers.push(name.as_str(), value.as_bytes());
     }
     let now = now_millis();
-    let request = Request::<Unverified>::new(tenant, source, headers, body.freeze(), now);
-    let verified = request.verify(&runtime.verifier, now)?;
-    let meta = extract(&verified, runtime.verifier.scheme(), &runtime.rules)?;
-    let appended = state.appender.append(&verified, &meta).await?;
-    Ok((meta.event_id, appended, bytes))
+    let target = target(http, state);
+    let request =
+        Request::<Unverified>::new(tenant, source, headers, body.freeze(), now).with_target(target);
+    let verified = request.verify(&source_runtime.verifier, now)?;
+    let events = extract(
+        &verified,
+        source_runtime.verifier.scheme(),
+        &source_runtime.rules,
+        source_runtime.batch,
+    )?;
+    tracing::Span::current().record("event_id", events[0].meta.event_id.as_str());
+    let appended = state.appender.append(&verified, &events).await?;
+    Ok((
+        events
+            .into_iter()
+            .map(|e| e.meta.event_id)
+            .zip(appended)
+            .collect(),
+        bytes,
+    ))
+}
+
+/// The URL the provider addressed, as providers sign it: the configured public base URL, or
+/// the forwarded headers when trusted, or the `Host` header; then the path and query as sent.
+fn target(http: &HttpRequest, state: &AppState) -> Target {
+    let path_and_query = http
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let header = |name: &str| {
+        http.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').next().unwrap_or(v).trim().to_owned())
+    };
+    let base = match &state.public_base_url {
+        Some(base) => base.trim_end_matches('/').to_owned(),
+        None => {
+            let forwarded = |name| {
+                if state.trust_forwarded_headers {
+                    header(name)
+                } else {
+                    None
+                }
+            };
+            let scheme = forwarded("x-forwarded-proto").unwrap_or_else(|| "http".to_owned());
+            let host = forwarded("x-forwarded-host")
+                .or_else(|| header("host"))
+                .unwrap_or_default();
+            format!("{scheme}://{host}")
+        }
+    };
+    Target {
+        method: http.method().as_str().to_owned(),
+        url: format!("{base}{path_and_query}"),
+    }
 }
 
 async fn read_body(
     http: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    seen: &mut BodySeen,
 ) -> Result<BytesMut, IngestError> {
     let declared = http
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    seen.bytes = declared.map(|d| d as u64);
     if declared.is_some_and(|len| len > limit) {
         return Err(IngestError::TooLarge { limit });
     }

@@ -20,11 +20,13 @@ pub mod verify;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
+use governor::{Quota, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
 use schemas::config::Config;
 use schemas::topics::Topic;
@@ -32,7 +34,7 @@ use schemas::topics::Topic;
 pub use error::IngestError;
 
 use crate::append::Appender;
-use crate::http::{AppState, SourceRuntime};
+use crate::http::{AppState, SourceRuntime, TenantRuntime};
 use crate::verify::Verifier;
 
 pub struct IngestService {
@@ -49,6 +51,50 @@ pub struct StartOptions {
     /// embedded mock cluster, where the caller created them).
     pub create_topics: bool,
     pub workers: Option<usize>,
+    /// Benchmarks only: answer 202 without producing (the HTTP ceiling). Never durable.
+    pub discard_appends: bool,
+}
+
+/// Builds every source's verifier and rules, listing what fails (for `check-config`): bad
+/// templates, secrets a scheme cannot use.
+pub fn check_sources(config: &Config) -> Vec<String> {
+    build_tenants(config).err().unwrap_or_default()
+}
+
+fn build_tenants(config: &Config) -> Result<HashMap<String, TenantRuntime>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut tenants = HashMap::new();
+    for tenant in &config.tenants {
+        let mut sources = HashMap::new();
+        for source in &tenant.sources {
+            let at = format!("tenant `{}` source `{}`", tenant.id, source.id);
+            let verifier = Verifier::build(source).map_err(|e| problems.push(format!("{at}: {e}")));
+            let rules = source
+                .rules()
+                .map_err(|e| problems.push(format!("{at}: {e}")));
+            if let (Ok(verifier), Ok(rules)) = (verifier, rules) {
+                sources.insert(
+                    source.id.clone(),
+                    SourceRuntime {
+                        verifier,
+                        rules,
+                        batch: source.is_batch(),
+                    },
+                );
+            }
+        }
+        let limiter = tenant.rate_limit.or(config.ingest.rate_limit).map(|limit| {
+            let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
+            let burst = limit.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
+            RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
+        });
+        tenants.insert(tenant.id.clone(), TenantRuntime { sources, limiter });
+    }
+    if problems.is_empty() {
+        Ok(tenants)
+    } else {
+        Err(problems)
+    }
 }
 
 impl IngestService {
@@ -64,22 +110,18 @@ impl IngestService {
                 .await
                 .map_err(|e| startup(e.to_string()))?;
         }
-        let mut tenants: HashMap<String, HashMap<String, SourceRuntime>> = HashMap::new();
-        for tenant in &config.tenants {
-            let sources = tenants.entry(tenant.id.clone()).or_default();
-            for source in &tenant.sources {
-                let at = format!("tenant `{}` source `{}`", tenant.id, source.id);
-                let verifier =
-                    Verifier::build(source).map_err(|e| startup(format!("{at}: {e}")))?;
-                let rules = source.rules().map_err(|e| startup(format!("{at}: {e}")))?;
-                sources.insert(source.id.clone(), SourceRuntime { verifier, rules });
-            }
+        let tenants = build_tenants(config).map_err(|problems| startup(problems.join("; ")))?;
+        let mut appender = Appender::new(config).map_err(|e| startup(e.to_string()))?;
+        if options.discard_appends {
+            tracing::warn!("appends are DISCARDED (benchmark mode): nothing is written to Kafka");
+            appender = appender.discarding();
         }
-        let appender = Appender::new(config).map_err(|e| startup(e.to_string()))?;
         let state = Arc::new(AppState {
             tenants,
             appender: appender.clone(),
             max_body_bytes: config.ingest.max_body_bytes,
+            public_base_url: config.ingest.public_base_url.clone(),
+            trust_forwarded_headers: config.ingest.trust_forwarded_headers,
             metrics,
         });
         let data = web::Data::new(state);
@@ -87,7 +129,7 @@ impl IngestService {
             HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
                 .disable_signals()
                 .shutdown_timeout(10);
-        if let Some(workers) = options.workers {
+        if let Some(workers) = options.workers.or(config.ingest.workers) {
             server = server.workers(workers);
         }
         let server = server

@@ -59,6 +59,7 @@ pub struct Request<S> {
     headers: Headers,
     body: Bytes,
     received_at: Millis,
+    target: Target,
     state: S,
 }
 
@@ -76,8 +77,15 @@ impl Request<Unverified> {
             headers,
             body,
             received_at,
+            target: Target::default(),
             state: Unverified,
         }
+    }
+
+    /// The method and public URL the provider addressed (signed by Twilio and HubSpot).
+    pub fn with_target(mut self, target: Target) -> Self {
+        self.target = target;
+        self
     }
 
     /// Only the verifiers in this crate can mark a request verified.
@@ -88,6 +96,7 @@ impl Request<Unverified> {
             headers: self.headers,
             body: self.body,
             received_at: self.received_at,
+            target: self.target,
             state: Verified { key_id },
         }
     }
@@ -108,6 +117,9 @@ impl<S> Request<S> {
     }
     pub fn received_at(&self) -> Millis {
         self.received_at
+    }
+    pub fn target(&self) -> &Target {
+        &self.target
     }
 }
 

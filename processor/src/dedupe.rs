@@ -30,6 +30,7 @@ mod tests {
             received_at: 0,
             content_type: String::new(),
             key_id: String::new(),
+            event_id_derived: false,
         }
     }
 

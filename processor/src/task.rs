@@ -285,6 +285,7 @@ mod tests {
                 received_at: 1_000 + offset,
                 content_type: "application/json".into(),
                 key_id: "k1".into(),
+                event_id_derived: false,
             },
             body: body.as_bytes().to_vec(),
         })

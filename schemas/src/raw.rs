@@ -15,6 +15,7 @@
 //! | `hs-received-at`   | time ingest received the request, RFC 3339 UTC with milliseconds |
 //! | `hs-content-type`  | the request's `Content-Type`, empty when absent |
 //! | `hs-key-id`        | id of the configured secret whose signature matched |
+//! | `hs-event-id-derived` | `body-sha256` when the sender had no event id and the id is the body's SHA-256; absent otherwise |
 //!
 //! Secrets and signatures are never copied into headers.
 
@@ -35,6 +36,7 @@ pub mod header {
     pub const RECEIVED_AT: &str = "hs-received-at";
     pub const CONTENT_TYPE: &str = "hs-content-type";
     pub const KEY_ID: &str = "hs-key-id";
+    pub const EVENT_ID_DERIVED: &str = "hs-event-id-derived";
     /// Set on `dlq` records: why the processor could not handle the record.
     pub const ERROR: &str = "hs-error";
 }
@@ -52,12 +54,14 @@ pub struct RawMeta {
     pub received_at: Millis,
     pub content_type: String,
     pub key_id: String,
+    /// The event id is the body's SHA-256 (the sender sent none).
+    pub event_id_derived: bool,
 }
 
 impl RawMeta {
     /// Header pairs in a fixed order, so the same request always produces the same record.
     pub fn to_headers(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut headers = vec![
             (header::VERSION, VERSION.to_owned()),
             (header::TENANT, self.tenant.clone()),
             (header::SOURCE, self.source.clone()),
@@ -69,7 +73,11 @@ impl RawMeta {
             (header::RECEIVED_AT, to_rfc3339(self.received_at)),
             (header::CONTENT_TYPE, self.content_type.clone()),
             (header::KEY_ID, self.key_id.clone()),
-        ]
+        ];
+        if self.event_id_derived {
+            headers.push((header::EVENT_ID_DERIVED, "body-sha256".to_owned()));
+        }
+        headers
     }
 
     /// Reads the metadata back from `(name, value)` header pairs.
@@ -112,12 +120,13 @@ impl RawMeta {
             received_at: time(header::RECEIVED_AT)?,
             content_type: get(header::CONTENT_TYPE).unwrap_or_default(),
             key_id: get(header::KEY_ID).unwrap_or_default(),
+            event_id_derived: get(header::EVENT_ID_DERIVED).is_ok(),
         })
     }
 }
 
 fn static_name(name: &str) -> &'static str {
-    const ALL: [&str; 11] = [
+    const ALL: [&str; 12] = [
         header::VERSION,
         header::TENANT,
         header::SOURCE,
@@ -129,6 +138,7 @@ fn static_name(name: &str) -> &'static str {
         header::RECEIVED_AT,
         header::CONTENT_TYPE,
         header::KEY_ID,
+        header::EVENT_ID_DERIVED,
     ];
     ALL.into_iter().find(|n| *n == name).unwrap_or("unknown")
 }
@@ -149,6 +159,7 @@ mod tests {
             received_at: 1_700_000_001_000,
             content_type: "application/json".into(),
             key_id: "k1".into(),
+            event_id_derived: false,
         }
     }
 
@@ -159,6 +170,19 @@ mod tests {
         let parsed =
             RawMeta::from_headers(pairs.iter().map(|(n, v)| (*n, Some(v.as_bytes())))).unwrap();
         assert_eq!(parsed, meta);
+    }
+
+    #[test]
+    fn a_derived_event_id_is_flagged() {
+        let meta = RawMeta {
+            event_id_derived: true,
+            ..sample()
+        };
+        let pairs = meta.to_headers();
+        assert!(pairs.contains(&(header::EVENT_ID_DERIVED, "body-sha256".to_owned())));
+        let parsed =
+            RawMeta::from_headers(pairs.iter().map(|(n, v)| (*n, Some(v.as_bytes())))).unwrap();
+        assert!(parsed.event_id_derived);
     }
 
     #[test]

@@ -89,6 +89,25 @@ pub struct StateRecord {
     pub state_base64: Option<String>,
 }
 
+/// A value of the `rejected` topic (key: tenant): the audit of one refused request. It
+/// never holds the body, a signature or a secret — only the body's size and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedRecord {
+    pub tenant: String,
+    pub source: String,
+    /// HTTP status answered.
+    pub status: u16,
+    /// Error code answered (`invalid_signature`, `rate_limited`, …).
+    pub reason: String,
+    pub message: String,
+    pub remote_addr: String,
+    /// Hex SHA-256 of the body, when it was read.
+    pub body_sha256: Option<String>,
+    pub body_bytes: Option<u64>,
+    /// RFC 3339 UTC.
+    pub received_at: String,
+}
+
 impl StateRecord {
     pub fn updated_at_millis(ms: Millis) -> String {
         to_rfc3339(ms)

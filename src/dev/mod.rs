@@ -58,6 +58,7 @@ pub async fn run(args: DevArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
     let ingest_options = ingest::StartOptions {
         create_topics,
         workers: Some(2),
+        discard_appends: false,
     };
     let ingest = ingest::IngestService::start(&config, metrics, ingest_options).await?;
     let addr = *ingest

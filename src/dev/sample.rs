@@ -3,7 +3,8 @@
 //! defaults as `compose/`), and signed requests for them.
 
 use schemas::config::{
-    Config, Encoding, HmacConfig, KafkaConfig, Scheme, SecretRef, SourceConfig, TenantConfig,
+    Algorithm, Config, Encoding, HmacConfig, KafkaConfig, RuleText, Scheme, SecretRef,
+    SourceConfig, TenantConfig,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,7 +23,9 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         hmac: HmacConfig::default(),
         extract: BTreeMap::new(),
         delete_types: vec!["*.deleted".into()],
-        tolerance_secs: 300,
+        tolerance_secs: None,
+        allow_sha1: false,
+        batch: None,
     };
     let orders = SourceConfig {
         id: "orders".into(),
@@ -32,14 +35,21 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
             header: ORDERS_HEADER.into(),
             prefix: ORDERS_PREFIX.into(),
             encoding: Encoding::Hex,
+            algorithm: Algorithm::Sha256,
             timestamp_header: None,
+            template: None,
         },
         extract: BTreeMap::from([
-            ("entity".to_owned(), "/order_id".to_owned()),
-            ("occurred_at".to_owned(), "/occurred_at".to_owned()),
+            ("entity".to_owned(), RuleText::One("/order_id".to_owned())),
+            (
+                "occurred_at".to_owned(),
+                RuleText::One("/occurred_at".to_owned()),
+            ),
         ]),
         delete_types: vec!["*.deleted".into()],
-        tolerance_secs: 300,
+        tolerance_secs: None,
+        allow_sha1: false,
+        batch: None,
     };
     let mut config = Config::parse_str("").expect("empty configuration parses");
     config.kafka = KafkaConfig {
@@ -52,6 +62,7 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
     config.processor.state_dir = state_dir.to_owned();
     config.tenants = vec![TenantConfig {
         id: TENANT.into(),
+        rate_limit: None,
         sources: vec![billing, orders],
     }];
     config

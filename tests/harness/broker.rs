@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
 pub const INSTALL: &str = "cargo install tansu --locked --version 0.6.0 --features libsql \
-     --root ~/.cache/hookstream/tansu   (or run ./scripts/test, which does it)";
+     --root ~/.cache/hookstream/tansu-0.6.0   (or run ./scripts/test, which does it)";
 
 pub struct Broker {
     port: u16,
@@ -47,9 +48,34 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+fn spawn(dir: &std::path::Path, port: u16) -> Child {
+    let binary = tansu_binary();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tansu.log"))
+        .unwrap();
+    Command::new(&binary)
+        .current_dir(dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://broker.db"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()))
+}
+
 impl Broker {
     pub fn start() -> Self {
-        let binary = tansu_binary();
         let mut last_log = String::new();
         for _attempt in 0..3 {
             let dir = tempfile::Builder::new()
@@ -57,24 +83,7 @@ impl Broker {
                 .tempdir()
                 .unwrap();
             let port = free_port();
-            let url = format!("tcp://127.0.0.1:{port}");
-            let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-            let child = Command::new(&binary)
-                .current_dir(dir.path())
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "sqlite://broker.db"])
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+            let child = spawn(dir.path(), port);
             let mut broker = Self { port, child, dir };
             match broker.wait_ready() {
                 Ok(()) => return broker,
@@ -82,6 +91,21 @@ impl Broker {
             }
         }
         panic!("Tansu did not start; its log:\n{last_log}");
+    }
+
+    /// Kills the broker process (SIGKILL): clients see it vanish mid-request.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port with the same sqlite file.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(self.dir.path(), self.port);
+        if let Err(log) = self.wait_ready() {
+            panic!("Tansu did not restart; its log:\n{log}");
+        }
     }
 
     pub fn address(&self) -> String {

@@ -35,3 +35,32 @@ pub fn get(url: &str) -> (u16, String) {
         Err(error) => panic!("GET {url} failed: {error}"),
     }
 }
+
+/// A POST with a client-side timeout; transport failures (refused, reset, timed out) are
+/// returned as `Err` instead of panicking.
+pub fn try_post(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Reply, String> {
+    let mut request = agent.post(url);
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let response = match request.send_bytes(body) {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => return Err(error.to_string()),
+    };
+    let status = response.status();
+    let retry_after = response.header("retry-after").map(str::to_owned);
+    let text = response.into_string().map_err(|e| e.to_string())?;
+    let json =
+        serde_json::from_str(&text).map_err(|_| format!("non-JSON reply {status}: {text}"))?;
+    Ok(Reply {
+        status,
+        retry_after,
+        json,
+    })
+}

@@ -29,8 +29,33 @@ pub struct TestConfig {
     _dir: tempfile::TempDir,
 }
 
+/// Settings a test may change in its configuration file.
+pub struct Settings {
+    pub ack_timeout_ms: u64,
+    pub max_body_bytes: usize,
+    /// Extra lines for the `[ingest]` section.
+    pub ingest: String,
+    /// Extra `[[tenants]]` entries appended at the end.
+    pub tenants: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ack_timeout_ms: 20_000,
+            max_body_bytes: 1024 * 1024,
+            ingest: String::new(),
+            tenants: String::new(),
+        }
+    }
+}
+
 impl TestConfig {
     pub fn write(broker: &Broker, name: &str) -> Self {
+        Self::write_with(broker, name, &Settings::default())
+    }
+
+    pub fn write_with(broker: &Broker, name: &str, settings: &Settings) -> Self {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hookstream-{name}-"))
             .tempdir()
@@ -49,7 +74,9 @@ replication_factor = 1
 
 [ingest]
 listen = "127.0.0.1:0"
-ack_timeout_ms = 20000
+ack_timeout_ms = {ack_timeout_ms}
+max_body_bytes = {max_body_bytes}
+{ingest_extra}
 
 [processor]
 group_id = "processor-{name}"
@@ -70,7 +97,13 @@ extract = {{ entity = "/order_id", occurred_at = "/occurred_at" }}
 id = "billing"
 scheme = "standard"
 secrets = [{{ id = "k1", value = "{billing}" }}]
+
+{tenants_extra}
 "#,
+            ack_timeout_ms = settings.ack_timeout_ms,
+            max_body_bytes = settings.max_body_bytes,
+            ingest_extra = settings.ingest,
+            tenants_extra = settings.tenants,
             brokers = broker.address(),
             state_dir = state_dir.display(),
             orders_new = signing::ORDERS_SECRET,
@@ -111,8 +144,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn start(name: &str, with_processor: bool) -> Self {
+        Self::start_with(name, with_processor, &Settings::default())
+    }
+
+    pub fn start_with(name: &str, with_processor: bool, settings: &Settings) -> Self {
         let broker = Broker::start();
-        let config = TestConfig::write(&broker, name);
+        let config = TestConfig::write_with(&broker, name, settings);
         let ingest = Service::ingest(&config.path);
         let processor = with_processor.then(|| Service::processor(&config.path));
         Self {

@@ -1,22 +1,78 @@
-//! Generic HMAC-SHA256: the configured header carries `prefix` followed by the hex or base64
-//! HMAC of the body, or of `{timestamp}.{body}` when a timestamp header is configured. Several
-//! signatures may be sent separated by commas or spaces.
+//! Generic HMAC, for any sender that signs with a shared secret: the configured `header`
+//! carries `prefix` followed by the hex or base64 HMAC (SHA-256, SHA-1 or SHA-512) of a signed
+//! string. The signed string is the body, or `{timestamp}.{body}` when `timestamp_header` is
+//! set, or any `template` built from `{body}`, `{timestamp}`, `{method}`, `{url}` and
+//! `{header:NAME}`. Several signatures may be sent separated by commas or spaces.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use schemas::config::{Encoding, HmacConfig};
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use schemas::config::{Algorithm, Encoding, HmacConfig};
 use schemas::time::Millis;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{check_timestamp, match_any, SigningKey, VerifyError};
-use crate::request::Headers;
+use super::{check_timestamp, match_any_algorithm, SigningKey, VerifyError};
+use crate::request::{Headers, Target};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Body,
+    Timestamp,
+    Method,
+    Url,
+    Header(String),
+}
+
+/// Parses a signed-string template such as `{timestamp}.{body}`.
+fn parse_template(template: &str) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Literal(rest[..open].to_owned()));
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("template `{template}`: `{{` without `}}`"))?
+            + open;
+        let name = &rest[open + 1..close];
+        parts.push(match name {
+            "body" => Part::Body,
+            "timestamp" => Part::Timestamp,
+            "method" => Part::Method,
+            "url" => Part::Url,
+            _ => match name.strip_prefix("header:") {
+                Some(header) if !header.is_empty() => Part::Header(header.to_ascii_lowercase()),
+                _ => {
+                    return Err(format!(
+                        "template `{template}`: unknown placeholder `{{{name}}}`"
+                    ))
+                }
+            },
+        });
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Literal(rest.to_owned()));
+    }
+    if !parts.contains(&Part::Body) {
+        return Err(format!(
+            "template `{template}` does not include `{{body}}`: the body would be unsigned"
+        ));
+    }
+    Ok(parts)
+}
 
 #[derive(Debug)]
 pub struct HmacVerifier {
     header: String,
     prefix: String,
     encoding: Encoding,
+    algorithm: Algorithm,
     timestamp_header: Option<String>,
+    template: Vec<Part>,
     keys: Vec<SigningKey>,
     tolerance_secs: u64,
 }
@@ -26,28 +82,40 @@ impl HmacVerifier {
         config: &HmacConfig,
         secrets: Vec<(String, SecretString)>,
         tolerance_secs: u64,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let keys = secrets
             .into_iter()
             .map(|(id, secret)| SigningKey::new(id, secret.expose_secret().as_bytes().to_vec()))
             .collect();
-        Self {
+        let template = match (&config.template, &config.timestamp_header) {
+            (Some(template), _) => template.clone(),
+            (None, Some(_)) => "{timestamp}.{body}".to_owned(),
+            (None, None) => "{body}".to_owned(),
+        };
+        let template = parse_template(&template)?;
+        if template.contains(&Part::Timestamp) && config.timestamp_header.is_none() {
+            return Err("the template uses `{timestamp}` but no `timestamp_header` is set".into());
+        }
+        Ok(Self {
             header: config.header.to_ascii_lowercase(),
             prefix: config.prefix.clone(),
             encoding: config.encoding,
+            algorithm: config.algorithm,
             timestamp_header: config
                 .timestamp_header
                 .as_ref()
                 .map(|h| h.to_ascii_lowercase()),
+            template,
             keys,
             tolerance_secs,
-        }
+        })
     }
 
     pub fn check(
         &self,
         headers: &Headers,
         body: &[u8],
+        target: &Target,
         now: Millis,
     ) -> Result<String, VerifyError> {
         let value = headers
@@ -81,17 +149,28 @@ impl HmacVerifier {
                 ),
             });
         }
-        let signed: Vec<&[u8]> = match timestamp {
-            Some(ts) => vec![ts.as_bytes(), b".", body],
-            None => vec![body],
-        };
-        match_any(&self.keys, &signed, &candidates)
+        let mut signed: Vec<&[u8]> = Vec::with_capacity(self.template.len());
+        for part in &self.template {
+            signed.push(match part {
+                Part::Literal(text) => text.as_bytes(),
+                Part::Body => body,
+                Part::Timestamp => timestamp.unwrap_or_default().as_bytes(),
+                Part::Method => target.method.as_bytes(),
+                Part::Url => target.url.as_bytes(),
+                Part::Header(name) => headers
+                    .get(name)
+                    .ok_or_else(|| VerifyError::MissingHeader(name.clone()))?
+                    .as_bytes(),
+            });
+        }
+        match_any_algorithm(self.algorithm, &self.keys, &signed, &candidates)
             .map(str::to_owned)
             .ok_or(VerifyError::NoMatch)
     }
 }
 
-/// Signs like a generic HMAC sender (for `hookstream dev`, tests and benchmarks).
+/// Signs like a generic HMAC-SHA256 sender over `{body}` or `{timestamp}.{body}` (for
+/// `hookstream dev`, tests and benchmarks).
 pub fn sign(
     secret: &str,
     prefix: &str,
@@ -99,12 +178,13 @@ pub fn sign(
     timestamp: Option<i64>,
     body: &[u8],
 ) -> String {
-    let mut mac = SigningKey::new("sign", secret.as_bytes().to_vec()).mac();
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts any key");
     if let Some(ts) = timestamp {
-        hmac::Mac::update(&mut mac, format!("{ts}.").as_bytes());
+        mac.update(format!("{ts}.").as_bytes());
     }
-    hmac::Mac::update(&mut mac, body);
-    let digest = hmac::Mac::finalize(mac).into_bytes();
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
     match encoding {
         Encoding::Hex => format!("{prefix}{}", hex::encode(digest)),
         Encoding::Base64 => format!("{prefix}{}", B64.encode(digest)),
@@ -115,14 +195,19 @@ pub fn sign(
 mod tests {
     use super::*;
 
-    fn verifier(timestamp_header: Option<&str>) -> HmacVerifier {
-        let config = HmacConfig {
+    fn config(timestamp_header: Option<&str>) -> HmacConfig {
+        HmacConfig {
             header: "X-Signature".into(),
             prefix: "sha256=".into(),
             encoding: Encoding::Hex,
+            algorithm: Algorithm::Sha256,
             timestamp_header: timestamp_header.map(str::to_owned),
-        };
-        let secrets = vec![
+            template: None,
+        }
+    }
+
+    fn secrets() -> Vec<(String, SecretString)> {
+        vec![
             (
                 "new".to_owned(),
                 SecretString::from("new-secret".to_owned()),
@@ -131,9 +216,17 @@ mod tests {
                 "old".to_owned(),
                 SecretString::from("It's a Secret to Everybody".to_owned()),
             ),
-        ];
-        HmacVerifier::new(&config, secrets, 300)
+        ]
     }
+
+    fn verifier(timestamp_header: Option<&str>) -> HmacVerifier {
+        HmacVerifier::new(&config(timestamp_header), secrets(), 300).unwrap()
+    }
+
+    const T: Target = Target {
+        method: String::new(),
+        url: String::new(),
+    };
 
     #[test]
     fn github_documented_example_verifies_with_the_old_key() {
@@ -141,7 +234,7 @@ mod tests {
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         let headers = Headers::new().with("x-signature", sig);
         assert_eq!(
-            verifier(None).check(&headers, b"Hello, World!", 0),
+            verifier(None).check(&headers, b"Hello, World!", &T, 0),
             Ok("old".into())
         );
         assert_eq!(
@@ -170,13 +263,16 @@ mod tests {
             .with("x-signature", &sig)
             .with("x-timestamp", "1700000000");
         let v = verifier(Some("X-Timestamp"));
-        assert_eq!(v.check(&headers, b"{}", now), Ok("new".into()));
+        assert_eq!(v.check(&headers, b"{}", &T, now), Ok("new".into()));
         let replayed = Headers::new()
             .with("x-signature", &sig)
             .with("x-timestamp", "1700000001");
-        assert_eq!(v.check(&replayed, b"{}", now), Err(VerifyError::NoMatch));
         assert_eq!(
-            v.check(&headers, b"{}", now + 301_000),
+            v.check(&replayed, b"{}", &T, now),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            v.check(&headers, b"{}", &T, now + 301_000),
             Err(VerifyError::Stale {
                 tolerance_secs: 300
             })
@@ -184,15 +280,66 @@ mod tests {
     }
 
     #[test]
+    fn sha1_and_sha512_with_base64_and_a_template() {
+        use hmac::digest::KeyInit;
+        let mut config = config(None);
+        config.algorithm = Algorithm::Sha512;
+        config.encoding = Encoding::Base64;
+        config.prefix = String::new();
+        config.template = Some("{method} {url}\n{header:x-id}\n{body}".into());
+        let v = HmacVerifier::new(&config, secrets(), 300).unwrap();
+        let target = Target {
+            method: "POST".into(),
+            url: "https://h.example/x?a=1".into(),
+        };
+        let mut mac = <Hmac<sha2::Sha512> as KeyInit>::new_from_slice(b"new-secret").unwrap();
+        mac.update(b"POST https://h.example/x?a=1\nabc\nbody");
+        let sig = B64.encode(mac.finalize().into_bytes());
+        let headers = Headers::new().with("x-signature", &sig).with("x-id", "abc");
+        assert_eq!(v.check(&headers, b"body", &target, 0), Ok("new".into()));
+        let other_id = Headers::new().with("x-signature", &sig).with("x-id", "abd");
+        assert_eq!(
+            v.check(&other_id, b"body", &target, 0),
+            Err(VerifyError::NoMatch)
+        );
+
+        config.algorithm = Algorithm::Sha1;
+        config.template = None;
+        let v = HmacVerifier::new(&config, secrets(), 300).unwrap();
+        let mut mac =
+            <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(b"It's a Secret to Everybody").unwrap();
+        mac.update(b"body");
+        let headers = Headers::new().with("x-signature", &B64.encode(mac.finalize().into_bytes()));
+        assert_eq!(v.check(&headers, b"body", &target, 0), Ok("old".into()));
+    }
+
+    #[test]
+    fn templates_must_sign_the_body_and_name_known_placeholders() {
+        let mut c = config(None);
+        c.template = Some("{timestamp}".into());
+        assert!(HmacVerifier::new(&c, secrets(), 300)
+            .unwrap_err()
+            .contains("{body}"));
+        c.template = Some("{nonce}.{body}".into());
+        assert!(HmacVerifier::new(&c, secrets(), 300)
+            .unwrap_err()
+            .contains("unknown placeholder"));
+        c.template = Some("{timestamp}.{body}".into());
+        assert!(HmacVerifier::new(&c, secrets(), 300)
+            .unwrap_err()
+            .contains("timestamp_header"));
+    }
+
+    #[test]
     fn wrong_prefix_or_encoding_is_malformed_and_absent_header_is_missing() {
         let v = verifier(None);
         let headers = Headers::new().with("x-signature", "sha1=abcd");
         assert!(matches!(
-            v.check(&headers, b"x", 0),
+            v.check(&headers, b"x", &T, 0),
             Err(VerifyError::Malformed { .. })
         ));
         assert_eq!(
-            v.check(&Headers::new(), b"x", 0),
+            v.check(&Headers::new(), b"x", &T, 0),
             Err(VerifyError::MissingHeader("x-signature".into()))
         );
     }

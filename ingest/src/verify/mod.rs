@@ -7,11 +7,21 @@
 //! Timestamped schemes refuse requests whose timestamp is further than the source's tolerance
 //! from now, in either direction.
 
+mod github;
 mod hmac_generic;
+mod hubspot;
+#[cfg(test)]
+mod mutation_tests;
+mod paddle;
+mod shopify;
+mod slack;
 mod standard;
+mod stripe;
+mod twilio;
 
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use schemas::config::{Scheme, SourceConfig};
+use schemas::config::{Algorithm, Scheme, SourceConfig};
 use schemas::time::Millis;
 use secrecy::{ExposeSecret, SecretSlice};
 use sha2::Sha256;
@@ -19,8 +29,15 @@ use thiserror::Error;
 
 use crate::request::{Request, Unverified, Verified};
 
+pub use github::GithubVerifier;
 pub use hmac_generic::HmacVerifier;
+pub use hubspot::HubspotVerifier;
+pub use paddle::PaddleVerifier;
+pub use shopify::ShopifyVerifier;
+pub use slack::SlackVerifier;
 pub use standard::StandardVerifier;
+pub use stripe::StripeVerifier;
+pub use twilio::TwilioVerifier;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum VerifyError {
@@ -49,11 +66,11 @@ impl SigningKey {
     }
 
     pub(crate) fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(self.key.expose_secret()).expect("HMAC accepts any key")
+        <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.expose_secret())
+            .expect("HMAC accepts any key")
     }
 
     /// The key bytes, for HMACs over other digests (SHA-1, SHA-512).
-    #[allow(dead_code)]
     pub(crate) fn bytes(&self) -> &[u8] {
         self.key.expose_secret()
     }
@@ -71,6 +88,13 @@ impl std::fmt::Debug for SigningKey {
 pub enum Verifier {
     Standard(StandardVerifier),
     Hmac(HmacVerifier),
+    Stripe(StripeVerifier),
+    Github(GithubVerifier),
+    Slack(SlackVerifier),
+    Shopify(ShopifyVerifier),
+    Paddle(PaddleVerifier),
+    Hubspot(HubspotVerifier),
+    Twilio(TwilioVerifier),
 }
 
 impl Verifier {
@@ -83,38 +107,56 @@ impl Verifier {
                 .map_err(|e| format!("secret `{}`: {e}", secret.id))?;
             raw.push((secret.id.clone(), value));
         }
-        match source.scheme {
-            Scheme::Standard => {
-                StandardVerifier::new(standard::STANDARD_HEADERS, raw, source.tolerance_secs)
-                    .map(Verifier::Standard)
-            }
-            Scheme::Svix => {
-                StandardVerifier::new(standard::SVIX_HEADERS, raw, source.tolerance_secs)
-                    .map(Verifier::Standard)
-            }
-            Scheme::Hmac => Ok(Verifier::Hmac(HmacVerifier::new(
-                &source.hmac,
+        let tolerance = source.tolerance();
+        Ok(match source.scheme {
+            Scheme::Standard => Verifier::Standard(StandardVerifier::new(
+                standard::STANDARD_HEADERS,
                 raw,
-                source.tolerance_secs,
-            ))),
-            other => Err(format!(
-                "scheme `{}` is not supported by this build",
-                other.as_str()
-            )),
-        }
+                tolerance,
+            )?),
+            Scheme::Svix => Verifier::Standard(StandardVerifier::new(
+                standard::SVIX_HEADERS,
+                raw,
+                tolerance,
+            )?),
+            Scheme::Hmac => Verifier::Hmac(HmacVerifier::new(&source.hmac, raw, tolerance)?),
+            Scheme::Stripe => Verifier::Stripe(StripeVerifier::new(raw, tolerance)?),
+            Scheme::Github => Verifier::Github(GithubVerifier::new(raw, source.allow_sha1)?),
+            Scheme::Slack => Verifier::Slack(SlackVerifier::new(raw, tolerance)?),
+            Scheme::Shopify => Verifier::Shopify(ShopifyVerifier::new(raw, tolerance)?),
+            Scheme::Paddle => Verifier::Paddle(PaddleVerifier::new(raw, tolerance)?),
+            Scheme::Hubspot => Verifier::Hubspot(HubspotVerifier::new(raw, tolerance)?),
+            Scheme::Twilio => Verifier::Twilio(TwilioVerifier::new(raw, tolerance)?),
+        })
     }
 
     pub fn scheme(&self) -> &'static str {
         match self {
             Verifier::Standard(v) => v.scheme(),
             Verifier::Hmac(_) => "hmac",
+            Verifier::Stripe(_) => "stripe",
+            Verifier::Github(_) => "github",
+            Verifier::Slack(_) => "slack",
+            Verifier::Shopify(_) => "shopify",
+            Verifier::Paddle(_) => "paddle",
+            Verifier::Hubspot(_) => "hubspot",
+            Verifier::Twilio(_) => "twilio",
         }
     }
 
     fn check(&self, request: &Request<Unverified>, now: Millis) -> Result<String, VerifyError> {
+        let (headers, body, target) =
+            (request.headers(), request.body().as_ref(), request.target());
         match self {
-            Verifier::Standard(v) => v.check(request.headers(), request.body(), now),
-            Verifier::Hmac(v) => v.check(request.headers(), request.body(), now),
+            Verifier::Standard(v) => v.check(headers, body, now),
+            Verifier::Hmac(v) => v.check(headers, body, target, now),
+            Verifier::Stripe(v) => v.check(headers, body, target, now),
+            Verifier::Github(v) => v.check(headers, body, target, now),
+            Verifier::Slack(v) => v.check(headers, body, target, now),
+            Verifier::Shopify(v) => v.check(headers, body, target, now),
+            Verifier::Paddle(v) => v.check(headers, body, target, now),
+            Verifier::Hubspot(v) => v.check(headers, body, target, now),
+            Verifier::Twilio(v) => v.check(headers, body, target, now),
         }
     }
 }
@@ -128,6 +170,34 @@ impl Request<Unverified> {
         let key_id = verifier.check(&self, now)?;
         Ok(self.into_verified(key_id))
     }
+}
+
+/// Keys used as given (not decoded); an empty secret is an error naming its id.
+pub(crate) fn plain_keys(
+    secrets: Vec<(String, secrecy::SecretString)>,
+) -> Result<Vec<SigningKey>, String> {
+    secrets
+        .into_iter()
+        .map(|(id, secret)| {
+            let text = secret.expose_secret();
+            if text.is_empty() {
+                return Err(format!("secret `{id}` is empty"));
+            }
+            Ok(SigningKey::new(id, text.as_bytes().to_vec()))
+        })
+        .collect()
+}
+
+/// A header that must be present and non-blank, trimmed.
+pub(crate) fn required<'a>(
+    headers: &'a crate::request::Headers,
+    name: &str,
+) -> Result<&'a str, VerifyError> {
+    headers
+        .get(name)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| VerifyError::MissingHeader(name.to_owned()))
 }
 
 /// Checks a signature timestamp (Unix seconds) against now, in both directions.
@@ -148,14 +218,37 @@ pub(crate) fn check_timestamp(
     Ok(secs)
 }
 
-/// Tries every key against every candidate signature; returns the matching key's id.
+/// Tries every key against every candidate signature (HMAC-SHA256); returns the matching
+/// key's id.
 pub(crate) fn match_any<'a>(
     keys: &'a [SigningKey],
     signed: &[&[u8]],
     candidates: &[Vec<u8>],
 ) -> Option<&'a str> {
+    match_any_with::<Hmac<sha2::Sha256>>(keys, signed, candidates)
+}
+
+/// [`match_any`] with the HMAC's digest chosen at run time.
+pub(crate) fn match_any_algorithm<'a>(
+    algorithm: Algorithm,
+    keys: &'a [SigningKey],
+    signed: &[&[u8]],
+    candidates: &[Vec<u8>],
+) -> Option<&'a str> {
+    match algorithm {
+        Algorithm::Sha256 => match_any_with::<Hmac<sha2::Sha256>>(keys, signed, candidates),
+        Algorithm::Sha1 => match_any_with::<Hmac<sha1::Sha1>>(keys, signed, candidates),
+        Algorithm::Sha512 => match_any_with::<Hmac<sha2::Sha512>>(keys, signed, candidates),
+    }
+}
+
+fn match_any_with<'a, M: Mac + KeyInit + Clone>(
+    keys: &'a [SigningKey],
+    signed: &[&[u8]],
+    candidates: &[Vec<u8>],
+) -> Option<&'a str> {
     for key in keys {
-        let mut mac = key.mac();
+        let mut mac = <M as KeyInit>::new_from_slice(key.bytes()).expect("HMAC accepts any key");
         for part in signed {
             mac.update(part);
         }
@@ -170,6 +263,15 @@ pub(crate) fn match_any<'a>(
 
 /// Signing as providers do, for `hookstream dev`, tests and benchmarks.
 pub mod sign {
+    pub use super::github::sign as github;
+    pub use super::github::sign_sha1 as github_sha1;
     pub use super::hmac_generic::sign as hmac;
+    pub use super::hubspot::sign as hubspot;
+    pub use super::paddle::sign as paddle;
+    pub use super::shopify::sign as shopify;
+    pub use super::slack::sign as slack;
     pub use super::standard::sign as standard;
+    pub use super::stripe::sign as stripe;
+    pub use super::twilio::sign as twilio;
+    pub use super::twilio::url_with_body_sha256 as twilio_json_url;
 }

@@ -33,7 +33,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use extract::{FieldRule, Rules};
+pub use extract::{FieldRule, RuleText, Rules};
 pub use secret::SecretRef;
 
 use crate::topics::TopicNames;
@@ -111,9 +111,33 @@ pub struct IngestConfig {
     /// How long a request waits for the broker's acknowledgement before answering 503.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_ms: u64,
-    /// `Retry-After` seconds sent with 503 and 429 answers.
+    /// `Retry-After` seconds sent with 503 answers.
     #[serde(default = "default_retry_after")]
     pub retry_after_secs: u32,
+    /// The public URL the ingest is reached at (e.g. `https://hooks.example.com`), used to
+    /// rebuild the URL providers sign (Twilio, HubSpot). Without it, the URL comes from
+    /// `X-Forwarded-Proto`/`X-Forwarded-Host` when `trust_forwarded_headers` is set, else
+    /// from the `Host` header.
+    #[serde(default)]
+    pub public_base_url: Option<String>,
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
+    /// Rate limit for tenants without one of their own (none: unlimited).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// HTTP worker threads (default: one per core).
+    #[serde(default)]
+    pub workers: Option<usize>,
+}
+
+/// A token bucket: `per_second` sustained requests, bursts of up to `burst` (default:
+/// `per_second`). Over the limit, requests get 429 with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 impl Default for IngestConfig {
@@ -123,6 +147,10 @@ impl Default for IngestConfig {
             max_body_bytes: default_max_body(),
             ack_timeout_ms: default_ack_timeout(),
             retry_after_secs: default_retry_after(),
+            public_base_url: None,
+            trust_forwarded_headers: false,
+            rate_limit: None,
+            workers: None,
         }
     }
 }
@@ -154,6 +182,9 @@ impl Default for ProcessorConfig {
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub id: String,
+    /// This tenant's ingest rate limit (overrides `ingest.rate_limit`).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
 }
@@ -170,19 +201,38 @@ pub struct SourceConfig {
     pub hmac: HmacConfig,
     /// Where to find event id, type, entity and event time; defaults depend on the scheme.
     #[serde(default)]
-    pub extract: BTreeMap<String, String>,
+    pub extract: BTreeMap<String, RuleText>,
     /// Event types that delete their entity (`*` matches any prefix, e.g. `*.deleted`).
     #[serde(default = "default_delete_types")]
     pub delete_types: Vec<String>,
-    /// Signature timestamps further than this from now are refused (schemes with timestamps).
-    #[serde(default = "default_tolerance")]
-    pub tolerance_secs: u64,
+    /// Signature timestamps further than this from now are refused (schemes with timestamps;
+    /// default 300 s, Paddle 5 s as Paddle documents).
+    #[serde(default)]
+    pub tolerance_secs: Option<u64>,
+    /// GitHub: also accept the legacy `X-Hub-Signature` (HMAC-SHA1) when no SHA-256 is sent.
+    #[serde(default)]
+    pub allow_sha1: bool,
+    /// The body is a JSON array of events (HubSpot's default); each element becomes its own
+    /// `raw` record, its value the element's exact bytes.
+    #[serde(default)]
+    pub batch: Option<bool>,
 }
 
 impl SourceConfig {
     /// Extraction rules: the configured ones over the scheme's defaults.
     pub fn rules(&self) -> Result<Rules, String> {
         Rules::resolve(self.scheme, &self.extract)
+    }
+
+    pub fn tolerance(&self) -> u64 {
+        self.tolerance_secs.unwrap_or(match self.scheme {
+            Scheme::Paddle => 5,
+            _ => 300,
+        })
+    }
+
+    pub fn is_batch(&self) -> bool {
+        self.batch.unwrap_or(self.scheme == Scheme::Hubspot)
     }
 
     pub fn is_delete_type(&self, event_type: &str) -> bool {
@@ -230,11 +280,15 @@ impl Scheme {
             Scheme::Hmac => "hmac",
         }
     }
+}
 
-    /// Schemes this build can verify.
-    pub fn supported(self) -> bool {
-        matches!(self, Scheme::Standard | Scheme::Svix | Scheme::Hmac)
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Sha1,
+    #[default]
+    Sha256,
+    Sha512,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -245,8 +299,9 @@ pub enum Encoding {
     Base64,
 }
 
-/// The generic HMAC-SHA256 scheme: `header` carries `prefix` + encoded HMAC of the body, or,
-/// when `timestamp_header` is set, of `{timestamp}.{body}` (timestamp in Unix seconds).
+/// The generic HMAC scheme: `header` carries `prefix` + the encoded HMAC (`algorithm`) of the
+/// body, or, when `timestamp_header` is set, of `{timestamp}.{body}` (Unix seconds), or of
+/// `template` (placeholders `{body}`, `{timestamp}`, `{method}`, `{url}`, `{header:NAME}`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HmacConfig {
@@ -257,7 +312,11 @@ pub struct HmacConfig {
     #[serde(default)]
     pub encoding: Encoding,
     #[serde(default)]
+    pub algorithm: Algorithm,
+    #[serde(default)]
     pub timestamp_header: Option<String>,
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 impl Default for HmacConfig {
@@ -266,7 +325,9 @@ impl Default for HmacConfig {
             header: default_hmac_header(),
             prefix: String::new(),
             encoding: Encoding::Hex,
+            algorithm: Algorithm::Sha256,
             timestamp_header: None,
+            template: None,
         }
     }
 }
@@ -306,9 +367,6 @@ fn default_batch_max() -> usize {
 }
 fn default_delete_types() -> Vec<String> {
     vec!["*.deleted".into()]
-}
-fn default_tolerance() -> u64 {
-    300
 }
 fn default_hmac_header() -> String {
     "x-signature".into()

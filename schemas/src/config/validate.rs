@@ -63,6 +63,16 @@ impl Config {
         if self.ingest.ack_timeout_ms == 0 {
             p.push("ingest.ack_timeout_ms: must be positive".into());
         }
+        if let Some(url) = &self.ingest.public_base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains('?') {
+                p.push(format!(
+                    "ingest.public_base_url: `{url}` must be an http(s) URL without a query"
+                ));
+            }
+        }
+        if let Some(limit) = &self.ingest.rate_limit {
+            rate_limit_problems(limit, "ingest.rate_limit", &mut p);
+        }
         if self.processor.group_id.trim().is_empty() {
             p.push("processor.group_id: must not be empty".into());
         }
@@ -77,6 +87,9 @@ impl Config {
             }
             if !tenants.insert(tenant.id.as_str()) {
                 p.push(format!("{at}.id: tenant `{}` is defined twice", tenant.id));
+            }
+            if let Some(limit) = &tenant.rate_limit {
+                rate_limit_problems(limit, &format!("{at}.rate_limit"), &mut p);
             }
             let mut sources = HashSet::new();
             for (si, source) in tenant.sources.iter().enumerate() {
@@ -95,12 +108,6 @@ impl Config {
 }
 
 fn source_problems(source: &SourceConfig, at: &str, p: &mut Vec<String>) {
-    if !source.scheme.supported() {
-        p.push(format!(
-            "{at}.scheme: `{}` is not supported by this build yet (supported: standard, svix, hmac)",
-            source.scheme.as_str()
-        ));
-    }
     if let Err(e) = source.rules() {
         p.push(format!("{at}.extract: {e}"));
     }
@@ -142,6 +149,15 @@ fn source_problems(source: &SourceConfig, at: &str, p: &mut Vec<String>) {
         p.push(format!(
             "{at}.delete_types: an empty or bare `*` pattern would delete every entity"
         ));
+    }
+}
+
+fn rate_limit_problems(limit: &super::RateLimit, at: &str, p: &mut Vec<String>) {
+    if limit.per_second == 0 {
+        p.push(format!("{at}.per_second: must be positive"));
+    }
+    if limit.burst == Some(0) {
+        p.push(format!("{at}.burst: must be positive"));
     }
 }
 
@@ -213,7 +229,7 @@ mod tests {
             ]
             [[tenants.sources]]
             id = "billing"
-            scheme = "stripe"
+            scheme = "paddle"
             secrets = []
             extract = { entity = "received" }
         "#;
@@ -226,7 +242,6 @@ mod tests {
             "secrets[0] (`k1`): a Standard Webhooks secret",
             "`HOOKSTREAM_TEST_UNSET_VARIABLE` is not set",
             "source `billing` is defined twice",
-            "`stripe` is not supported",
             "sources[1] (`billing`).secrets: at least one",
             "sources[1] (`billing`).extract: entity",
         ] {
