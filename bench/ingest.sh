@@ -22,7 +22,7 @@ VENV="$HOOKSTREAM_CACHE/bench-venv"
 echo "==> building (release)" >&2
 cargo build --release --locked --bin hookstream
 cargo bench --locked -p hookstream-ingest --bench produce_ceiling --no-run 2>/dev/null
-TARGET="${CARGO_TARGET_DIR:-target}"
+TARGET="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 HOOKSTREAM="$TARGET/release/hookstream"
 
 WORK="$(mktemp -d /tmp/hookstream-bench.XXXXXX)"
@@ -72,18 +72,18 @@ print(f"{sys.argv[2]}\t{rps:.0f}\t{p50:.2f}\t{p99:.2f}\t{bad.group(1) if bad els
 PY
 }
 
-start_ingest() { # $1 name, $2 prefix, extra args...
+start_ingest() { # $1 name, $2 prefix, extra args; sets URL and appends to PIDS
   local port; port="$(free_port)"
   config "$2" "$port" >"$WORK/$1.toml"
   RUST_LOG=warn "$HOOKSTREAM" ingest --config "$WORK/$1.toml" "${@:3}" >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
-  wait_http "http://127.0.0.1:$port/healthz"
-  echo "http://127.0.0.1:$port"
+  URL="http://127.0.0.1:$port"
+  wait_http "$URL/healthz"
 }
 
 : >"$WORK/results.tsv"
 echo "==> hookstream ingest (durable)" >&2
-URL="$(start_ingest hookstream bench.hs.)"
+start_ingest hookstream bench.hs.
 wait_http "$URL/readyz"
 run_wrk hookstream "$URL"
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
@@ -98,7 +98,7 @@ run_wrk reference "http://127.0.0.1:$REF_PORT"
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 
 echo "==> hookstream ingest with appends discarded (HTTP ceiling)" >&2
-URL="$(start_ingest http-ceiling bench.ceiling-http. --bench-discard-appends)"
+start_ingest http-ceiling bench.ceiling-http. --bench-discard-appends
 run_wrk http-ceiling "$URL"
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 

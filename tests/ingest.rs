@@ -115,11 +115,15 @@ fn real_provider_formats_are_verified_and_appended() {
             "content-type".to_owned(),
             "application/x-www-form-urlencoded".to_owned(),
         ),
+        (
+            "i-twilio-idempotency-token".to_owned(),
+            "tw-idem-1".to_owned(),
+        ),
     ];
     let reply = http::post(&pipeline.url("/v1/hooks/voice/twilio"), &headers, form);
     assert_eq!(
         (reply.status, reply.json["event_id"].as_str()),
-        (202, Some("CA42")),
+        (202, Some("tw-idem-1")),
         "{}",
         reply.json
     );
@@ -163,8 +167,9 @@ fn real_provider_formats_are_verified_and_appended() {
     );
     assert_eq!(by_id("d-123").key_str(), "voice/acme/agent");
     assert_eq!(by_id("d-123").header("hs-event-type"), Some("pull_request"));
-    assert_eq!(by_id("CA42").value, form);
-    assert_eq!(by_id("CA42").header("hs-event-type"), Some("ringing"));
+    assert_eq!(by_id("tw-idem-1").value, form);
+    assert_eq!(by_id("tw-idem-1").key_str(), "voice/CA42");
+    assert_eq!(by_id("tw-idem-1").header("hs-event-type"), Some("ringing"));
     let second = by_id("102");
     assert_eq!(second.key_str(), "voice/8");
     assert_eq!(
@@ -303,4 +308,54 @@ extract = { entity = "/order_id", event_type = "none" }
         body,
     );
     assert_eq!(free.status, 202);
+}
+
+#[test]
+fn slack_url_verification_is_answered_without_appending() {
+    let tenants = r#"
+[[tenants]]
+id = "chat"
+[[tenants.sources]]
+id = "slack"
+scheme = "slack"
+secrets = [{ id = "k1", value = "slack-test-secret" }]
+"#;
+    let pipeline = Pipeline::start_with(
+        "slack",
+        false,
+        &Settings {
+            tenants: tenants.into(),
+            ..Settings::default()
+        },
+    );
+    let body = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let signature = hex::encode(hmac_sha256(
+        b"slack-test-secret",
+        &[b"v0:", ts.as_bytes(), b":", body],
+    ));
+    let headers = vec![
+        ("x-slack-signature".to_owned(), format!("v0={signature}")),
+        ("x-slack-request-timestamp".to_owned(), ts),
+        ("content-type".to_owned(), "application/json".to_owned()),
+    ];
+    let reply = http::post(&pipeline.url("/v1/hooks/chat/slack"), &headers, body);
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    assert_eq!(
+        reply.json["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    // A forged handshake is refused like any other request.
+    let forged = vec![
+        headers[0].clone(),
+        ("x-slack-request-timestamp".to_owned(), "1".to_owned()),
+    ];
+    assert_eq!(
+        http::post(&pipeline.url("/v1/hooks/chat/slack"), &forged, body).status,
+        401
+    );
+    assert_eq!(
+        harness::kafka::record_count(&pipeline.config.brokers, &pipeline.config.topic("raw")),
+        0
+    );
 }

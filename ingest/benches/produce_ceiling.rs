@@ -55,7 +55,19 @@ async fn main() {
         .await
         .expect("creating the ceiling topic");
     let topic = names.name(Topic::Raw);
-    let producer: FutureProducer = client_config(&kafka, Role::Producer).create().unwrap();
+    let mut client = client_config(&kafka, Role::Producer);
+    // Extra librdkafka properties, `k=v,k=v`, as `[kafka.producer]` would give the ingest.
+    for pair in std::env::var("BENCH_PRODUCER_PROPS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair
+            .split_once('=')
+            .expect("BENCH_PRODUCER_PROPS is k=v,k=v");
+        client.set(k, v);
+    }
+    let producer: FutureProducer = client.create().unwrap();
     let header_values: Vec<(&str, String)> = (0..11)
         .map(|i| ("hs-header", format!("value-{i}")))
         .collect();

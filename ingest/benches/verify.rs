@@ -179,9 +179,16 @@ fn bench(c: &mut Criterion) {
 
 /// Reads criterion's estimates of this run and prints each verifier against the baseline.
 fn print_ratios() {
+    // Criterion writes under <target>/criterion; this executable is <target>/release/deps/….
     let root = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        .unwrap_or_else(|_| {
+            let exe = std::env::current_exe().expect("bench executable path");
+            exe.ancestors()
+                .nth(3)
+                .expect("<target>/release/deps/exe")
+                .to_owned()
+        });
     let mean = |name: &str| -> Option<f64> {
         let path = root
             .join("criterion")

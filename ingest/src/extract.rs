@@ -345,22 +345,30 @@ mod tests {
     #[test]
     fn twilio_form_bodies_are_read_with_form_rules() {
         let request = verified(
-            Headers::new().with(
-                "content-type",
-                "application/x-www-form-urlencoded; charset=utf-8",
-            ),
+            Headers::new()
+                .with(
+                    "content-type",
+                    "application/x-www-form-urlencoded; charset=utf-8",
+                )
+                .with("I-Twilio-Idempotency-Token", "tok-1"),
             "CallSid=CA123&CallStatus=completed&From=%2B15551234567",
         );
         let meta = one(&request, &rules(Scheme::Twilio, &[])).unwrap();
-        assert_eq!(
-            (
-                meta.event_id.as_str(),
-                meta.event_type.as_str(),
-                meta.entity.as_str()
-            ),
-            ("CA123", "completed", "CA123")
+        let fields = (
+            meta.event_id.as_str(),
+            meta.event_type.as_str(),
+            meta.entity.as_str(),
         );
+        assert_eq!(fields, ("tok-1", "completed", "CA123"));
         assert_eq!(meta.occurred_at, 5_000);
+        // Without the token, two status callbacks of one call still get distinct ids.
+        let form = Headers::new().with("content-type", "application/x-www-form-urlencoded");
+        let ringing = verified(form.clone(), "CallSid=CA123&CallStatus=ringing");
+        let answered = verified(form, "CallSid=CA123&CallStatus=in-progress");
+        let ringing = one(&ringing, &rules(Scheme::Twilio, &[])).unwrap();
+        let answered = one(&answered, &rules(Scheme::Twilio, &[])).unwrap();
+        assert!(ringing.event_id_derived && ringing.event_id != answered.event_id);
+        assert_eq!(ringing.entity, answered.entity);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use tracing::Instrument;
 use crate::append::{Appended, Appender};
 use crate::error::IngestError;
 use crate::extract::extract;
+use crate::handshake;
 use crate::request::{Headers, Request, Target, Unverified};
 use crate::telemetry::IngestEvent;
 use crate::verify::Verifier;
@@ -87,6 +88,14 @@ struct AcceptedBatch {
     events: Vec<AcceptedEvent>,
 }
 
+/// What an accepted request led to.
+enum Outcome {
+    /// Events appended: (event id, position) each, and the body size.
+    Appended(Vec<(String, Appended)>, usize),
+    /// A provider handshake, answered 200 with this body; nothing appended.
+    Handshake(serde_json::Value),
+}
+
 /// What is known of the body when a request is refused (for the audit record).
 #[derive(Default)]
 struct BodySeen {
@@ -109,7 +118,8 @@ async fn receive(
         .await;
     let _entered = span.enter();
     let (response, outcome_label) = match outcome {
-        Ok((events, bytes)) => {
+        Ok(Outcome::Handshake(answer)) => (HttpResponse::Ok().json(answer), "handshake"),
+        Ok(Outcome::Appended(events, bytes)) => {
             span.record("event_id", events[0].0.as_str());
             for (event_id, appended) in &events {
                 IngestEvent::Accepted {
@@ -190,7 +200,7 @@ async fn accept(
     payload: web::Payload,
     state: &AppState,
     seen: &mut BodySeen,
-) -> Result<(Vec<(String, Appended)>, usize), IngestError> {
+) -> Result<Outcome, IngestError> {
     let runtime = state
         .tenants
         .get(tenant)
@@ -205,8 +215,9 @@ async fn accept(
     if let Some(limiter) = &runtime.limiter {
         if let Err(not_until) = limiter.check() {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
             return Err(IngestError::RateLimited {
-                retry_after: wait.as_secs().max(1) as u32 + u32::from(wait.subsec_nanos() > 0),
+                retry_after: u32::try_from(seconds).unwrap_or(u32::MAX),
             });
         }
     }
@@ -223,6 +234,9 @@ async fn accept(
     let request =
         Request::<Unverified>::new(tenant, source, headers, body.freeze(), now).with_target(target);
     let verified = request.verify(&source_runtime.verifier, now)?;
+    if let Some(answer) = handshake::answer(source_runtime.verifier.scheme(), &verified) {
+        return Ok(Outcome::Handshake(answer));
+    }
     let events = extract(
         &verified,
         source_runtime.verifier.scheme(),
@@ -231,7 +245,7 @@ async fn accept(
     )?;
     tracing::Span::current().record("event_id", events[0].meta.event_id.as_str());
     let appended = state.appender.append(&verified, &events).await?;
-    Ok((
+    Ok(Outcome::Appended(
         events
             .into_iter()
             .map(|e| e.meta.event_id)

@@ -13,6 +13,7 @@
 pub mod append;
 pub mod error;
 pub mod extract;
+pub mod handshake;
 pub mod http;
 pub mod request;
 pub mod telemetry;

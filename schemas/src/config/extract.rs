@@ -117,13 +117,9 @@ impl Rules {
                 &["received"],
             ],
             Scheme::Twilio => [
-                &[
-                    "form:MessageSid",
-                    "form:CallSid",
-                    "form:SmsSid",
-                    "header:i-twilio-idempotency-token",
-                    "body:sha256",
-                ],
+                // One call or message sends many status callbacks, so its Sid is not an event
+                // id; the idempotency token is unique per callback and stable across retries.
+                &["header:i-twilio-idempotency-token", "body:sha256"],
                 &[
                     "form:MessageStatus",
                     "form:CallStatus",

@@ -60,6 +60,11 @@ impl Config {
         if self.ingest.max_body_bytes == 0 {
             p.push("ingest.max_body_bytes: must be positive".into());
         }
+        if let Some(workers) = self.ingest.workers {
+            if !(1..=512).contains(&workers) {
+                p.push(format!("ingest.workers: {workers} (use 1 to 512)"));
+            }
+        }
         if self.ingest.ack_timeout_ms == 0 {
             p.push("ingest.ack_timeout_ms: must be positive".into());
         }
