@@ -17,6 +17,7 @@
 //! and 5 the task's checkpoint is ahead of the group offset, and the records before it are
 //! skipped on restart. Either way nothing is lost and no state is applied twice.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -32,9 +33,11 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use schemas::topics::{Topic, TopicNames};
 use tokio::sync::watch;
 
+use crate::catalog::SourceCatalog;
 use crate::error::ProcessorError;
 use crate::input::decode;
-use crate::task::{Decoded, OutRecord, PartitionTask, SourceCatalog};
+use crate::output::OutRecord;
+use crate::task::{Decoded, PartitionTask, TaskSettings};
 
 /// Tracks assignment changes reported by librdkafka during `recv`.
 #[derive(Default)]
@@ -91,27 +94,33 @@ pub struct Pipeline {
     pub catalog: SourceCatalog,
     pub state_root: PathBuf,
     pub batch_max: usize,
+    pub settings: TaskSettings,
+    pub idle_flush: Duration,
 }
 
 impl Pipeline {
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), ProcessorError> {
         let raw = self.topics.name(Topic::Raw);
         let mut tasks: HashMap<i32, PartitionTask> = HashMap::new();
+        let mut last_input: HashMap<i32, Instant> = HashMap::new();
         loop {
+            let holding = tasks.values().any(|t| t.buffered() > 0);
             let first = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                message = self.consumer.recv() => message,
+                message = self.consumer.recv() => Some(message),
+                _ = tokio::time::sleep(self.idle_flush), if holding => None,
             };
             let mut messages: Vec<OwnedMessage> = Vec::new();
             match first {
-                Ok(message) => messages.push(message.detach()),
-                Err(error) => {
+                Some(Ok(message)) => messages.push(message.detach()),
+                Some(Err(error)) => {
                     tracing::warn!(%error, "consumer error");
                     continue;
                 }
+                None => {}
             }
-            while messages.len() < self.batch_max {
+            while !messages.is_empty() && messages.len() < self.batch_max {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) => messages.push(message.detach()),
                     Some(Err(error)) => {
@@ -123,6 +132,7 @@ impl Pipeline {
             }
             let context = self.consumer.context();
             for partition in context.take_revoked() {
+                last_input.remove(&partition);
                 if tasks.remove(&partition).is_some() {
                     tracing::info!(partition, "closed partition task");
                 }
@@ -142,17 +152,29 @@ impl Pipeline {
             let mut pending = Vec::new();
             for (partition, records) in by_partition {
                 let task = match tasks.entry(partition) {
-                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(entry) => {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => {
                         let dir = self.state_root.join(format!("{raw}-{partition}"));
-                        let task = PartitionTask::open(partition, &dir)?;
+                        let task = PartitionTask::open(partition, &dir, self.settings)?;
                         tracing::info!(partition, checkpoint = ?task.next_offset(), dir = %dir.display(), "opened partition task");
                         entry.insert(task)
                     }
                 };
-                let (batch, stats) = task.process(records, &self.catalog, &mut outputs)?;
-                record_stats(&stats);
+                last_input.insert(partition, started);
+                let batch = task.process(records, &self.catalog, &mut outputs)?;
+                record_stats(&batch.stats);
                 pending.push((partition, batch));
+            }
+            // Punctuate on wall clock: partitions quiet for `idle_flush` release what they hold.
+            for (partition, task) in &tasks {
+                let quiet = last_input
+                    .get(partition)
+                    .is_none_or(|t| started.duration_since(*t) >= self.idle_flush);
+                if quiet && task.buffered() > 0 && !pending.iter().any(|(p, _)| p == partition) {
+                    let flushed = task.flush(&self.catalog, &mut outputs)?;
+                    record_stats(&flushed.stats);
+                    pending.push((*partition, flushed));
+                }
             }
             if pending.is_empty() {
                 continue;
@@ -236,6 +258,8 @@ fn record_stats(stats: &crate::task::BatchStats) {
     metrics::counter!("hookstream_processor_events_total").increment(stats.events as u64);
     metrics::counter!("hookstream_processor_duplicates_total").increment(stats.duplicates as u64);
     metrics::counter!("hookstream_processor_late_total").increment(stats.late as u64);
+    metrics::counter!("hookstream_processor_released_total").increment(stats.released as u64);
+    metrics::counter!("hookstream_processor_dedupe_expired_total").increment(stats.expired as u64);
     metrics::counter!("hookstream_processor_dead_letters_total")
         .increment(stats.dead_letters as u64);
     if stats.dead_letters > 0 {

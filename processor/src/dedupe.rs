@@ -1,8 +1,13 @@
 //! Exact dedupe, keyed by (tenant, source, event id): the first delivery of an event passes,
-//! every later one is dropped. The key encoding is length-prefixed so no choice of ids can
-//! make two different triples collide.
+//! every later one within the window is dropped. The window is measured in stream time, so a
+//! replay drops exactly what the live run dropped. Entries live in RocksDB (`dedupe`, with an
+//! `expiry` index ordered by expiry time), so memory stays bounded whatever the key count.
+//! The key encoding is length-prefixed so no choice of ids can make two triples collide.
 
 use schemas::raw::RawMeta;
+use schemas::time::Millis;
+
+use crate::reorder::time_key;
 
 pub fn key(meta: &RawMeta) -> Vec<u8> {
     let mut key =
@@ -11,6 +16,13 @@ pub fn key(meta: &RawMeta) -> Vec<u8> {
         key.extend_from_slice(&(part.len() as u32).to_be_bytes());
         key.extend_from_slice(part.as_bytes());
     }
+    key
+}
+
+/// Index key: expiry time first, so expired entries are a range scan.
+pub fn expiry_key(expires_at: Millis, dedupe_key: &[u8]) -> Vec<u8> {
+    let mut key = time_key(expires_at).to_vec();
+    key.extend_from_slice(dedupe_key);
     key
 }
 
@@ -39,5 +51,11 @@ mod tests {
         assert_ne!(key(&meta("ab", "c", "d")), key(&meta("a", "bc", "d")));
         assert_eq!(key(&meta("a", "b", "c")), key(&meta("a", "b", "c")));
         assert_ne!(key(&meta("a", "b", "c")), key(&meta("a", "x", "c")));
+    }
+
+    #[test]
+    fn expiry_keys_sort_by_time() {
+        assert!(expiry_key(5, b"zzz") < expiry_key(6, b"aaa"));
+        assert!(expiry_key(-1, b"z") < expiry_key(0, b"a"));
     }
 }

@@ -11,11 +11,14 @@
 //! state), `state` (the entity's new state whenever it changed) and `dlq` (records that could
 //! not be decoded, with the reason in `hs-error`).
 
+pub mod catalog;
 pub mod consumer;
 pub mod dedupe;
 pub mod error;
 pub mod input;
+pub mod output;
 pub mod reconcile;
+pub mod reorder;
 pub mod store;
 pub mod task;
 
@@ -30,8 +33,9 @@ use tokio::sync::watch;
 
 pub use error::ProcessorError;
 
+use crate::catalog::SourceCatalog;
 use crate::consumer::{GroupConsumer, Pipeline, RebalanceContext};
-use crate::task::SourceCatalog;
+use crate::task::TaskSettings;
 
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
@@ -71,6 +75,12 @@ impl ProcessorService {
             catalog: SourceCatalog::new(config),
             state_root,
             batch_max: config.processor.batch_max,
+            settings: TaskSettings {
+                dedupe_window_ms: (config.processor.dedupe_window_secs.saturating_mul(1000))
+                    .min(i64::MAX as u64) as i64,
+                max_buffered: config.processor.max_buffered,
+            },
+            idle_flush: std::time::Duration::from_millis(config.processor.idle_flush_ms),
         };
         let (stop, stopped) = watch::channel(false);
         let join = tokio::spawn(pipeline.run(stopped));

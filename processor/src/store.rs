@@ -1,52 +1,109 @@
 //! The state store of one partition task: a RocksDB instance with one column family per
-//! store — `dedupe` (seen event ids), `entity` (reconciled state per `tenant/entity`) and
-//! `meta` (the checkpoint: the next input offset to process). A task's changes for a batch
-//! are written in one atomic `WriteBatch` *together with* the checkpoint, so the store and
-//! the position in `raw` can never disagree: after a crash, records before the checkpoint are
-//! skipped, records after it are processed again.
+//! store —
+//!
+//! | store    | key | value |
+//! |----------|-----|-------|
+//! | `dedupe` | dedupe key (tenant, source, event id) | stream time at which it expires |
+//! | `expiry` | expiry time + dedupe key | — (index to expire `dedupe` by stream time) |
+//! | `entity` | `tenant/entity` | reconciled [`EntityState`](crate::reconcile::EntityState) |
+//! | `buffer` | release time + event time + event id + offset | an event held back for reordering |
+//! | `meta`   | `checkpoint`, `stream_time`, `buffered` | task position and counters |
+//!
+//! Every change of a batch is an [`Op`]; a batch's ops are written in one atomic `WriteBatch`
+//! *together with* the checkpoint, so the store and the position in `raw` never disagree:
+//! after a crash, records before the checkpoint are skipped, records after it processed again.
+//! The same ops are what the changelog carries.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
+    DB,
+};
 
 use crate::error::ProcessorError;
-use crate::reconcile::EntityState;
 
-const CF_DEDUPE: &str = "dedupe";
-const CF_ENTITY: &str = "entity";
-const CF_META: &str = "meta";
-const CHECKPOINT: &[u8] = b"checkpoint";
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cf {
+    Dedupe,
+    Expiry,
+    Entity,
+    Buffer,
+    Meta,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 5] = [Cf::Dedupe, Cf::Expiry, Cf::Entity, Cf::Buffer, Cf::Meta];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Dedupe => "dedupe",
+            Cf::Expiry => "expiry",
+            Cf::Entity => "entity",
+            Cf::Buffer => "buffer",
+            Cf::Meta => "meta",
+        }
+    }
+
+    pub fn tag(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_tag(tag: u8) -> Option<Cf> {
+        Cf::ALL.into_iter().find(|cf| cf.tag() == tag)
+    }
+}
+
+/// One change to the store: a put, or a delete when `value` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    pub cf: Cf,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+pub const CHECKPOINT: &[u8] = b"checkpoint";
+pub const STREAM_TIME: &[u8] = b"stream_time";
+pub const BUFFERED: &[u8] = b"buffered";
+/// Next offset of the changelog partition this store has applied (local only).
+pub const CHANGELOG_NEXT: &[u8] = b"changelog_next";
 
 pub struct StateStore {
     db: DB,
     path: PathBuf,
 }
 
-/// The changes of one batch, applied atomically by [`StateStore::write`].
-#[derive(Debug, Default)]
-pub struct StoreBatch {
-    pub seen: Vec<Vec<u8>>,
-    pub entities: Vec<(String, EntityState)>,
-    pub next_offset: Option<i64>,
-}
-
-impl StoreBatch {
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty() && self.entities.is_empty() && self.next_offset.is_none()
-    }
+/// RocksDB settings: a bounded block cache shared by the column families, modest write
+/// buffers (state is small per task, and many tasks share a machine), LZ4 compression.
+fn options(cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    let mut options = Options::default();
+    options.set_block_based_table_factory(&table);
+    options.set_write_buffer_size(16 * 1024 * 1024);
+    options.set_max_write_buffer_number(3);
+    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    options
 }
 
 impl StateStore {
     pub fn open(path: &Path) -> Result<Self, ProcessorError> {
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
-        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let families = [CF_DEDUPE, CF_ENTITY, CF_META]
+        let cache = Cache::new_lru_cache(32 * 1024 * 1024);
+        let mut db_options = options(&cache);
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.set_max_open_files(256);
+        let families = Cf::ALL
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db =
-            DB::open_cf_descriptors(&options, path, families).map_err(|e| store_error(path, e))?;
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), options(&cache)));
+        let db = DB::open_cf_descriptors(&db_options, path, families)
+            .map_err(|e| store_error(path, e))?;
         Ok(Self {
             db,
             path: path.to_owned(),
@@ -57,62 +114,76 @@ impl StateStore {
         &self.path
     }
 
-    /// The next `raw` offset this store has not yet applied, if it applied any.
-    pub fn checkpoint(&self) -> Result<Option<i64>, ProcessorError> {
-        let value = self
-            .db
-            .get_cf(self.cf(CF_META), CHECKPOINT)
-            .map_err(|e| self.error(e))?;
-        match value {
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessorError> {
+        self.db.get_cf(self.cf(cf), key).map_err(|e| self.error(e))
+    }
+
+    pub fn get_i64(&self, key: &[u8]) -> Result<Option<i64>, ProcessorError> {
+        match self.get(Cf::Meta, key)? {
             None => Ok(None),
             Some(bytes) => {
                 let array: [u8; 8] = bytes
                     .as_slice()
                     .try_into()
-                    .map_err(|_| self.corrupt("checkpoint", "not 8 bytes"))?;
+                    .map_err(|_| self.corrupt(key, "not 8 bytes"))?;
                 Ok(Some(i64::from_be_bytes(array)))
             }
         }
     }
 
-    pub fn seen(&self, dedupe_key: &[u8]) -> Result<bool, ProcessorError> {
-        let found = self
+    /// The next `raw` offset this store has not yet applied, if it applied any.
+    pub fn checkpoint(&self) -> Result<Option<i64>, ProcessorError> {
+        self.get_i64(CHECKPOINT)
+    }
+
+    /// Entries of `cf` with keys in `[from, to)`, in key order.
+    pub fn range(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Vec<Entry>, ProcessorError> {
+        let mut out = Vec::new();
+        for item in self
             .db
-            .get_pinned_cf(self.cf(CF_DEDUPE), dedupe_key)
-            .map_err(|e| self.error(e))?;
-        Ok(found.is_some())
+            .iterator_cf(self.cf(cf), IteratorMode::From(from, Direction::Forward))
+        {
+            let (key, value) = item.map_err(|e| self.error(e))?;
+            if key.as_ref() >= to {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
     }
 
-    pub fn entity(&self, key: &str) -> Result<Option<EntityState>, ProcessorError> {
-        let value = self
-            .db
-            .get_pinned_cf(self.cf(CF_ENTITY), key.as_bytes())
-            .map_err(|e| self.error(e))?;
-        value
-            .map(|bytes| {
-                serde_json::from_slice(&bytes).map_err(|e| self.corrupt(key, &e.to_string()))
-            })
-            .transpose()
-    }
-
-    pub fn write(&self, batch: &StoreBatch) -> Result<(), ProcessorError> {
-        let mut write = WriteBatch::default();
-        for key in &batch.seen {
-            write.put_cf(self.cf(CF_DEDUPE), key, []);
-        }
-        for (key, state) in &batch.entities {
-            let value = serde_json::to_vec(state).expect("entity state serializes");
-            write.put_cf(self.cf(CF_ENTITY), key.as_bytes(), value);
-        }
-        if let Some(next) = batch.next_offset {
-            write.put_cf(self.cf(CF_META), CHECKPOINT, next.to_be_bytes());
-        }
-        self.db.write(write).map_err(|e| self.error(e))
-    }
-
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+    /// The first `n` entries of `cf` in key order.
+    pub fn first(&self, cf: Cf, n: usize) -> Result<Vec<Entry>, ProcessorError> {
         self.db
-            .cf_handle(name)
+            .iterator_cf(self.cf(cf), IteratorMode::Start)
+            .take(n)
+            .map(|item| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| self.error(e))
+            })
+            .collect()
+    }
+
+    /// Applies ops atomically.
+    pub fn write(&self, ops: &[Op]) -> Result<(), ProcessorError> {
+        let mut batch = WriteBatch::default();
+        for op in ops {
+            match &op.value {
+                Some(value) => batch.put_cf(self.cf(op.cf), &op.key, value),
+                None => batch.delete_cf(self.cf(op.cf), &op.key),
+            }
+        }
+        self.db.write(batch).map_err(|e| self.error(e))
+    }
+
+    fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(cf.name())
             .expect("column families are created on open")
     }
 
@@ -120,10 +191,10 @@ impl StateStore {
         store_error(&self.path, source)
     }
 
-    fn corrupt(&self, key: &str, reason: &str) -> ProcessorError {
+    pub fn corrupt(&self, key: &[u8], reason: &str) -> ProcessorError {
         ProcessorError::Corrupt {
             path: self.path.display().to_string(),
-            key: key.to_owned(),
+            key: String::from_utf8_lossy(key).into_owned(),
             reason: reason.to_owned(),
         }
     }
@@ -136,40 +207,161 @@ fn store_error(path: &Path, source: rocksdb::Error) -> ProcessorError {
     }
 }
 
+/// A batch's view of the store: reads see the batch's own writes; writes are collected as
+/// [`Op`]s and reach RocksDB only through [`StateStore::write`] at commit.
+pub struct Txn<'a> {
+    store: &'a StateStore,
+    overlay: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl<'a> Txn<'a> {
+    pub fn new(store: &'a StateStore) -> Self {
+        Self {
+            store,
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessorError> {
+        match self.overlay.get(&(cf, key.to_vec())) {
+            Some(value) => Ok(value.clone()),
+            None => self.store.get(cf, key),
+        }
+    }
+
+    pub fn get_i64(&self, key: &[u8]) -> Result<Option<i64>, ProcessorError> {
+        match self.overlay.get(&(Cf::Meta, key.to_vec())) {
+            Some(Some(bytes)) => Ok(Some(i64::from_be_bytes(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| self.store.corrupt(key, "not 8 bytes"))?,
+            ))),
+            Some(None) => Ok(None),
+            None => self.store.get_i64(key),
+        }
+    }
+
+    pub fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.insert((cf, key), Some(value));
+    }
+
+    pub fn put_i64(&mut self, key: &[u8], value: i64) {
+        self.put(Cf::Meta, key.to_vec(), value.to_be_bytes().to_vec());
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: Vec<u8>) {
+        self.overlay.insert((cf, key), None);
+    }
+
+    /// Entries of `cf` with keys in `[from, to)` as the batch sees them, in key order.
+    pub fn range(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Vec<Entry>, ProcessorError> {
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
+            .store
+            .range(cf, from, to)?
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        for ((_, key), value) in self.overlay.range((cf, from.to_vec())..(cf, to.to_vec())) {
+            merged.insert(key.clone(), value.clone());
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// The first `n` live entries of `cf` as the batch sees them.
+    pub fn first(&self, cf: Cf, n: usize) -> Result<Vec<Entry>, ProcessorError> {
+        let deleted = self
+            .overlay
+            .range((cf, Vec::new())..)
+            .take_while(|((c, _), _)| *c == cf)
+            .filter(|(_, v)| v.is_none())
+            .count();
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
+            .store
+            .first(cf, n.saturating_add(deleted))?
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        for ((c, key), value) in self.overlay.range((cf, Vec::new())..) {
+            if *c != cf {
+                break;
+            }
+            merged.insert(key.clone(), value.clone());
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(n)
+            .collect())
+    }
+
+    /// The batch's changes, in a deterministic order.
+    pub fn into_ops(self) -> Vec<Op> {
+        self.overlay
+            .into_iter()
+            .map(|((cf, key), value)| Op { cf, key, value })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn state(version: u64) -> EntityState {
-        EntityState {
-            version,
-            updated_at: 5,
-            last_event_id: "e".into(),
-            last_event_type: "t".into(),
-            deleted: false,
-            state: None,
-            state_base64: None,
-        }
-    }
-
     #[test]
-    fn a_batch_and_its_checkpoint_survive_reopening() {
+    fn ops_and_checkpoint_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = StateStore::open(dir.path()).unwrap();
             assert_eq!(store.checkpoint().unwrap(), None);
-            let batch = StoreBatch {
-                seen: vec![b"k1".to_vec()],
-                entities: vec![("acme/o1".into(), state(3))],
-                next_offset: Some(42),
-            };
-            store.write(&batch).unwrap();
+            let mut txn = Txn::new(&store);
+            txn.put(Cf::Dedupe, b"k1".to_vec(), vec![1]);
+            txn.put(Cf::Entity, b"acme/o1".to_vec(), b"{}".to_vec());
+            txn.put_i64(CHECKPOINT, 42);
+            store.write(&txn.into_ops()).unwrap();
         }
         let store = StateStore::open(dir.path()).unwrap();
         assert_eq!(store.checkpoint().unwrap(), Some(42));
-        assert!(store.seen(b"k1").unwrap());
-        assert!(!store.seen(b"k2").unwrap());
-        assert_eq!(store.entity("acme/o1").unwrap(), Some(state(3)));
-        assert_eq!(store.entity("acme/o2").unwrap(), None);
+        assert_eq!(store.get(Cf::Dedupe, b"k1").unwrap(), Some(vec![1]));
+        assert_eq!(store.get(Cf::Dedupe, b"k2").unwrap(), None);
+    }
+
+    #[test]
+    fn a_transaction_reads_its_own_writes_over_the_store_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let ops: Vec<Op> = [b"a", b"c", b"e"]
+            .iter()
+            .map(|k| Op {
+                cf: Cf::Buffer,
+                key: k.to_vec(),
+                value: Some(k.to_vec()),
+            })
+            .collect();
+        store.write(&ops).unwrap();
+        let mut txn = Txn::new(&store);
+        txn.put(Cf::Buffer, b"b".to_vec(), b"b".to_vec());
+        txn.delete(Cf::Buffer, b"c".to_vec());
+        txn.put(Cf::Entity, b"b".to_vec(), b"other cf".to_vec());
+        let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            keys(txn.range(Cf::Buffer, b"a", b"e").unwrap()),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(
+            keys(txn.first(Cf::Buffer, 2).unwrap()),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(keys(txn.first(Cf::Buffer, 9).unwrap()).len(), 3);
+        assert_eq!(txn.get(Cf::Buffer, b"c").unwrap(), None);
+        assert_eq!(txn.into_ops().len(), 3);
     }
 }

@@ -25,6 +25,7 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         delete_types: vec!["*.deleted".into()],
         tolerance_secs: None,
         allow_sha1: false,
+        grace_ms: 5_000,
         batch: None,
     };
     let orders = SourceConfig {
@@ -49,6 +50,7 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         delete_types: vec!["*.deleted".into()],
         tolerance_secs: None,
         allow_sha1: false,
+        grace_ms: 5_000,
         batch: None,
     };
     let mut config = Config::parse_str("").expect("empty configuration parses");
@@ -60,6 +62,7 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
     };
     config.ingest.listen = listen.to_owned();
     config.processor.state_dir = state_dir.to_owned();
+    config.processor.idle_flush_ms = 1_000;
     config.tenants = vec![TenantConfig {
         id: TENANT.into(),
         rate_limit: None,

@@ -82,6 +82,7 @@ max_body_bytes = {max_body_bytes}
 group_id = "processor-{name}"
 state_dir = "{state_dir}"
 batch_max = 100
+idle_flush_ms = 300
 
 [[tenants]]
 id = "acme"

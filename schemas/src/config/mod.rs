@@ -166,6 +166,18 @@ pub struct ProcessorConfig {
     /// Most records taken from `raw` per turn of the loop (one commit, all partitions).
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
+    /// How long an event id is remembered for dedupe, in stream time (default 72 h, Stripe's
+    /// retry window).
+    #[serde(default = "default_dedupe_window")]
+    pub dedupe_window_secs: u64,
+    /// Most events a partition task holds back for reordering; past it the oldest are released
+    /// early (never dropped).
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered: usize,
+    /// A partition that receives nothing for this long (wall clock) releases everything it
+    /// holds back.
+    #[serde(default = "default_idle_flush")]
+    pub idle_flush_ms: u64,
 }
 
 impl Default for ProcessorConfig {
@@ -174,6 +186,9 @@ impl Default for ProcessorConfig {
             group_id: default_group(),
             state_dir: default_state_dir(),
             batch_max: default_batch_max(),
+            dedupe_window_secs: default_dedupe_window(),
+            max_buffered: default_max_buffered(),
+            idle_flush_ms: default_idle_flush(),
         }
     }
 }
@@ -209,6 +224,10 @@ pub struct SourceConfig {
     /// default 300 s, Paddle 5 s as Paddle documents).
     #[serde(default)]
     pub tolerance_secs: Option<u64>,
+    /// How long (event time) the processor waits for earlier events of an entity before
+    /// releasing one: events are released once stream time passes event time + grace.
+    #[serde(default = "default_grace")]
+    pub grace_ms: u64,
     /// GitHub: also accept the legacy `X-Hub-Signature` (HMAC-SHA1) when no SHA-256 is sent.
     #[serde(default)]
     pub allow_sha1: bool,
@@ -364,6 +383,18 @@ fn default_state_dir() -> PathBuf {
 }
 fn default_batch_max() -> usize {
     500
+}
+fn default_dedupe_window() -> u64 {
+    72 * 3600
+}
+fn default_max_buffered() -> usize {
+    100_000
+}
+fn default_idle_flush() -> u64 {
+    10_000
+}
+fn default_grace() -> u64 {
+    5_000
 }
 fn default_delete_types() -> Vec<String> {
     vec!["*.deleted".into()]

@@ -1,0 +1,94 @@
+//! The records a partition task produces: `events`, `state` and `dlq` values built from its
+//! inputs and state, deterministically (same input and state, same bytes).
+
+use schemas::key::EntityKey;
+use schemas::raw::header;
+use schemas::records::{EventRecord, Payload, StateRecord};
+use schemas::time::to_rfc3339;
+use schemas::topics::Topic;
+
+use crate::input::{RawInput, Undecodable};
+use crate::reconcile::EntityState;
+
+/// A record to produce, to a topic named by its [`Topic`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    pub topic: Topic,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub timestamp: Option<i64>,
+}
+
+pub fn event(input: &RawInput, late: bool) -> OutRecord {
+    let meta = &input.meta;
+    let key = EntityKey::new(&meta.tenant, &meta.entity).encode();
+    let payload = Payload::from_body(&input.body);
+    let record = EventRecord {
+        tenant: meta.tenant.clone(),
+        source: meta.source.clone(),
+        event_id: meta.event_id.clone(),
+        event_type: meta.event_type.clone(),
+        entity: meta.entity.clone(),
+        occurred_at: to_rfc3339(meta.occurred_at),
+        received_at: to_rfc3339(meta.received_at),
+        late,
+        raw_offset: input.offset,
+        payload: payload.payload,
+        payload_base64: payload.payload_base64,
+    };
+    OutRecord {
+        topic: Topic::Events,
+        key: key.into_bytes(),
+        value: serde_json::to_vec(&record).expect("event record serializes"),
+        headers: vec![(
+            header::EVENT_ID.to_owned(),
+            meta.event_id.as_bytes().to_vec(),
+        )],
+        timestamp: Some(meta.occurred_at),
+    }
+}
+
+pub fn state(tenant: &str, entity: &str, state: &EntityState) -> OutRecord {
+    let record = StateRecord {
+        tenant: tenant.to_owned(),
+        entity: entity.to_owned(),
+        version: state.version,
+        updated_at: to_rfc3339(state.updated_at),
+        last_event_id: state.last_event_id.clone(),
+        last_event_type: state.last_event_type.clone(),
+        deleted: state.deleted,
+        state: state.state.clone(),
+        state_base64: state.state_base64.clone(),
+    };
+    OutRecord {
+        topic: Topic::State,
+        key: EntityKey::new(tenant, entity).encode().into_bytes(),
+        value: serde_json::to_vec(&record).expect("state record serializes"),
+        headers: vec![(
+            header::EVENT_ID.to_owned(),
+            state.last_event_id.as_bytes().to_vec(),
+        )],
+        timestamp: Some(state.updated_at),
+    }
+}
+
+pub fn dead_letter(bad: Undecodable) -> OutRecord {
+    let mut headers = bad.headers;
+    headers.push((header::ERROR.to_owned(), bad.reason.into_bytes()));
+    headers.push((
+        "hs-raw-partition".to_owned(),
+        bad.partition.to_string().into_bytes(),
+    ));
+    headers.push((
+        "hs-raw-offset".to_owned(),
+        bad.offset.to_string().into_bytes(),
+    ));
+    OutRecord {
+        topic: Topic::Dlq,
+        key: bad.key.unwrap_or_default(),
+        value: bad.body,
+        headers,
+        timestamp: bad.timestamp,
+    }
+}

@@ -1,0 +1,335 @@
+use std::collections::{BTreeMap, HashSet};
+
+use proptest::prelude::*;
+use schemas::raw::RawMeta;
+use schemas::records::{EventRecord, StateRecord};
+use schemas::topics::Topic;
+
+use super::*;
+use crate::catalog::{SourceCatalog, DEFAULT_GRACE_MS};
+
+fn input(offset: i64, event_id: &str, entity: &str, at: i64, body: &str) -> Decoded {
+    Ok(RawInput {
+        partition: 0,
+        offset,
+        meta: RawMeta {
+            tenant: "acme".into(),
+            source: "orders".into(),
+            scheme: "hmac".into(),
+            event_id: event_id.into(),
+            event_type: "order.updated".into(),
+            entity: entity.into(),
+            occurred_at: at,
+            received_at: 1_000 + offset,
+            content_type: "application/json".into(),
+            key_id: "k1".into(),
+            event_id_derived: false,
+        },
+        body: body.as_bytes().to_vec(),
+    })
+}
+
+fn open(dir: &tempfile::TempDir, settings: TaskSettings) -> PartitionTask {
+    PartitionTask::open(0, dir.path(), settings).unwrap()
+}
+
+fn run(task: &mut PartitionTask, records: Vec<Decoded>) -> (Vec<OutRecord>, BatchStats) {
+    let mut out = Vec::new();
+    let pending = task
+        .process(records, &SourceCatalog::empty(), &mut out)
+        .unwrap();
+    task.commit(&pending).unwrap();
+    (out, pending.stats)
+}
+
+fn flush(task: &mut PartitionTask) -> Vec<OutRecord> {
+    let mut out = Vec::new();
+    let pending = task.flush(&SourceCatalog::empty(), &mut out).unwrap();
+    task.commit(&pending).unwrap();
+    out
+}
+
+fn events(out: &[OutRecord]) -> Vec<EventRecord> {
+    out.iter()
+        .filter(|r| r.topic == Topic::Events)
+        .map(|r| serde_json::from_slice(&r.value).unwrap())
+        .collect()
+}
+
+fn states(out: &[OutRecord]) -> Vec<StateRecord> {
+    out.iter()
+        .filter(|r| r.topic == Topic::State)
+        .map(|r| serde_json::from_slice(&r.value).unwrap())
+        .collect()
+}
+
+const G: i64 = DEFAULT_GRACE_MS;
+
+#[test]
+fn duplicates_are_dropped_within_and_across_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, TaskSettings::default());
+    let (_, stats) = run(
+        &mut task,
+        vec![
+            input(0, "e1", "o1", 10, "{}"),
+            input(1, "e1", "o1", 10, "{}"),
+        ],
+    );
+    assert_eq!((stats.events, stats.duplicates), (1, 1));
+    assert_eq!(task.next_offset(), Some(2));
+    let (_, stats) = run(&mut task, vec![input(2, "e1", "o1", 10, "{}")]);
+    assert_eq!(stats.duplicates, 1);
+    let out = flush(&mut task);
+    assert_eq!(events(&out).len(), 1);
+}
+
+#[test]
+fn events_wait_for_the_grace_and_leave_in_event_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, TaskSettings::default());
+    let (out, _) = run(
+        &mut task,
+        vec![
+            input(0, "b", "o1", 2_000, r#"{"v":2}"#),
+            input(1, "a", "o1", 1_000, r#"{"v":1}"#),
+        ],
+    );
+    assert!(
+        out.is_empty(),
+        "nothing is due before stream time passes event time + grace"
+    );
+    assert_eq!(task.buffered(), 2);
+    let (out, _) = run(&mut task, vec![input(2, "c", "o2", 2_000 + G, "{}")]);
+    let ids: Vec<String> = events(&out).into_iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, ["a", "b"]);
+    let versions: Vec<u64> = states(&out).into_iter().map(|s| s.version).collect();
+    assert_eq!(versions, [1, 2]);
+    assert_eq!(task.buffered(), 1);
+    let out = flush(&mut task);
+    assert_eq!(events(&out)[0].event_id, "c");
+    assert_eq!(task.buffered(), 0);
+}
+
+#[test]
+fn an_event_older_than_its_entitys_released_state_is_late_and_does_not_regress_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, TaskSettings::default());
+    run(&mut task, vec![input(0, "new", "o1", 10_000, r#"{"v":2}"#)]);
+    flush(&mut task);
+    let (out, stats) = run(&mut task, vec![input(1, "old", "o1", 9_000, r#"{"v":1}"#)]);
+    assert_eq!(stats.late, 1);
+    let late = events(&out);
+    assert!(late[0].late && late[0].event_id == "old");
+    assert!(states(&out).is_empty());
+}
+
+#[test]
+fn reprocessing_an_uncommitted_batch_gives_identical_outputs_and_committed_ones_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, TaskSettings::default());
+    let records = || {
+        vec![
+            input(0, "e1", "o1", 20_000, r#"{"v":1}"#),
+            input(1, "e2", "o1", 10_000, r#"{"v":0}"#),
+        ]
+    };
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    let pending = task
+        .process(records(), &SourceCatalog::empty(), &mut first)
+        .unwrap();
+    let again = task
+        .process(records(), &SourceCatalog::empty(), &mut second)
+        .unwrap();
+    assert_eq!(first, second);
+    assert_eq!(pending.ops, again.ops);
+    task.commit(&pending).unwrap();
+    drop(task);
+    let task = open(&dir, TaskSettings::default());
+    let mut out = Vec::new();
+    let pending = task
+        .process(records(), &SourceCatalog::empty(), &mut out)
+        .unwrap();
+    assert_eq!(pending.stats.already_applied, 2);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn dedupe_forgets_ids_once_stream_time_passes_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(
+        &dir,
+        TaskSettings {
+            dedupe_window_ms: 60_000,
+            ..TaskSettings::default()
+        },
+    );
+    run(&mut task, vec![input(0, "e1", "o1", 0, "{}")]);
+    let (_, stats) = run(
+        &mut task,
+        vec![
+            input(1, "e1", "o1", 0, "{}"),
+            input(2, "x", "o2", 59_000, "{}"),
+        ],
+    );
+    assert_eq!(stats.duplicates, 1);
+    let (_, stats) = run(&mut task, vec![input(3, "y", "o2", 61_000, "{}")]);
+    assert_eq!(stats.expired, 1);
+    let (_, stats) = run(&mut task, vec![input(4, "e1", "o1", 0, "{}")]);
+    assert_eq!(
+        (stats.duplicates, stats.events),
+        (0, 1),
+        "outside the window the id is new again"
+    );
+}
+
+#[test]
+fn a_full_buffer_releases_its_oldest_events_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(
+        &dir,
+        TaskSettings {
+            max_buffered: 2,
+            ..TaskSettings::default()
+        },
+    );
+    let (out, _) = run(
+        &mut task,
+        vec![
+            input(0, "a", "o1", 100, "{}"),
+            input(1, "b", "o2", 200, "{}"),
+            input(2, "c", "o3", 300, "{}"),
+        ],
+    );
+    assert_eq!(
+        events(&out)
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert_eq!(task.buffered(), 2);
+}
+
+#[test]
+fn undecodable_records_go_to_the_dlq_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = open(&dir, TaskSettings::default());
+    let bad = Undecodable {
+        partition: 0,
+        offset: 0,
+        key: Some(b"acme/o1".to_vec()),
+        headers: vec![],
+        body: b"x".to_vec(),
+        timestamp: Some(1),
+        reason: "raw record is missing header `hs-tenant`".into(),
+    };
+    let mut out = Vec::new();
+    let pending = task
+        .process(vec![Err(Box::new(bad))], &SourceCatalog::empty(), &mut out)
+        .unwrap();
+    assert_eq!(pending.stats.dead_letters, 1);
+    assert_eq!(pending.next_offset, Some(1));
+    assert_eq!(out[0].topic, Topic::Dlq);
+    assert!(out[0]
+        .headers
+        .iter()
+        .any(|(k, v)| k == "hs-error" && v.starts_with(b"raw record")));
+}
+
+/// One generated event: entity, event time, and an id unique per (entity, time, n).
+#[derive(Debug, Clone)]
+struct Gen {
+    entity: u8,
+    at: i64,
+    jitter: i64,
+    id: String,
+}
+
+fn stream() -> impl Strategy<Value = (Vec<Gen>, Vec<usize>, Vec<usize>)> {
+    let event = (0u8..4, 0i64..60_000, 0i64..G, 0u32..1_000_000);
+    (
+        prop::collection::vec(event, 1..60),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+        prop::collection::vec(1usize..8, 1..20),
+    )
+        .prop_map(|(events, dupes, batches)| {
+            let gens: Vec<Gen> = events
+                .into_iter()
+                .enumerate()
+                .map(|(n, (entity, at, jitter, salt))| Gen {
+                    entity,
+                    at,
+                    jitter,
+                    id: format!("e{n}-{salt}"),
+                })
+                .collect();
+            let dupes = dupes.into_iter().map(|i| i.index(gens.len())).collect();
+            (gens, dupes, batches)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Shuffles within the grace and duplicate deliveries, split into arbitrary batches with a
+    /// commit after each: every event comes out once, none late, each entity's events in
+    /// (event time, id) order, and the final state is the fold of the sorted, deduped stream.
+    #[test]
+    fn shuffles_within_grace_and_duplicates_give_the_sorted_deduped_result((gens, dupes, batches) in stream()) {
+        // Arrival order: event time + a jitter below the grace; duplicates arrive again later.
+        let mut arrivals: Vec<(i64, Gen)> = gens.iter().map(|g| (g.at + g.jitter, g.clone())).collect();
+        arrivals.sort_by_key(|(t, g)| (*t, g.id.clone()));
+        let mut sequence: Vec<Gen> = arrivals.into_iter().map(|(_, g)| g).collect();
+        // Redeliveries come after the first delivery, anywhere later in the stream.
+        for (n, d) in dupes.iter().enumerate() {
+            let first = sequence.iter().position(|g| g.id == gens[*d].id).unwrap();
+            let at = first + 1 + (n * 7919) % (sequence.len() - first);
+            sequence.insert(at, gens[*d].clone());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = open(&dir, TaskSettings::default());
+        let mut out = Vec::new();
+        let mut offset = 0i64;
+        let mut rest = sequence.as_slice();
+        for size in batches.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (batch, tail) = rest.split_at((*size).min(rest.len()));
+            rest = tail;
+            let records = batch
+                .iter()
+                .map(|g| {
+                    offset += 1;
+                    input(offset, &g.id, &format!("o{}", g.entity), g.at, &format!(r#"{{"id":"{}"}}"#, g.id))
+                })
+                .collect();
+            let (o, _) = run(&mut task, records);
+            out.extend(o);
+        }
+        out.extend(flush(&mut task));
+
+        let emitted = events(&out);
+        prop_assert!(emitted.iter().all(|e| !e.late), "no event may be late when shuffles stay within the grace");
+        let ids: HashSet<&str> = emitted.iter().map(|e| e.event_id.as_str()).collect();
+        prop_assert_eq!(ids.len(), emitted.len(), "an event was emitted twice");
+        prop_assert_eq!(ids.len(), gens.len());
+        let mut expected: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+        for g in &gens {
+            expected.entry(format!("o{}", g.entity)).or_default().push((g.at * 1, g.id.clone()));
+        }
+        let mut final_states: BTreeMap<String, StateRecord> = BTreeMap::new();
+        for s in states(&out) {
+            final_states.insert(s.entity.clone(), s);
+        }
+        for (entity, mut list) in expected {
+            list.sort();
+            let order: Vec<String> = emitted.iter().filter(|e| e.entity == entity).map(|e| e.event_id.clone()).collect();
+            prop_assert_eq!(&order, &list.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>());
+            let state = &final_states[&entity];
+            prop_assert_eq!(state.version as usize, list.len());
+            prop_assert_eq!(&state.last_event_id, &list.last().unwrap().1);
+        }
+    }
+}
