@@ -36,7 +36,9 @@ use tokio::sync::watch;
 use crate::catalog::SourceCatalog;
 use crate::error::ProcessorError;
 use crate::input::decode;
-use crate::output::OutRecord;
+use crate::output::{self, OutRecord};
+use crate::restore;
+use crate::store::{Cf, Op, StateStore, CHANGELOG_NEXT};
 use crate::task::{Decoded, PartitionTask, TaskSettings};
 
 /// Tracks assignment changes reported by librdkafka during `recv`.
@@ -96,6 +98,8 @@ pub struct Pipeline {
     pub batch_max: usize,
     pub settings: TaskSettings,
     pub idle_flush: Duration,
+    /// Client settings for reading the changelog when a task opens.
+    pub restore: rdkafka::ClientConfig,
 }
 
 impl Pipeline {
@@ -155,7 +159,21 @@ impl Pipeline {
                     Entry::Occupied(entry) => entry.into_mut(),
                     Entry::Vacant(entry) => {
                         let dir = self.state_root.join(format!("{raw}-{partition}"));
-                        let task = PartitionTask::open(partition, &dir, self.settings)?;
+                        let store = StateStore::open(&dir)?;
+                        let restored = tokio::task::block_in_place(|| {
+                            restore::catch_up(
+                                &store,
+                                &self.restore,
+                                &self.topics.name(Topic::Changelog),
+                                partition,
+                            )
+                        })?;
+                        let task = PartitionTask::from_store(partition, store, self.settings)?;
+                        tracing::info!(
+                            partition,
+                            restored,
+                            "restored partition task from the changelog"
+                        );
                         tracing::info!(partition, checkpoint = ?task.next_offset(), dir = %dir.display(), "opened partition task");
                         entry.insert(task)
                     }
@@ -179,11 +197,26 @@ impl Pipeline {
             if pending.is_empty() {
                 continue;
             }
-            if !self.produce_all(&outputs, &mut stop).await {
-                break;
-            }
-            let mut offsets = TopicPartitionList::new();
+            // The store changes go to the changelog with the outputs: all must be acknowledged
+            // before the store is written and the offsets committed.
+            let mut changelog_ranges = Vec::with_capacity(pending.len());
             for (partition, batch) in &pending {
+                let start = outputs.len();
+                outputs.extend(batch.ops.iter().map(|op| output::changelog(*partition, op)));
+                changelog_ranges.push(start..outputs.len());
+            }
+            let Some(positions) = self.produce_all(&outputs, &mut stop).await else {
+                break;
+            };
+            let mut offsets = TopicPartitionList::new();
+            for ((partition, batch), range) in pending.iter_mut().zip(changelog_ranges) {
+                if let Some(last) = positions[range].iter().map(|(_, offset)| *offset).max() {
+                    batch.ops.push(Op {
+                        cf: Cf::Meta,
+                        key: CHANGELOG_NEXT.to_vec(),
+                        value: Some((last + 1).to_be_bytes().to_vec()),
+                    });
+                }
                 let task = tasks.get_mut(partition).expect("task opened above");
                 task.commit(batch)?;
                 if let Some(next) = batch.next_offset {
@@ -203,8 +236,13 @@ impl Pipeline {
     }
 
     /// Sends all outputs and waits for every acknowledgement; retries the whole set on any
-    /// failure. Returns false when asked to stop before all were acknowledged.
-    async fn produce_all(&self, outputs: &[OutRecord], stop: &mut watch::Receiver<bool>) -> bool {
+    /// failure. Returns each record's (partition, offset), or None when asked to stop before
+    /// all were acknowledged.
+    async fn produce_all(
+        &self,
+        outputs: &[OutRecord],
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Vec<(i32, i64)>> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut deliveries = Vec::with_capacity(outputs.len());
@@ -220,10 +258,13 @@ impl Pipeline {
                         })
                     },
                 );
-                let mut future = FutureRecord::to(&topic)
-                    .key(&record.key)
-                    .payload(&record.value)
-                    .headers(headers);
+                let mut future = FutureRecord::to(&topic).key(&record.key).headers(headers);
+                if let Some(value) = &record.value {
+                    future = future.payload(value);
+                }
+                if let Some(partition) = record.partition {
+                    future = future.partition(partition);
+                }
                 if let Some(ts) = record.timestamp {
                     future = future.timestamp(ts);
                 }
@@ -235,18 +276,21 @@ impl Pipeline {
                     }
                 }
             }
+            let mut positions = Vec::with_capacity(outputs.len());
             for delivery in futures::future::join_all(deliveries).await {
                 match delivery {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(delivered)) => positions.push((delivered.partition, delivered.offset)),
                     Ok(Err((error, _))) => failed = Some(error.to_string()),
                     Err(_) => failed = Some("producer shut down".into()),
                 }
             }
-            let Some(error) = failed else { return true };
+            let Some(error) = failed else {
+                return Some(positions);
+            };
             metrics::counter!("hookstream_processor_produce_retries_total").increment(1);
             tracing::warn!(%error, retry_in = ?backoff, "outputs not acknowledged; sending the batch again");
             tokio::select! {
-                _ = stop.changed() => return false,
+                _ = stop.changed() => return None,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));

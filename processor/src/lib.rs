@@ -19,6 +19,7 @@ pub mod input;
 pub mod output;
 pub mod reconcile;
 pub mod reorder;
+pub mod restore;
 pub mod store;
 pub mod task;
 
@@ -81,6 +82,11 @@ impl ProcessorService {
                 max_buffered: config.processor.max_buffered,
             },
             idle_flush: std::time::Duration::from_millis(config.processor.idle_flush_ms),
+            restore: {
+                let mut restore = client_config(&config.kafka, Role::Consumer);
+                restore.set("group.id", format!("{}-restore", config.processor.group_id));
+                restore
+            },
         };
         let (stop, stopped) = watch::channel(false);
         let join = tokio::spawn(pipeline.run(stopped));

@@ -9,15 +9,36 @@ use schemas::topics::Topic;
 
 use crate::input::{RawInput, Undecodable};
 use crate::reconcile::EntityState;
+use crate::store::Op;
+
+/// A store op as a changelog record: key = column family tag + key, value = the value or a
+/// tombstone, on the task's own partition.
+pub fn changelog(partition: i32, op: &Op) -> OutRecord {
+    let mut key = Vec::with_capacity(op.key.len() + 1);
+    key.push(op.cf.tag());
+    key.extend_from_slice(&op.key);
+    OutRecord {
+        topic: Topic::Changelog,
+        key,
+        value: op.value.clone(),
+        headers: Vec::new(),
+        timestamp: None,
+        partition: Some(partition),
+    }
+}
 
 /// A record to produce, to a topic named by its [`Topic`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {
     pub topic: Topic,
     pub key: Vec<u8>,
-    pub value: Vec<u8>,
+    /// `None` is a tombstone (changelog deletes).
+    pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
     pub timestamp: Option<i64>,
+    /// An explicit partition (changelog records go to their task's partition); otherwise the
+    /// key's partition.
+    pub partition: Option<i32>,
 }
 
 pub fn event(input: &RawInput, late: bool) -> OutRecord {
@@ -40,12 +61,13 @@ pub fn event(input: &RawInput, late: bool) -> OutRecord {
     OutRecord {
         topic: Topic::Events,
         key: key.into_bytes(),
-        value: serde_json::to_vec(&record).expect("event record serializes"),
+        value: Some(serde_json::to_vec(&record).expect("event record serializes")),
         headers: vec![(
             header::EVENT_ID.to_owned(),
             meta.event_id.as_bytes().to_vec(),
         )],
         timestamp: Some(meta.occurred_at),
+        partition: None,
     }
 }
 
@@ -64,12 +86,13 @@ pub fn state(tenant: &str, entity: &str, state: &EntityState) -> OutRecord {
     OutRecord {
         topic: Topic::State,
         key: EntityKey::new(tenant, entity).encode().into_bytes(),
-        value: serde_json::to_vec(&record).expect("state record serializes"),
+        value: Some(serde_json::to_vec(&record).expect("state record serializes")),
         headers: vec![(
             header::EVENT_ID.to_owned(),
             state.last_event_id.as_bytes().to_vec(),
         )],
         timestamp: Some(state.updated_at),
+        partition: None,
     }
 }
 
@@ -87,8 +110,9 @@ pub fn dead_letter(bad: Undecodable) -> OutRecord {
     OutRecord {
         topic: Topic::Dlq,
         key: bad.key.unwrap_or_default(),
-        value: bad.body,
+        value: Some(bad.body),
         headers,
         timestamp: bad.timestamp,
+        partition: None,
     }
 }

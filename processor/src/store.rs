@@ -137,12 +137,7 @@ impl StateStore {
     }
 
     /// Entries of `cf` with keys in `[from, to)`, in key order.
-    pub fn range(
-        &self,
-        cf: Cf,
-        from: &[u8],
-        to: &[u8],
-    ) -> Result<Vec<Entry>, ProcessorError> {
+    pub fn range(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, ProcessorError> {
         let mut out = Vec::new();
         for item in self
             .db
@@ -255,12 +250,7 @@ impl<'a> Txn<'a> {
     }
 
     /// Entries of `cf` with keys in `[from, to)` as the batch sees them, in key order.
-    pub fn range(
-        &self,
-        cf: Cf,
-        from: &[u8],
-        to: &[u8],
-    ) -> Result<Vec<Entry>, ProcessorError> {
+    pub fn range(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, ProcessorError> {
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
             .store
             .range(cf, from, to)?

@@ -11,6 +11,7 @@
 //! | `usage`    | `tenant`        | delete  | downstream workers |
 //! | `dlq`      | `tenant/entity` | delete  | processor  |
 //! | `rejected` | `tenant`        | delete  | ingest     |
+//! | `changelog`| store + key     | compact | processor (its state stores; partition = `raw` partition) |
 
 use std::fmt;
 
@@ -24,10 +25,11 @@ pub enum Topic {
     Usage,
     Dlq,
     Rejected,
+    Changelog,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 8] = [
+    pub const ALL: [Topic; 9] = [
         Topic::Raw,
         Topic::Events,
         Topic::State,
@@ -36,6 +38,7 @@ impl Topic {
         Topic::Usage,
         Topic::Dlq,
         Topic::Rejected,
+        Topic::Changelog,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -48,12 +51,13 @@ impl Topic {
             Topic::Usage => "usage",
             Topic::Dlq => "dlq",
             Topic::Rejected => "rejected",
+            Topic::Changelog => "changelog",
         }
     }
 
     /// `state` keeps only the latest record per key; every other topic is a log.
     pub fn compacted(self) -> bool {
-        matches!(self, Topic::State)
+        matches!(self, Topic::State | Topic::Changelog)
     }
 }
 
@@ -98,7 +102,7 @@ mod tests {
         let names = TopicNames::new("hookstream.");
         assert_eq!(names.name(Topic::Raw), "hookstream.raw");
         assert_eq!(names.name(Topic::State), "hookstream.state");
-        assert_eq!(names.all().len(), 8);
+        assert_eq!(names.all().len(), 9);
         assert!(Topic::State.compacted() && !Topic::Events.compacted());
     }
 }

@@ -40,7 +40,7 @@ fn consumer(brokers: &str, topic: &str) -> BaseConsumer {
         .create()
         .unwrap();
     let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .fetch_metadata(Some(topic), Duration::from_secs(60))
         .unwrap();
     let partitions = metadata.topics()[0].partitions().len() as i32;
     assert!(partitions > 0, "topic {topic} does not exist");
@@ -96,7 +96,7 @@ pub fn read_until(brokers: &str, topic: &str, done: impl Fn(&[Record]) -> bool) 
 pub fn record_count(brokers: &str, topic: &str) -> i64 {
     let consumer = consumer(brokers, topic);
     let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .fetch_metadata(Some(topic), Duration::from_secs(60))
         .unwrap();
     metadata.topics()[0]
         .partitions()
@@ -108,4 +108,46 @@ pub fn record_count(brokers: &str, topic: &str) -> i64 {
             high - low
         })
         .sum()
+}
+
+/// Reads `topic` from the beginning, handing each record to `on_record` until it returns true;
+/// panics if the deadline passes first. For large topics (no re-scan per record).
+pub fn stream_until(
+    brokers: &str,
+    topic: &str,
+    deadline: Duration,
+    mut on_record: impl FnMut(&Record) -> bool,
+) {
+    let consumer = consumer(brokers, topic);
+    let deadline = Instant::now() + deadline;
+    loop {
+        assert!(Instant::now() < deadline, "timed out reading {topic}");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let record = Record {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().unwrap_or_default().to_vec(),
+            value: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        };
+        if on_record(&record) {
+            return;
+        }
+    }
 }

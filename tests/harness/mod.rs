@@ -71,6 +71,11 @@ partitions = 3
 replication_factor = 1
 [kafka.properties]
 "client.id" = "hookstream-test"
+[kafka.consumer]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[kafka.producer]
+"message.timeout.ms" = "15000"
 
 [ingest]
 listen = "127.0.0.1:0"

@@ -52,14 +52,14 @@ fn flush(task: &mut PartitionTask) -> Vec<OutRecord> {
 fn events(out: &[OutRecord]) -> Vec<EventRecord> {
     out.iter()
         .filter(|r| r.topic == Topic::Events)
-        .map(|r| serde_json::from_slice(&r.value).unwrap())
+        .map(|r| serde_json::from_slice(r.value.as_ref().unwrap()).unwrap())
         .collect()
 }
 
 fn states(out: &[OutRecord]) -> Vec<StateRecord> {
     out.iter()
         .filter(|r| r.topic == Topic::State)
-        .map(|r| serde_json::from_slice(&r.value).unwrap())
+        .map(|r| serde_json::from_slice(r.value.as_ref().unwrap()).unwrap())
         .collect()
 }
 
@@ -317,7 +317,7 @@ proptest! {
         prop_assert_eq!(ids.len(), gens.len());
         let mut expected: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
         for g in &gens {
-            expected.entry(format!("o{}", g.entity)).or_default().push((g.at * 1, g.id.clone()));
+            expected.entry(format!("o{}", g.entity)).or_default().push((g.at, g.id.clone()));
         }
         let mut final_states: BTreeMap<String, StateRecord> = BTreeMap::new();
         for s in states(&out) {
