@@ -100,6 +100,8 @@ pub struct Pipeline {
     pub idle_flush: Duration,
     /// Client settings for reading the changelog when a task opens.
     pub restore: rdkafka::ClientConfig,
+    /// Unique per process run: with a counter it names each batch attempt in the changelog.
+    pub instance: String,
 }
 
 impl Pipeline {
@@ -107,6 +109,7 @@ impl Pipeline {
         let raw = self.topics.name(Topic::Raw);
         let mut tasks: HashMap<i32, PartitionTask> = HashMap::new();
         let mut last_input: HashMap<i32, Instant> = HashMap::new();
+        let mut attempt = 0u64;
         loop {
             let holding = tasks.values().any(|t| t.buffered() > 0);
             let first = tokio::select! {
@@ -199,24 +202,32 @@ impl Pipeline {
             }
             // The store changes go to the changelog with the outputs: all must be acknowledged
             // before the store is written and the offsets committed.
-            let mut changelog_ranges = Vec::with_capacity(pending.len());
             for (partition, batch) in &pending {
-                let start = outputs.len();
                 outputs.extend(batch.ops.iter().map(|op| output::changelog(*partition, op)));
-                changelog_ranges.push(start..outputs.len());
             }
-            let Some(positions) = self.produce_all(&outputs, &mut stop).await else {
+            if self.produce_all(&outputs, &mut stop).await.is_none() {
+                break;
+            }
+            // Only now, with every output and op acknowledged, close each batch in the changelog.
+            let commits: Vec<OutRecord> = pending
+                .iter()
+                .map(|(partition, batch)| {
+                    attempt += 1;
+                    let id = format!("{}-{attempt}", self.instance);
+                    output::changelog_commit(*partition, &id, batch.ops.len())
+                })
+                .collect();
+            let Some(commit_positions) = self.produce_all(&commits, &mut stop).await else {
                 break;
             };
             let mut offsets = TopicPartitionList::new();
-            for ((partition, batch), range) in pending.iter_mut().zip(changelog_ranges) {
-                if let Some(last) = positions[range].iter().map(|(_, offset)| *offset).max() {
-                    batch.ops.push(Op {
-                        cf: Cf::Meta,
-                        key: CHANGELOG_NEXT.to_vec(),
-                        value: Some((last + 1).to_be_bytes().to_vec()),
-                    });
-                }
+            for ((partition, batch), (_, commit_offset)) in pending.iter_mut().zip(commit_positions)
+            {
+                batch.ops.push(Op {
+                    cf: Cf::Meta,
+                    key: CHANGELOG_NEXT.to_vec(),
+                    value: Some((commit_offset + 1).to_be_bytes().to_vec()),
+                });
                 let task = tasks.get_mut(partition).expect("task opened above");
                 task.commit(batch)?;
                 if let Some(next) = batch.next_offset {

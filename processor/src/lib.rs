@@ -82,6 +82,14 @@ impl ProcessorService {
                 max_buffered: config.processor.max_buffered,
             },
             idle_flush: std::time::Duration::from_millis(config.processor.idle_flush_ms),
+            instance: format!(
+                "{:x}-{:x}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos()
+            ),
             restore: {
                 let mut restore = client_config(&config.kafka, Role::Consumer);
                 restore.set("group.id", format!("{}-restore", config.processor.group_id));

@@ -27,6 +27,26 @@ pub fn changelog(partition: i32, op: &Op) -> OutRecord {
     }
 }
 
+/// First key byte of the records that close a batch in the changelog.
+pub const CHANGELOG_COMMIT: u8 = 0xFF;
+
+/// The record closing a batch of `count` ops, produced only after the batch's outputs and ops
+/// were all acknowledged: restore applies a batch's ops only when it finds this, so ops of an
+/// attempt cut short by a crash are never applied. Its key is unique per batch (`attempt`), so
+/// compaction keeps every commit record.
+pub fn changelog_commit(partition: i32, attempt: &str, count: usize) -> OutRecord {
+    let mut key = vec![CHANGELOG_COMMIT];
+    key.extend_from_slice(attempt.as_bytes());
+    OutRecord {
+        topic: Topic::Changelog,
+        key,
+        value: Some((count as u64).to_be_bytes().to_vec()),
+        headers: Vec::new(),
+        timestamp: None,
+        partition: Some(partition),
+    }
+}
+
 /// A record to produce, to a topic named by its [`Topic`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {

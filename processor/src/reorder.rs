@@ -107,10 +107,12 @@ mod tests {
 
     #[test]
     fn keys_sort_by_release_then_event_time_then_id_including_negative_times() {
-        let mut keys = [buffer_key(10, &input(0, "b", 5)),
+        let mut keys = [
+            buffer_key(10, &input(0, "b", 5)),
             buffer_key(-3, &input(1, "z", -8)),
             buffer_key(10, &input(2, "a", 5)),
-            buffer_key(10, &input(3, "a", 4))];
+            buffer_key(10, &input(3, "a", 4)),
+        ];
         keys.sort();
         let offsets: Vec<i64> = keys
             .iter()

@@ -1,8 +1,11 @@
 //! Restore: the changelog is the source of truth for every state store; a local RocksDB is a
 //! cache of it up to `changelog_next`. When a partition task opens, [`catch_up`] applies the
 //! changelog partition from the store's `changelog_next` (or from the beginning, for a store
-//! that is new because the partition moved here or the disk was lost) to its end, in atomic
-//! chunks that each advance `changelog_next`. The task then resumes from the restored
+//! that is new because the partition moved here or the disk was lost) to its end. Ops are
+//! applied a batch at a time, atomically with the new `changelog_next`, and only when the
+//! batch's commit record follows them (it is produced after the batch's outputs and ops were
+//! acknowledged): ops of an attempt cut short by a crash are dropped, and that batch is
+//! processed again from `raw`. The task then resumes from the restored
 //! checkpoint: `raw` records before it are skipped, so a batch whose changelog records were
 //! acknowledged just before a crash is not applied twice.
 
@@ -13,9 +16,9 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::error::ProcessorError;
+use crate::output::CHANGELOG_COMMIT;
 use crate::store::{Cf, Op, StateStore, CHANGELOG_NEXT};
 
-const CHUNK: usize = 10_000;
 const DEADLINE: Duration = Duration::from_secs(600);
 
 /// Brings `store` up to the end of its changelog partition; returns the records applied.
@@ -39,7 +42,7 @@ pub fn catch_up(
     assignment.add_partition_offset(topic, partition, Offset::Offset(next))?;
     consumer.assign(&assignment)?;
     let started = Instant::now();
-    let mut ops = Vec::with_capacity(CHUNK);
+    let mut ops: Vec<Op> = Vec::new();
     let mut applied = 0u64;
     while next < high {
         if started.elapsed() > DEADLINE {
@@ -53,29 +56,50 @@ pub fn catch_up(
         let message = message?;
         next = message.offset() + 1;
         let key = message.key().unwrap_or_default();
-        let Some(cf) = key.first().and_then(|tag| Cf::from_tag(*tag)) else {
-            tracing::warn!(
-                partition,
-                offset = message.offset(),
-                "skipping a changelog record with an unknown store"
-            );
-            continue;
-        };
-        ops.push(Op {
-            cf,
-            key: key[1..].to_vec(),
-            value: message.payload().map(<[u8]>::to_vec),
-        });
-        applied += 1;
-        if ops.len() >= CHUNK || next >= high {
-            ops.push(Op {
+        if key.first() == Some(&CHANGELOG_COMMIT) {
+            let count = message
+                .payload()
+                .and_then(|p| <[u8; 8]>::try_from(p).ok())
+                .map_or(0, |b| u64::from_be_bytes(b) as usize);
+            // The batch's ops are the `count` just before its commit; anything earlier and not
+            // yet applied belongs to an attempt that never completed.
+            let keep = ops.len().saturating_sub(count);
+            if keep > 0 {
+                tracing::info!(
+                    partition,
+                    discarded = keep,
+                    "dropping changelog ops of an attempt that never completed"
+                );
+            }
+            let mut batch: Vec<Op> = ops.drain(..).skip(keep).collect();
+            applied += batch.len() as u64;
+            batch.push(Op {
                 cf: Cf::Meta,
                 key: CHANGELOG_NEXT.to_vec(),
                 value: Some(next.to_be_bytes().to_vec()),
             });
-            store.write(&ops)?;
-            ops.clear();
+            store.write(&batch)?;
+            continue;
         }
+        match key.first().and_then(|tag| Cf::from_tag(*tag)) {
+            Some(cf) => ops.push(Op {
+                cf,
+                key: key[1..].to_vec(),
+                value: message.payload().map(<[u8]>::to_vec),
+            }),
+            None => tracing::warn!(
+                partition,
+                offset = message.offset(),
+                "skipping a changelog record with an unknown store"
+            ),
+        }
+    }
+    if !ops.is_empty() {
+        tracing::info!(
+            partition,
+            discarded = ops.len(),
+            "dropping changelog ops of an attempt that never completed"
+        );
     }
     Ok(applied)
 }
@@ -112,8 +136,22 @@ mod tests {
             }
             txn.put_i64(CHECKPOINT, i64::from(batch) * 10);
             let ops = txn.into_ops();
-            for op in &ops {
-                let record = output::changelog(1, op);
+            let mut records: Vec<_> = ops.iter().map(|op| output::changelog(1, op)).collect();
+            if batch == 1 {
+                // An attempt that crashed after two of its records: never applied.
+                let crashed: Vec<_> = ops
+                    .iter()
+                    .take(2)
+                    .map(|op| output::changelog(1, op))
+                    .collect();
+                records.splice(0..0, crashed);
+            }
+            records.push(output::changelog_commit(
+                1,
+                &format!("attempt-{batch}"),
+                ops.len(),
+            ));
+            for record in &records {
                 let mut base = BaseRecord::<Vec<u8>, Vec<u8>>::to("changelog")
                     .key(&record.key)
                     .partition(1);
@@ -123,6 +161,17 @@ mod tests {
                 producer.send(base).map_err(|(e, _)| e).unwrap();
             }
             original.write(&ops).unwrap();
+        }
+        // A last attempt cut short: its ops have no commit record and must not be applied.
+        let mut tail = Txn::new(&original);
+        tail.put(Cf::Entity, b"never".to_vec(), b"applied".to_vec());
+        for op in tail.into_ops() {
+            let record = output::changelog(1, &op);
+            let base = BaseRecord::<Vec<u8>, Vec<u8>>::to("changelog")
+                .key(&record.key)
+                .payload(record.value.as_ref().unwrap())
+                .partition(1);
+            producer.send(base).map_err(|(e, _)| e).unwrap();
         }
         producer.flush(Duration::from_secs(10)).unwrap();
 
@@ -134,6 +183,7 @@ mod tests {
         let rebuilt = StateStore::open(rebuilt_dir.path()).unwrap();
         let applied = catch_up(&rebuilt, &client, "changelog", 1).unwrap();
         assert_eq!(applied, 3 * 3 + 1);
+        assert_eq!(rebuilt.get(Cf::Entity, b"never").unwrap(), None);
         for cf in [Cf::Entity, Cf::Dedupe] {
             assert_eq!(
                 rebuilt.first(cf, 100).unwrap(),
