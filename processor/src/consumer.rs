@@ -53,6 +53,14 @@ impl RebalanceContext {
         std::mem::take(&mut *self.revoked.lock().expect("rebalance lock"))
     }
 
+    /// Records a manual assignment (no group rebalance callbacks happen then).
+    pub fn assign_manually(&self, partitions: &[i32]) {
+        self.assigned
+            .lock()
+            .expect("rebalance lock")
+            .extend(partitions.iter().copied());
+    }
+
     fn is_assigned(&self, partition: i32) -> bool {
         self.assigned
             .lock()

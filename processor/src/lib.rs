@@ -67,7 +67,22 @@ impl ProcessorService {
         consumer_config.set("group.id", &config.processor.group_id);
         let consumer: GroupConsumer =
             consumer_config.create_with_context(RebalanceContext::default())?;
-        consumer.subscribe(&[&topics.name(Topic::Raw)])?;
+        let raw = topics.name(Topic::Raw);
+        if config.processor.partitions.is_empty() {
+            consumer.subscribe(&[&raw])?;
+        } else {
+            // Static assignment: no rebalancing; positions come from the group's committed
+            // offsets (the task checkpoints stay authoritative and skip what was applied).
+            let mut assignment = rdkafka::TopicPartitionList::new();
+            for partition in &config.processor.partitions {
+                assignment.add_partition_offset(&raw, *partition, rdkafka::Offset::Stored)?;
+            }
+            consumer.assign(&assignment)?;
+            consumer
+                .context()
+                .assign_manually(&config.processor.partitions);
+            tracing::info!(partitions = ?config.processor.partitions, "consuming assigned partitions (no group rebalancing)");
+        }
         let producer: FutureProducer = client_config(&config.kafka, Role::Producer).create()?;
         let pipeline = Pipeline {
             consumer: Arc::new(consumer),

@@ -103,7 +103,7 @@ pub fn record_count(brokers: &str, topic: &str) -> i64 {
         .iter()
         .map(|p| {
             let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(60))
                 .unwrap();
             high - low
         })

@@ -35,6 +35,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Extra lines for the `[ingest]` section.
     pub ingest: String,
+    /// Extra lines for the `[processor]` section.
+    pub processor: String,
     /// Extra `[[tenants]]` entries appended at the end.
     pub tenants: String,
 }
@@ -45,6 +47,7 @@ impl Default for Settings {
             ack_timeout_ms: 20_000,
             max_body_bytes: 1024 * 1024,
             ingest: String::new(),
+            processor: String::new(),
             tenants: String::new(),
         }
     }
@@ -88,6 +91,7 @@ group_id = "processor-{name}"
 state_dir = "{state_dir}"
 batch_max = 100
 idle_flush_ms = 300
+{processor_extra}
 
 [[tenants]]
 id = "acme"
@@ -109,6 +113,7 @@ secrets = [{{ id = "k1", value = "{billing}" }}]
             ack_timeout_ms = settings.ack_timeout_ms,
             max_body_bytes = settings.max_body_bytes,
             ingest_extra = settings.ingest,
+            processor_extra = settings.processor,
             tenants_extra = settings.tenants,
             brokers = broker.address(),
             state_dir = state_dir.display(),

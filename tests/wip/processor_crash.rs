@@ -12,7 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 use harness::kafka::{record_count, stream_until};
-use harness::{Broker, Service, TestConfig};
+use harness::{Broker, Service, Settings, TestConfig};
 
 /// One input event.
 #[derive(Debug, Clone)]
@@ -164,16 +164,25 @@ fn events_count() -> usize {
 #[test]
 fn kill_9_at_random_points_loses_nothing_and_applies_nothing_twice() {
     let broker = Broker::start();
-    let config = TestConfig::write(&broker, "crash");
-    let mut processor = Service::processor(&config.path);
+    // Static assignment: Tansu's group coordinator never evicts a member killed with SIGKILL,
+    // so a restarted group member would get no partitions (see tests/wip/README.md).
+    let settings = Settings { processor: "partitions = [0, 1, 2]".into(), ..Settings::default() };
+    let config = TestConfig::write_with(&broker, "crash", &settings);
+    // The input is written first: Tansu 0.6's sqlite engine can panic under concurrent heavy
+    // produce from two clients ("more or less than one row").
     let inputs = stream(events_count());
+    let mut processor = Service::processor(&config.path); // creates the topics
+    processor.kill();
     produce(&config.brokers, &config.topic("raw"), &inputs);
+    let mut processor = Service::processor(&config.path);
     let events_topic = config.topic("events");
     let mut progress = Vec::new();
     for crash in 1..=5u64 {
         // Let the processor get a little further each time, then kill it mid-flight.
+        // Once everything is out, the remaining kills hit a caught-up processor (still a restart).
+        let unique = inputs.iter().map(|i| &i.event_id).collect::<HashSet<_>>().len() as i64;
         let step = (inputs.len() / 8) as i64;
-        let target = record_count(&config.brokers, &events_topic) + step / 2 + (crash as i64 * 7_919) % (step / 2).max(1);
+        let target = (record_count(&config.brokers, &events_topic) + step / 2 + (crash as i64 * 7_919) % (step / 2).max(1)).min(unique);
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         while record_count(&config.brokers, &events_topic) < target {
             assert!(std::time::Instant::now() < deadline, "processor made no progress before crash {crash}");

@@ -166,6 +166,10 @@ pub struct ProcessorConfig {
     /// Most records taken from `raw` per turn of the loop (one commit, all partitions).
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
+    /// Consume exactly these partitions of `raw` instead of joining the group's rebalancing
+    /// (offsets are still committed under `group_id`). Empty: subscribe and share partitions.
+    #[serde(default)]
+    pub partitions: Vec<i32>,
     /// How long an event id is remembered for dedupe, in stream time (default 72 h, Stripe's
     /// retry window).
     #[serde(default = "default_dedupe_window")]
@@ -186,6 +190,7 @@ impl Default for ProcessorConfig {
             group_id: default_group(),
             state_dir: default_state_dir(),
             batch_max: default_batch_max(),
+            partitions: Vec::new(),
             dedupe_window_secs: default_dedupe_window(),
             max_buffered: default_max_buffered(),
             idle_flush_ms: default_idle_flush(),
