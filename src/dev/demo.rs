@@ -152,7 +152,11 @@ pub async fn run(base: &str, config: &Config) -> anyhow::Result<()> {
             payload
         );
     }
-    println!("\nThe duplicate was appended (202) but produced no second event; the older update arrived late and did not overwrite the newer state.");
+    println!(
+        "\nThe duplicate was appended (202) but produced no second event. The update of t-40s arrived after the one of \
+         t-20s; the processor holds events back by event time (grace 5 s, then an idle flush) and applied them in \
+         event-time order: the order's version counts all three events and its state is the t-20s update."
+    );
     Ok(())
 }
 
