@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 #[derive(Debug, Clone)]
@@ -13,6 +13,31 @@ pub struct Record {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, String)>,
+}
+
+impl From<&BorrowedMessage<'_>> for Record {
+    fn from(message: &BorrowedMessage<'_>) -> Self {
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Record {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().unwrap_or_default().to_vec(),
+            value: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        }
+    }
 }
 
 impl Record {
@@ -66,27 +91,7 @@ pub fn read_until(brokers: &str, topic: &str, done: impl Fn(&[Record]) -> bool) 
             "timed out reading {topic}; read so far: {records:#?}"
         );
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let message = message.unwrap();
-            let headers = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            records.push(Record {
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().unwrap_or_default().to_vec(),
-                value: message.payload().unwrap_or_default().to_vec(),
-                headers,
-            });
+            records.push(Record::from(&message.unwrap()));
         }
     }
     records
@@ -125,27 +130,7 @@ pub fn stream_until(
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = message.unwrap();
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let record = Record {
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().unwrap_or_default().to_vec(),
-            value: message.payload().unwrap_or_default().to_vec(),
-            headers,
-        };
+        let record = Record::from(&message.unwrap());
         if on_record(&record) {
             return;
         }
