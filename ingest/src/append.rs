@@ -72,10 +72,6 @@ impl Appender {
         self
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     /// Appends every event of a verified request and waits for all acknowledgements.
     pub async fn append(
         &self,

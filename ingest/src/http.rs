@@ -90,16 +90,22 @@ struct AcceptedBatch {
 
 /// What an accepted request led to.
 enum Outcome {
-    /// Events appended: (event id, position) each, and the body size.
-    Appended(Vec<(String, Appended)>, usize),
+    /// Events appended: (event id, position) each, the body size, and whether the source
+    /// sends batches (which shapes the answer).
+    Appended {
+        events: Vec<(String, Appended)>,
+        bytes: usize,
+        batch: bool,
+    },
     /// A provider handshake, answered 200 with this body; nothing appended.
     Handshake(serde_json::Value),
 }
 
-/// What is known of the body when a request is refused (for the audit record).
+/// What is known of the body when a request is refused (for the audit record). The body is
+/// kept (a reference-counted handle, no copy) and hashed only if the request is refused.
 #[derive(Default)]
 struct BodySeen {
-    sha256: Option<String>,
+    body: Option<bytes::Bytes>,
     bytes: Option<u64>,
 }
 
@@ -119,7 +125,11 @@ async fn receive(
     let _entered = span.enter();
     let (response, outcome_label) = match outcome {
         Ok(Outcome::Handshake(answer)) => (HttpResponse::Ok().json(answer), "handshake"),
-        Ok(Outcome::Appended(events, bytes)) => {
+        Ok(Outcome::Appended {
+            events,
+            bytes,
+            batch,
+        }) => {
             span.record("event_id", events[0].0.as_str());
             for (event_id, appended) in &events {
                 IngestEvent::Accepted {
@@ -133,11 +143,6 @@ async fn receive(
                 }
                 .emit();
             }
-            let batch = state
-                .tenants
-                .get(&tenant)
-                .and_then(|t| t.sources.get(&source))
-                .is_some_and(|s| s.batch);
             let response = if batch {
                 HttpResponse::Accepted().json(AcceptedBatch {
                     status: "accepted",
@@ -180,7 +185,7 @@ async fn receive(
                         .peer_addr()
                         .map(|a| a.to_string())
                         .unwrap_or_default(),
-                    body_sha256: seen.sha256,
+                    body_sha256: seen.body.map(|body| hex::encode(Sha256::digest(&body))),
                     body_bytes: seen.bytes,
                     received_at: to_rfc3339(now_millis()),
                 });
@@ -223,8 +228,9 @@ async fn accept(
     }
     let body = read_body(http, payload, state.max_body_bytes, seen).await?;
     let bytes = body.len();
+    let body = body.freeze();
     seen.bytes = Some(bytes as u64);
-    seen.sha256 = Some(hex::encode(Sha256::digest(&body)));
+    seen.body = Some(body.clone());
     let mut headers = Headers::new();
     for (name, value) in http.headers() {
         headers.push(name.as_str(), value.as_bytes());
@@ -232,7 +238,7 @@ async fn accept(
     let now = now_millis();
     let target = target(http, state);
     let request =
-        Request::<Unverified>::new(tenant, source, headers, body.freeze(), now).with_target(target);
+        Request::<Unverified>::new(tenant, source, headers, body, now).with_target(target);
     let verified = request.verify(&source_runtime.verifier, now)?;
     if let Some(answer) = handshake::answer(source_runtime.verifier.scheme(), &verified) {
         return Ok(Outcome::Handshake(answer));
@@ -245,14 +251,15 @@ async fn accept(
     )?;
     tracing::Span::current().record("event_id", events[0].meta.event_id.as_str());
     let appended = state.appender.append(&verified, &events).await?;
-    Ok(Outcome::Appended(
-        events
+    Ok(Outcome::Appended {
+        events: events
             .into_iter()
             .map(|e| e.meta.event_id)
             .zip(appended)
             .collect(),
         bytes,
-    ))
+        batch: source_runtime.batch,
+    })
 }
 
 /// The URL the provider addressed, as providers sign it: the configured public base URL, or

@@ -179,7 +179,7 @@ impl Pipeline {
                                 partition,
                             )
                         })?;
-                        let task = PartitionTask::from_store(partition, store, self.settings)?;
+                        let task = PartitionTask::from_store(store, self.settings)?;
                         tracing::info!(
                             partition,
                             restored,

@@ -19,11 +19,6 @@ pub fn time_key(ms: Millis) -> [u8; 8] {
     ((ms as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-pub fn time_from_key(bytes: &[u8]) -> Millis {
-    let array: [u8; 8] = bytes[..8].try_into().expect("8-byte time prefix");
-    (u64::from_be_bytes(array) ^ (1 << 63)) as i64
-}
-
 /// Buffer key: release time, event time, event id, then the `raw` offset (unique).
 pub fn buffer_key(release_at: Millis, input: &RawInput) -> Vec<u8> {
     let id = input.meta.event_id.as_bytes();
@@ -121,7 +116,6 @@ mod tests {
         assert_eq!(offsets, [1, 3, 2, 0]);
         assert!(due_bound(10) > buffer_key(10, &input(0, "zzz", i64::MAX)));
         assert!(due_bound(9) < buffer_key(10, &input(0, "", i64::MIN)));
-        assert_eq!(time_from_key(&time_key(-42)), -42);
     }
 
     #[test]

@@ -110,10 +110,6 @@ impl StateStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessorError> {
         self.db.get_cf(self.cf(cf), key).map_err(|e| self.error(e))
     }

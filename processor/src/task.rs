@@ -66,7 +66,6 @@ pub struct BatchStats {
 }
 
 pub struct PartitionTask {
-    partition: i32,
     store: StateStore,
     next_offset: Option<i64>,
     buffered: usize,
@@ -74,37 +73,19 @@ pub struct PartitionTask {
 }
 
 impl PartitionTask {
-    pub fn open(
-        partition: i32,
-        dir: &Path,
-        settings: TaskSettings,
-    ) -> Result<Self, ProcessorError> {
-        let store = StateStore::open(dir)?;
-        Self::from_store(partition, store, settings)
+    pub fn open(dir: &Path, settings: TaskSettings) -> Result<Self, ProcessorError> {
+        Self::from_store(StateStore::open(dir)?, settings)
     }
 
-    pub fn from_store(
-        partition: i32,
-        store: StateStore,
-        settings: TaskSettings,
-    ) -> Result<Self, ProcessorError> {
+    pub fn from_store(store: StateStore, settings: TaskSettings) -> Result<Self, ProcessorError> {
         let next_offset = store.checkpoint()?;
         let buffered = store.get_i64(BUFFERED)?.unwrap_or(0).max(0) as usize;
         Ok(Self {
-            partition,
             store,
             next_offset,
             buffered,
             settings,
         })
-    }
-
-    pub fn partition(&self) -> i32 {
-        self.partition
-    }
-
-    pub fn store(&self) -> &StateStore {
-        &self.store
     }
 
     /// The next offset of `raw` this task has not applied (None: nothing applied yet).

@@ -5,14 +5,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::time::{to_rfc3339, Millis};
-
-/// A provider payload: the body embedded as JSON when it is JSON, otherwise base64.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A provider body as records carry it: embedded as JSON when it is JSON, otherwise base64
+/// (the two `Option` fields of [`EventRecord`] and [`StateRecord`]).
+#[derive(Debug, Clone)]
 pub struct Payload {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Box<RawValue>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_base64: Option<String>,
 }
 
@@ -38,12 +35,6 @@ impl Payload {
     }
 }
 
-impl PartialEq for Payload {
-    fn eq(&self, other: &Self) -> bool {
-        self.payload.as_ref().map(|p| p.get()) == other.payload.as_ref().map(|p| p.get())
-            && self.payload_base64 == other.payload_base64
-    }
-}
 
 /// A value of the `events` topic: one deduplicated event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,12 +97,6 @@ pub struct RejectedRecord {
     pub body_bytes: Option<u64>,
     /// RFC 3339 UTC.
     pub received_at: String,
-}
-
-impl StateRecord {
-    pub fn updated_at_millis(ms: Millis) -> String {
-        to_rfc3339(ms)
-    }
 }
 
 fn raw_text(raw: &Option<Box<RawValue>>) -> Option<&str> {

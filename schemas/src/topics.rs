@@ -80,10 +80,6 @@ impl TopicNames {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     pub fn name(&self, topic: Topic) -> String {
         format!("{}{}", self.prefix, topic.suffix())
     }

@@ -12,7 +12,7 @@ use schemas::config::{Algorithm, Encoding, HmacConfig};
 use schemas::time::Millis;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{check_timestamp, match_any_algorithm, SigningKey, VerifyError};
+use super::{check_timestamp, match_any_algorithm, required, SigningKey, VerifyError};
 use crate::request::{Headers, Target};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,10 +118,7 @@ impl HmacVerifier {
         target: &Target,
         now: Millis,
     ) -> Result<String, VerifyError> {
-        let value = headers
-            .get(&self.header)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| VerifyError::MissingHeader(self.header.clone()))?;
+        let value = required(headers, &self.header)?;
         let timestamp = match &self.timestamp_header {
             Some(name) => {
                 let ts = headers

@@ -188,6 +188,42 @@ pub(crate) fn plain_keys(
         .collect()
 }
 
+/// Reads a signature list of `key=value` items, such as Stripe's `t=…,v1=…,v1=…` or Paddle's
+/// `ts=…;h1=…`: the one timestamp (`ts_key`) and every hex signature (`sig_key`; one that is not
+/// hex is skipped). Other keys are ignored.
+pub(crate) fn timestamped_hex_list<'a>(
+    header: &str,
+    value: &'a str,
+    separator: char,
+    ts_key: &str,
+    sig_key: &str,
+) -> Result<(&'a str, Vec<Vec<u8>>), VerifyError> {
+    let malformed = |reason: String| VerifyError::Malformed {
+        header: header.to_owned(),
+        reason,
+    };
+    let mut timestamp: Option<&str> = None;
+    let mut candidates: Vec<Vec<u8>> = Vec::new();
+    for item in value.split(separator) {
+        let Some((key, val)) = item.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if key == ts_key {
+            if timestamp.replace(val.trim()).is_some() {
+                return Err(malformed(format!("more than one `{ts_key}=`")));
+            }
+        } else if key == sig_key {
+            candidates.extend(hex::decode(val.trim()).ok());
+        }
+    }
+    let timestamp = timestamp.ok_or_else(|| malformed(format!("no `{ts_key}=` timestamp")))?;
+    if candidates.is_empty() {
+        return Err(malformed(format!("no `{sig_key}=<hex>` signature")));
+    }
+    Ok((timestamp, candidates))
+}
+
 /// A header that must be present and non-blank, trimmed.
 pub(crate) fn required<'a>(
     headers: &'a crate::request::Headers,

@@ -10,7 +10,9 @@ use hmac::Mac;
 use schemas::time::Millis;
 use secrecy::SecretString;
 
-use super::{check_timestamp, match_any, plain_keys, SigningKey, VerifyError};
+use super::{
+    check_timestamp, match_any, plain_keys, required, timestamped_hex_list, SigningKey, VerifyError,
+};
 use crate::request::{Headers, Target};
 
 const HEADER: &str = "paddle-signature";
@@ -37,41 +39,13 @@ impl PaddleVerifier {
         _target: &Target,
         now: Millis,
     ) -> Result<String, VerifyError> {
-        let value = headers
-            .get(HEADER)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| VerifyError::MissingHeader(HEADER.to_owned()))?;
-        let mut timestamp: Option<&str> = None;
-        let mut candidates: Vec<Vec<u8>> = Vec::new();
-        for item in value.split(';') {
-            let Some((key, val)) = item.split_once('=') else {
-                continue;
-            };
-            match key.trim() {
-                "ts" if timestamp.replace(val.trim()).is_some() => {
-                    return Err(malformed("more than one `ts=`"));
-                }
-                // A candidate that is not hex is skipped, not fatal.
-                "h1" => candidates.extend(hex::decode(val.trim()).ok()),
-                _ => {}
-            }
-        }
-        let timestamp = timestamp.ok_or_else(|| malformed("no `ts=` timestamp"))?;
-        if candidates.is_empty() {
-            return Err(malformed("no `h1=<hex>` signature"));
-        }
+        let value = required(headers, HEADER)?;
+        let (timestamp, candidates) = timestamped_hex_list(HEADER, value, ';', "ts", "h1")?;
         check_timestamp(HEADER, timestamp, now, self.tolerance_secs)?;
         let signed: [&[u8]; 3] = [timestamp.as_bytes(), b":", body];
         match_any(&self.keys, &signed, &candidates)
             .map(str::to_owned)
             .ok_or(VerifyError::NoMatch)
-    }
-}
-
-fn malformed(reason: &str) -> VerifyError {
-    VerifyError::Malformed {
-        header: HEADER.to_owned(),
-        reason: reason.to_owned(),
     }
 }
 

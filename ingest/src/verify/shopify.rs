@@ -12,7 +12,7 @@ use hmac::Mac;
 use schemas::time::Millis;
 use secrecy::SecretString;
 
-use super::{match_any, plain_keys, SigningKey, VerifyError};
+use super::{match_any, plain_keys, required, SigningKey, VerifyError};
 use crate::request::{Headers, Target};
 
 const HEADER: &str = "x-shopify-hmac-sha256";
@@ -35,11 +35,7 @@ impl ShopifyVerifier {
         _target: &Target,
         _now: Millis,
     ) -> Result<String, VerifyError> {
-        let value = headers
-            .get(HEADER)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| VerifyError::MissingHeader(HEADER.to_owned()))?;
+        let value = required(headers, HEADER)?;
         let candidate = B64.decode(value).map_err(|_| VerifyError::Malformed {
             header: HEADER.to_owned(),
             reason: "not a base64 HMAC".into(),

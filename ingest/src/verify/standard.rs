@@ -9,7 +9,7 @@ use base64::Engine;
 use schemas::time::Millis;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{check_timestamp, match_any, SigningKey, VerifyError};
+use super::{check_timestamp, match_any, required, SigningKey, VerifyError};
 use crate::request::Headers;
 
 pub struct HeaderNames {
@@ -81,12 +81,7 @@ impl StandardVerifier {
         now: Millis,
     ) -> Result<String, VerifyError> {
         let n = &self.names;
-        let required = |name: &str| {
-            headers
-                .get(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| VerifyError::MissingHeader(name.to_owned()))
-        };
+        let required = |name: &str| required(headers, name);
         let id = required(n.id)?;
         let timestamp = required(n.timestamp)?;
         let signature = required(n.signature)?;

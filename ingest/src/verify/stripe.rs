@@ -17,7 +17,7 @@ use hmac::Mac;
 use schemas::time::Millis;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{match_any, SigningKey, VerifyError};
+use super::{match_any, required, timestamped_hex_list, SigningKey, VerifyError};
 use crate::request::{Headers, Target};
 
 const HEADER: &str = "stripe-signature";
@@ -57,32 +57,11 @@ impl StripeVerifier {
         _target: &Target,
         now: Millis,
     ) -> Result<String, VerifyError> {
-        let value = headers
-            .get(HEADER)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| VerifyError::MissingHeader(HEADER.to_owned()))?;
-        let mut timestamp: Option<&str> = None;
-        let mut candidates: Vec<Vec<u8>> = Vec::new();
-        for item in value.split(',') {
-            let Some((key, val)) = item.split_once('=') else {
-                continue;
-            };
-            match key.trim() {
-                "t" if timestamp.replace(val.trim()).is_some() => {
-                    return Err(malformed("more than one `t=`"));
-                }
-                // A candidate that is not hex is skipped, not fatal.
-                "v1" => candidates.extend(hex::decode(val.trim()).ok()),
-                _ => {}
-            }
-        }
-        let timestamp = timestamp.ok_or_else(|| malformed("no `t=` timestamp"))?;
+        let value = required(headers, HEADER)?;
+        let (timestamp, candidates) = timestamped_hex_list(HEADER, value, ',', "t", "v1")?;
         let secs: i64 = timestamp
             .parse()
             .map_err(|_| malformed("`t=` is not a Unix timestamp in seconds"))?;
-        if candidates.is_empty() {
-            return Err(malformed("no `v1=<hex>` signature"));
-        }
         self.check_window(secs, now)?;
         let signed: [&[u8]; 3] = [timestamp.as_bytes(), b".", body];
         match_any(&self.keys, &signed, &candidates)

@@ -27,7 +27,7 @@ use secrecy::SecretString;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use super::{plain_keys, SigningKey, VerifyError};
+use super::{plain_keys, required, SigningKey, VerifyError};
 use crate::request::{Headers, Target};
 
 const SIGNATURE: &str = "x-twilio-signature";
@@ -54,11 +54,7 @@ impl TwilioVerifier {
         target: &Target,
         _now: Millis,
     ) -> Result<String, VerifyError> {
-        let signature = headers
-            .get(SIGNATURE)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| VerifyError::MissingHeader(SIGNATURE.to_owned()))?;
+        let signature = required(headers, SIGNATURE)?;
         let candidate = B64.decode(signature).map_err(|_| VerifyError::Malformed {
             header: SIGNATURE.to_owned(),
             reason: "not a base64 HMAC".into(),

@@ -30,7 +30,7 @@ fn input(offset: i64, event_id: &str, entity: &str, at: i64, body: &str) -> Deco
 }
 
 fn open(dir: &tempfile::TempDir, settings: TaskSettings) -> PartitionTask {
-    PartitionTask::open(0, dir.path(), settings).unwrap()
+    PartitionTask::open(dir.path(), settings).unwrap()
 }
 
 fn run(task: &mut PartitionTask, records: Vec<Decoded>) -> (Vec<OutRecord>, BatchStats) {
