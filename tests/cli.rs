@@ -187,3 +187,33 @@ fn dev_prints_a_signed_curl_that_works() {
     let status = child.wait().unwrap();
     assert!(status.success(), "dev exited with {status} after SIGTERM");
 }
+
+#[test]
+fn dev_with_brokers_runs_the_demo_on_a_real_broker() {
+    let broker = harness::Broker::start();
+    let output = Command::new(binary())
+        .args([
+            "dev",
+            "--demo",
+            "--exit-after-demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--brokers",
+        ])
+        .arg(broker.address())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("broker    {}", broker.address())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("embedded mock cluster"), "{stdout}");
+    assert!(stdout.contains("Resulting entity states"), "{stdout}");
+}

@@ -359,3 +359,35 @@ secrets = [{ id = "k1", value = "slack-test-secret" }]
         0
     );
 }
+
+#[test]
+fn readyz_follows_the_broker_and_metrics_expose_request_and_append_latency() {
+    let mut pipeline = Pipeline::start("observability", false);
+    let (status, _) = http::get(&pipeline.url("/readyz"));
+    assert_eq!(status, 200);
+    let body = br#"{"id":"evt_m","type":"t","order_id":"o","occurred_at":"2026-11-22T10:00:00Z"}"#;
+    let reply = http::post(
+        &pipeline.url("/v1/hooks/acme/orders"),
+        &[(
+            "x-signature".into(),
+            orders_signature(harness::signing::ORDERS_SECRET, body),
+        )],
+        body,
+    );
+    assert_eq!(reply.status, 202);
+    let (status, metrics) = http::get(&pipeline.url("/metrics"));
+    assert_eq!(status, 200);
+    for name in [
+        "hookstream_ingest_request_seconds",
+        "hookstream_ingest_append_seconds",
+        "hookstream_ingest_requests_total{tenant=\"acme\",source=\"orders\",outcome=\"accepted\"} 1",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+    pipeline.broker.kill();
+    let (status, body) = http::get(&pipeline.url("/readyz"));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("broker_unavailable"), "{body}");
+    let (status, _) = http::get(&pipeline.url("/healthz"));
+    assert_eq!(status, 200, "liveness does not depend on the broker");
+}

@@ -35,7 +35,6 @@ impl Payload {
     }
 }
 
-
 /// A value of the `events` topic: one deduplicated event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventRecord {
