@@ -1,45 +1,34 @@
-//! The consumer loop and its commit protocol.
+//! The consumer loop: batch → process → make durable → store.
 //!
 //! One consumer in the processor group reads `raw`; each assigned partition gets a
-//! [`PartitionTask`] with its own RocksDB store, opened on the partition's first record and
-//! closed when the partition is revoked. Every turn of the loop:
-//!
-//! 1. **batch** — take the records available now (at most `processor.batch_max`);
-//! 2. **process** — each task computes its outputs and store delta (pure and deterministic);
-//! 3. **produce** — send every output and wait until *all* are acknowledged (on failure the
-//!    whole batch's outputs are sent again: identical bytes, so keyed consumers see at most a
-//!    repeat, never a different value);
-//! 4. **store** — each task writes its delta *and its next input offset* in one atomic
-//!    RocksDB batch;
-//! 5. **commit** — commit the group offsets.
-//!
-//! A crash between 3 and 4 re-processes one batch and re-emits identical outputs; between 4
-//! and 5 the task's checkpoint is ahead of the group offset, and the records before it are
-//! skipped on restart. Either way nothing is lost and no state is applied twice.
+//! [`PartitionTask`] with its own RocksDB store, opened on the partition's first record (after
+//! its fence is appended and its store restored, see [`crate::restore`]) and closed when the
+//! partition is revoked. Every turn of the loop takes the records available now (at most
+//! `processor.batch_max`), lets each task compute its outputs and store delta (pure and
+//! deterministic), punctuates quiet partitions on wall-clock time (idle flush), and makes the
+//! batch durable as [`crate::commit`] describes before the tasks' stores are written.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use schemas::topics::{Topic, TopicNames};
 use tokio::sync::watch;
 
 use crate::catalog::SourceCatalog;
+use crate::changelog;
+use crate::commit::Outcome;
 use crate::error::ProcessorError;
 use crate::input::decode;
-use crate::output::{self, OutRecord};
 use crate::restore;
-use crate::store::{Cf, Op, StateStore, CHANGELOG_NEXT};
-use crate::task::{Decoded, PartitionTask, TaskSettings};
+use crate::store::{Cf, Op, CHANGELOG_NEXT, EPOCH};
+use crate::task::{Decoded, Pending, PartitionTask, TaskSettings};
 
 /// Tracks assignment changes reported by librdkafka during `recv`.
 #[derive(Default)]
@@ -108,8 +97,8 @@ pub struct Pipeline {
     pub idle_flush: Duration,
     /// Client settings for reading the changelog when a task opens.
     pub restore: rdkafka::ClientConfig,
-    /// Unique per process run: with a counter it names each batch attempt in the changelog.
-    pub instance: String,
+    /// Outputs, changelog frames and offsets in one transaction per batch.
+    pub exactly_once: bool,
 }
 
 impl Pipeline {
@@ -117,7 +106,7 @@ impl Pipeline {
         let raw = self.topics.name(Topic::Raw);
         let mut tasks: HashMap<i32, PartitionTask> = HashMap::new();
         let mut last_input: HashMap<i32, Instant> = HashMap::new();
-        let mut attempt = 0u64;
+        let mut seq = 0u64;
         loop {
             let holding = tasks.values().any(|t| t.buffered() > 0);
             let first = tokio::select! {
@@ -162,33 +151,23 @@ impl Pipeline {
                     .or_default()
                     .push(decode(message));
             }
+            for partition in by_partition.keys() {
+                if !tasks.contains_key(partition) {
+                    let Some(task) = self.open_task(*partition, &mut stop).await? else {
+                        return Ok(());
+                    };
+                    tasks.insert(*partition, task);
+                }
+            }
+            let first_offsets: Vec<(i32, i64)> = by_partition
+                .iter()
+                .filter_map(|(p, records)| records.first().map(|r| (*p, offset_of(r))))
+                .collect();
             let started = Instant::now();
             let mut outputs = Vec::new();
-            let mut pending = Vec::new();
+            let mut pending: Vec<(i32, Pending)> = Vec::new();
             for (partition, records) in by_partition {
-                let task = match tasks.entry(partition) {
-                    Entry::Occupied(entry) => entry.into_mut(),
-                    Entry::Vacant(entry) => {
-                        let dir = self.state_root.join(format!("{raw}-{partition}"));
-                        let store = StateStore::open(&dir)?;
-                        let restored = tokio::task::block_in_place(|| {
-                            restore::catch_up(
-                                &store,
-                                &self.restore,
-                                &self.topics.name(Topic::Changelog),
-                                partition,
-                            )
-                        })?;
-                        let task = PartitionTask::from_store(store, self.settings)?;
-                        tracing::info!(
-                            partition,
-                            restored,
-                            "restored partition task from the changelog"
-                        );
-                        tracing::info!(partition, checkpoint = ?task.next_offset(), dir = %dir.display(), "opened partition task");
-                        entry.insert(task)
-                    }
-                };
+                let task = tasks.get(&partition).expect("task opened above");
                 last_input.insert(partition, started);
                 let batch = task.process(records, &self.catalog, &mut outputs)?;
                 record_stats(&batch.stats);
@@ -205,47 +184,52 @@ impl Pipeline {
                     pending.push((*partition, flushed));
                 }
             }
+            pending.retain(|(_, batch)| !batch.ops.is_empty());
             if pending.is_empty() {
                 continue;
             }
-            // The store changes go to the changelog with the outputs: all must be acknowledged
-            // before the store is written and the offsets committed.
-            for (partition, batch) in &pending {
-                outputs.extend(batch.ops.iter().map(|op| output::changelog(*partition, op)));
-            }
-            if self.produce_all(&outputs, &mut stop).await.is_none() {
-                break;
-            }
-            // Only now, with every output and op acknowledged, close each batch in the changelog.
-            let commits: Vec<OutRecord> = pending
-                .iter()
-                .map(|(partition, batch)| {
-                    attempt += 1;
-                    let id = format!("{}-{attempt}", self.instance);
-                    output::changelog_commit(*partition, &id, batch.ops.len())
-                })
-                .collect();
-            let Some(commit_positions) = self.produce_all(&commits, &mut stop).await else {
-                break;
-            };
+            let mut frames = Vec::new();
+            let mut last_frame = Vec::with_capacity(pending.len());
             let mut offsets = TopicPartitionList::new();
-            for ((partition, batch), (_, commit_offset)) in pending.iter_mut().zip(commit_positions)
-            {
-                batch.ops.push(Op {
-                    cf: Cf::Meta,
-                    key: CHANGELOG_NEXT.to_vec(),
-                    value: Some((commit_offset + 1).to_be_bytes().to_vec()),
-                });
-                let task = tasks.get_mut(partition).expect("task opened above");
-                task.commit(batch)?;
+            for (partition, batch) in &pending {
+                seq += 1;
+                let epoch = tasks[partition].epoch();
+                frames.extend(changelog::frames(*partition, epoch, seq, &batch.ops));
+                last_frame.push(frames.len() - 1);
                 if let Some(next) = batch.next_offset {
                     offsets.add_partition_offset(&raw, *partition, Offset::Offset(next))?;
                 }
             }
-            if offsets.count() > 0 {
-                if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
-                    tracing::warn!(%error, "group offset commit failed; the task checkpoints stay authoritative");
+            let positions = match self
+                .make_durable(&outputs, &frames, &offsets, &mut stop)
+                .await
+            {
+                Outcome::Committed(positions) => positions,
+                Outcome::Stopped => break,
+                Outcome::Failed { rewind } => {
+                    for (partition, _) in &pending {
+                        tasks.remove(partition);
+                        last_input.remove(partition);
+                    }
+                    if rewind {
+                        for (partition, offset) in &first_offsets {
+                            self.consumer.seek(
+                                &raw,
+                                *partition,
+                                Offset::Offset(*offset),
+                                Duration::from_secs(10),
+                            )?;
+                        }
+                    }
+                    continue;
                 }
+            };
+            for ((partition, batch), last) in pending.iter_mut().zip(last_frame) {
+                let task = tasks.get_mut(partition).expect("task opened above");
+                let (_, frame_offset) = positions[last];
+                batch.ops.push(meta(CHANGELOG_NEXT, frame_offset + 1));
+                batch.ops.push(meta(EPOCH, task.epoch()));
+                task.commit(batch)?;
             }
             metrics::histogram!("hookstream_processor_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -254,66 +238,58 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Sends all outputs and waits for every acknowledgement; retries the whole set on any
-    /// failure. Returns each record's (partition, offset), or None when asked to stop before
-    /// all were acknowledged.
-    async fn produce_all(
+    /// Opens the task of `partition`: appends its fence, then restores its store up to it.
+    /// None when asked to stop first.
+    async fn open_task(
         &self,
-        outputs: &[OutRecord],
+        partition: i32,
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<Vec<(i32, i64)>> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let mut deliveries = Vec::with_capacity(outputs.len());
-            let mut failed = None;
-            for record in outputs {
-                let topic = self.topics.name(record.topic);
-                let headers = record.headers.iter().fold(
-                    OwnedHeaders::new_with_capacity(record.headers.len()),
-                    |h, (k, v)| {
-                        h.insert(Header {
-                            key: k,
-                            value: Some(v),
-                        })
-                    },
-                );
-                let mut future = FutureRecord::to(&topic).key(&record.key).headers(headers);
-                if let Some(value) = &record.value {
-                    future = future.payload(value);
-                }
-                if let Some(partition) = record.partition {
-                    future = future.partition(partition);
-                }
-                if let Some(ts) = record.timestamp {
-                    future = future.timestamp(ts);
-                }
-                match self.producer.send_result(future) {
-                    Ok(delivery) => deliveries.push(delivery),
-                    Err((error, _)) => {
-                        failed = Some(error.to_string());
-                        break;
-                    }
-                }
-            }
-            let mut positions = Vec::with_capacity(outputs.len());
-            for delivery in futures::future::join_all(deliveries).await {
-                match delivery {
-                    Ok(Ok(delivered)) => positions.push((delivered.partition, delivered.offset)),
-                    Ok(Err((error, _))) => failed = Some(error.to_string()),
-                    Err(_) => failed = Some("producer shut down".into()),
-                }
-            }
-            let Some(error) = failed else {
-                return Some(positions);
-            };
-            metrics::counter!("hookstream_processor_produce_retries_total").increment(1);
-            tracing::warn!(%error, retry_in = ?backoff, "outputs not acknowledged; sending the batch again");
-            tokio::select! {
-                _ = stop.changed() => return None,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
+    ) -> Result<Option<PartitionTask>, ProcessorError> {
+        let Some(fenced) = self
+            .produce_all(&[changelog::fence(partition)], stop)
+            .await
+        else {
+            return Ok(None);
+        };
+        let epoch = fenced[0].1;
+        let raw = self.topics.name(Topic::Raw);
+        let dir = self.state_root.join(format!("{raw}-{partition}"));
+        let topic = self.topics.name(Topic::Changelog);
+        let started = Instant::now();
+        let (store, restored) = tokio::task::block_in_place(|| {
+            restore::open(&dir, &self.restore, &topic, partition, epoch)
+        })?;
+        let task = PartitionTask::from_store(store, self.settings, epoch)?;
+        metrics::counter!("hookstream_processor_restored_batches_total").increment(restored.batches);
+        tracing::info!(
+            partition,
+            epoch,
+            checkpoint = ?task.next_offset(),
+            restored_batches = restored.batches,
+            restored_records = restored.records,
+            dropped_incomplete = restored.incomplete,
+            ignored_fenced = restored.fenced,
+            rebuilt = restored.rebuilt,
+            seconds = started.elapsed().as_secs_f64(),
+            dir = %dir.display(),
+            "opened partition task"
+        );
+        Ok(Some(task))
+    }
+}
+
+fn offset_of(record: &Decoded) -> i64 {
+    match record {
+        Ok(input) => input.offset,
+        Err(bad) => bad.offset,
+    }
+}
+
+fn meta(key: &[u8], value: i64) -> Op {
+    Op {
+        cf: Cf::Meta,
+        key: key.to_vec(),
+        value: Some(value.to_be_bytes().to_vec()),
     }
 }
 

@@ -12,6 +12,8 @@
 //! not be decoded, with the reason in `hs-error`).
 
 pub mod catalog;
+pub mod changelog;
+pub mod commit;
 pub mod consumer;
 pub mod dedupe;
 pub mod error;
@@ -26,7 +28,7 @@ pub mod task;
 use std::sync::Arc;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 use schemas::config::Config;
 use schemas::kafka::{client_config, Role};
 use schemas::topics::Topic;
@@ -42,6 +44,28 @@ use crate::task::TaskSettings;
 pub struct StartOptions {
     /// Create the topics through the admin API first (off for the embedded mock cluster).
     pub create_topics: bool,
+}
+
+/// With static partitions the id is stable, so a restarted instance fences its predecessor's
+/// transactions; with group assignment the group metadata sent with the offsets does the
+/// fencing (KIP-447) and the id only has to be unique.
+fn transactional_id(config: &Config) -> String {
+    let group = &config.processor.group_id;
+    if config.processor.partitions.is_empty() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!("{group}-{:x}-{nanos:x}", std::process::id())
+    } else {
+        let partitions: Vec<String> = config
+            .processor
+            .partitions
+            .iter()
+            .map(i32::to_string)
+            .collect();
+        format!("{group}-p{}", partitions.join("_"))
+    }
 }
 
 /// A running processor; [`ProcessorService::stop`] finishes the current batch and returns.
@@ -83,7 +107,15 @@ impl ProcessorService {
                 .assign_manually(&config.processor.partitions);
             tracing::info!(partitions = ?config.processor.partitions, "consuming assigned partitions (no group rebalancing)");
         }
-        let producer: FutureProducer = client_config(&config.kafka, Role::Producer).create()?;
+        let mut producer_config = client_config(&config.kafka, Role::Producer);
+        if config.processor.exactly_once {
+            producer_config.set("transactional.id", transactional_id(config));
+        }
+        let producer: FutureProducer = producer_config.create()?;
+        if config.processor.exactly_once {
+            let init = std::time::Duration::from_secs(30);
+            tokio::task::block_in_place(|| producer.init_transactions(init))?;
+        }
         let pipeline = Pipeline {
             consumer: Arc::new(consumer),
             producer,
@@ -97,14 +129,7 @@ impl ProcessorService {
                 max_buffered: config.processor.max_buffered,
             },
             idle_flush: std::time::Duration::from_millis(config.processor.idle_flush_ms),
-            instance: format!(
-                "{:x}-{:x}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_nanos()
-            ),
+            exactly_once: config.processor.exactly_once,
             restore: {
                 let mut restore = client_config(&config.kafka, Role::Consumer);
                 restore.set("group.id", format!("{}-restore", config.processor.group_id));

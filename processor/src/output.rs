@@ -9,43 +9,6 @@ use schemas::topics::Topic;
 
 use crate::input::{RawInput, Undecodable};
 use crate::reconcile::EntityState;
-use crate::store::Op;
-
-/// A store op as a changelog record: key = column family tag + key, value = the value or a
-/// tombstone, on the task's own partition.
-pub fn changelog(partition: i32, op: &Op) -> OutRecord {
-    let mut key = Vec::with_capacity(op.key.len() + 1);
-    key.push(op.cf.tag());
-    key.extend_from_slice(&op.key);
-    OutRecord {
-        topic: Topic::Changelog,
-        key,
-        value: op.value.clone(),
-        headers: Vec::new(),
-        timestamp: None,
-        partition: Some(partition),
-    }
-}
-
-/// First key byte of the records that close a batch in the changelog.
-pub const CHANGELOG_COMMIT: u8 = 0xFF;
-
-/// The record closing a batch of `count` ops, produced only after the batch's outputs and ops
-/// were all acknowledged: restore applies a batch's ops only when it finds this, so ops of an
-/// attempt cut short by a crash are never applied. Its key is unique per batch (`attempt`), so
-/// compaction keeps every commit record.
-pub fn changelog_commit(partition: i32, attempt: &str, count: usize) -> OutRecord {
-    let mut key = vec![CHANGELOG_COMMIT];
-    key.extend_from_slice(attempt.as_bytes());
-    OutRecord {
-        topic: Topic::Changelog,
-        key,
-        value: Some((count as u64).to_be_bytes().to_vec()),
-        headers: Vec::new(),
-        timestamp: None,
-        partition: Some(partition),
-    }
-}
 
 /// A record to produce, to a topic named by its [`Topic`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,208 +1,198 @@
 //! Restore: the changelog is the source of truth for every state store; a local RocksDB is a
-//! cache of it up to `changelog_next`. When a partition task opens, [`catch_up`] applies the
-//! changelog partition from the store's `changelog_next` (or from the beginning, for a store
-//! that is new because the partition moved here or the disk was lost) to its end. Ops are
-//! applied a batch at a time, atomically with the new `changelog_next`, and only when the
-//! batch's commit record follows them (it is produced after the batch's outputs and ops were
-//! acknowledged): ops of an attempt cut short by a crash are dropped, and that batch is
-//! processed again from `raw`. The task then resumes from the restored
-//! checkpoint: `raw` records before it are skipped, so a batch whose changelog records were
-//! acknowledged just before a crash is not applied twice.
+//! cache of it up to `changelog_next`.
+//!
+//! When a partition task opens it appends a fence to its changelog partition (see
+//! [`crate::changelog`]) and [`open`] brings the local store up to that fence: from the store's
+//! `changelog_next`, or from the beginning for a store that is new because the partition moved
+//! here or the disk was lost. A batch is applied, atomically with the new `changelog_next`, only
+//! when its last frame is read; frames of an attempt cut short by a crash are dropped (that
+//! batch is processed again from `raw`), and frames of a fenced-off incarnation are ignored.
+//! A local store that applied a batch its successor never saw (it was a zombie) is detected
+//! by epoch and rebuilt from the changelog. The task then resumes from the restored checkpoint:
+//! `raw` records before it are skipped, so nothing is applied twice.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use crate::changelog::{self, ChangelogRecord};
 use crate::error::ProcessorError;
-use crate::output::CHANGELOG_COMMIT;
-use crate::store::{Cf, Op, StateStore, CHANGELOG_NEXT};
+use crate::store::{Cf, Op, StateStore, CHANGELOG_NEXT, EPOCH};
 
-const DEADLINE: Duration = Duration::from_secs(600);
+/// Restore fails when the changelog yields nothing for this long before the fence is reached.
+const STALL: Duration = Duration::from_secs(120);
 
-/// Brings `store` up to the end of its changelog partition; returns the records applied.
+/// What a restore read and applied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// Changelog records read.
+    pub records: u64,
+    /// Complete batches applied.
+    pub batches: u64,
+    /// Attempts whose last frame never came (crashed mid-batch).
+    pub incomplete: u64,
+    /// Frames of fenced-off incarnations, ignored.
+    pub fenced: u64,
+    /// The local store was stale and rebuilt from the beginning.
+    pub rebuilt: bool,
+}
+
+/// Opens the store in `dir` and brings it up to the task's own fence at `fence`.
+pub fn open(
+    dir: &Path,
+    client: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    fence: i64,
+) -> Result<(StateStore, Restored), ProcessorError> {
+    let store = StateStore::open(dir)?;
+    if let Some(restored) = catch_up(&store, client, topic, partition, fence)? {
+        return Ok((store, restored));
+    }
+    tracing::warn!(
+        partition,
+        dir = %dir.display(),
+        "the local store applied a batch another incarnation never saw; rebuilding it from the changelog"
+    );
+    drop(store);
+    std::fs::remove_dir_all(dir).map_err(|e| {
+        ProcessorError::Startup(format!("cannot remove stale store `{}`: {e}", dir.display()))
+    })?;
+    let store = StateStore::open(dir)?;
+    let restored = catch_up(&store, client, topic, partition, fence)?.ok_or_else(|| {
+        ProcessorError::Startup(format!(
+            "partition {partition}: a new store cannot be stale (changelog `{topic}`)"
+        ))
+    })?;
+    Ok((
+        store,
+        Restored {
+            rebuilt: true,
+            ..restored
+        },
+    ))
+}
+
+/// The batch being assembled from its frames.
+struct Assembling {
+    epoch: i64,
+    seq: u64,
+    next_index: u32,
+    ops: Vec<Op>,
+}
+
+/// Applies the changelog partition from the store's position up to `fence` (exclusive).
+/// `None`: the store is stale and must be rebuilt.
 pub fn catch_up(
     store: &StateStore,
     client: &ClientConfig,
     topic: &str,
     partition: i32,
-) -> Result<u64, ProcessorError> {
+    fence: i64,
+) -> Result<Option<Restored>, ProcessorError> {
     let consumer: BaseConsumer = client.create()?;
-    let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
+    let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
     let stored = store.get_i64(CHANGELOG_NEXT)?;
     if stored.is_some_and(|next| next < low) {
         tracing::warn!(partition, stored = ?stored, low, "changelog records the store needs were deleted; restoring what remains");
     }
     let mut next = stored.unwrap_or(low).max(low);
-    if next >= high {
-        return Ok(0);
+    let mut latest_fence = store.get_i64(EPOCH)?.unwrap_or(i64::MIN);
+    let mut restored = Restored::default();
+    let mut assembling: Option<Assembling> = None;
+    if next < fence {
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, Offset::Offset(next))?;
+        consumer.assign(&assignment)?;
     }
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(next))?;
-    consumer.assign(&assignment)?;
-    let started = Instant::now();
-    let mut ops: Vec<Op> = Vec::new();
-    let mut applied = 0u64;
-    while next < high {
-        if started.elapsed() > DEADLINE {
+    let (mut last_progress, mut last_log) = (Instant::now(), Instant::now());
+    while next < fence {
+        if last_progress.elapsed() > STALL {
             return Err(ProcessorError::Startup(format!(
-                "restoring partition {partition} from `{topic}` did not reach offset {high} in {DEADLINE:?}"
+                "restoring partition {partition} from `{topic}` stalled at offset {next} of {fence}"
             )));
+        }
+        if last_log.elapsed() > Duration::from_secs(10) {
+            tracing::info!(partition, offset = next, until = fence, "restoring");
+            last_log = Instant::now();
         }
         let Some(message) = consumer.poll(Duration::from_secs(1)) else {
             continue;
         };
         let message = message?;
-        next = message.offset() + 1;
-        let key = message.key().unwrap_or_default();
-        if key.first() == Some(&CHANGELOG_COMMIT) {
-            let count = message
-                .payload()
-                .and_then(|p| <[u8; 8]>::try_from(p).ok())
-                .map_or(0, |b| u64::from_be_bytes(b) as usize);
-            // The batch's ops are the `count` just before its commit; anything earlier and not
-            // yet applied belongs to an attempt that never completed.
-            let keep = ops.len().saturating_sub(count);
-            if keep > 0 {
-                tracing::info!(
-                    partition,
-                    discarded = keep,
-                    "dropping changelog ops of an attempt that never completed"
-                );
+        let offset = message.offset();
+        next = offset + 1;
+        last_progress = Instant::now();
+        if offset >= fence {
+            break;
+        }
+        restored.records += 1;
+        let record = match changelog::decode(message.payload().unwrap_or_default()) {
+            Ok(record) => record,
+            Err(reason) => {
+                tracing::warn!(partition, offset, %reason, "skipping an undecodable changelog record");
+                continue;
             }
-            let mut batch: Vec<Op> = ops.drain(..).skip(keep).collect();
-            applied += batch.len() as u64;
-            batch.push(Op {
-                cf: Cf::Meta,
-                key: CHANGELOG_NEXT.to_vec(),
-                value: Some(next.to_be_bytes().to_vec()),
-            });
-            store.write(&batch)?;
+        };
+        let frame = match record {
+            ChangelogRecord::Fence => {
+                latest_fence = latest_fence.max(offset);
+                restored.incomplete += u64::from(assembling.take().is_some());
+                continue;
+            }
+            ChangelogRecord::Frame(frame) => frame,
+        };
+        if frame.epoch < latest_fence {
+            restored.fenced += 1;
             continue;
         }
-        match key.first().and_then(|tag| Cf::from_tag(*tag)) {
-            Some(cf) => ops.push(Op {
-                cf,
-                key: key[1..].to_vec(),
-                value: message.payload().map(<[u8]>::to_vec),
-            }),
-            None => tracing::warn!(
-                partition,
-                offset = message.offset(),
-                "skipping a changelog record with an unknown store"
-            ),
+        if frame.epoch > latest_fence {
+            if stored.is_some() {
+                return Ok(None);
+            }
+            latest_fence = frame.epoch;
+        }
+        let continues = assembling.as_ref().is_some_and(|a| {
+            (a.epoch, a.seq, a.next_index) == (frame.epoch, frame.seq, frame.index)
+        });
+        if !continues {
+            restored.incomplete += u64::from(assembling.take().is_some());
+            if frame.index != 0 {
+                continue;
+            }
+            assembling = Some(Assembling {
+                epoch: frame.epoch,
+                seq: frame.seq,
+                next_index: 0,
+                ops: Vec::new(),
+            });
+        }
+        let batch = assembling.as_mut().expect("assembling a batch");
+        batch.ops.extend(frame.ops);
+        batch.next_index += 1;
+        if frame.last {
+            let mut ops = assembling.take().expect("assembling a batch").ops;
+            ops.push(meta(CHANGELOG_NEXT, next));
+            ops.push(meta(EPOCH, frame.epoch));
+            store.write(&ops)?;
+            restored.batches += 1;
         }
     }
-    if !ops.is_empty() {
-        tracing::info!(
-            partition,
-            discarded = ops.len(),
-            "dropping changelog ops of an attempt that never completed"
-        );
+    restored.incomplete += u64::from(assembling.is_some());
+    store.write(&[meta(CHANGELOG_NEXT, fence + 1), meta(EPOCH, fence)])?;
+    Ok(Some(restored))
+}
+
+fn meta(key: &[u8], value: i64) -> Op {
+    Op {
+        cf: Cf::Meta,
+        key: key.to_vec(),
+        value: Some(value.to_be_bytes().to_vec()),
     }
-    Ok(applied)
 }
 
 #[cfg(test)]
-mod tests {
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-
-    use super::*;
-    use crate::output;
-    use crate::store::{Txn, CHECKPOINT};
-
-    /// A store rebuilt from its changelog (here on librdkafka's in-process mock cluster) equals
-    /// the store that wrote it, and catching up again is a no-op.
-    #[test]
-    fn a_missing_store_is_rebuilt_from_the_changelog() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("changelog", 2, 1).unwrap();
-        let brokers = cluster.bootstrap_servers();
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
-
-        let original_dir = tempfile::tempdir().unwrap();
-        let original = StateStore::open(original_dir.path()).unwrap();
-        for batch in 0..3u8 {
-            let mut txn = Txn::new(&original);
-            txn.put(Cf::Entity, vec![b'e', batch], vec![batch; 3]);
-            txn.put(Cf::Dedupe, vec![b'd', batch], vec![1]);
-            if batch == 2 {
-                txn.delete(Cf::Entity, vec![b'e', 0]);
-            }
-            txn.put_i64(CHECKPOINT, i64::from(batch) * 10);
-            let ops = txn.into_ops();
-            let mut records: Vec<_> = ops.iter().map(|op| output::changelog(1, op)).collect();
-            if batch == 1 {
-                // An attempt that crashed after two of its records: never applied.
-                let crashed: Vec<_> = ops
-                    .iter()
-                    .take(2)
-                    .map(|op| output::changelog(1, op))
-                    .collect();
-                records.splice(0..0, crashed);
-            }
-            records.push(output::changelog_commit(
-                1,
-                &format!("attempt-{batch}"),
-                ops.len(),
-            ));
-            for record in &records {
-                let mut base = BaseRecord::<Vec<u8>, Vec<u8>>::to("changelog")
-                    .key(&record.key)
-                    .partition(1);
-                if let Some(value) = &record.value {
-                    base = base.payload(value);
-                }
-                producer.send(base).map_err(|(e, _)| e).unwrap();
-            }
-            original.write(&ops).unwrap();
-        }
-        // A last attempt cut short: its ops have no commit record and must not be applied.
-        let mut tail = Txn::new(&original);
-        tail.put(Cf::Entity, b"never".to_vec(), b"applied".to_vec());
-        for op in tail.into_ops() {
-            let record = output::changelog(1, &op);
-            let base = BaseRecord::<Vec<u8>, Vec<u8>>::to("changelog")
-                .key(&record.key)
-                .payload(record.value.as_ref().unwrap())
-                .partition(1);
-            producer.send(base).map_err(|(e, _)| e).unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "restore-test");
-        let rebuilt_dir = tempfile::tempdir().unwrap();
-        let rebuilt = StateStore::open(rebuilt_dir.path()).unwrap();
-        let applied = catch_up(&rebuilt, &client, "changelog", 1).unwrap();
-        assert_eq!(applied, 3 * 3 + 1);
-        assert_eq!(rebuilt.get(Cf::Entity, b"never").unwrap(), None);
-        for cf in [Cf::Entity, Cf::Dedupe] {
-            assert_eq!(
-                rebuilt.first(cf, 100).unwrap(),
-                original.first(cf, 100).unwrap(),
-                "{}",
-                cf.name()
-            );
-        }
-        assert_eq!(rebuilt.checkpoint().unwrap(), Some(20));
-        assert_eq!(
-            rebuilt.get(Cf::Entity, b"e\0").unwrap(),
-            None,
-            "the delete was restored"
-        );
-        assert_eq!(catch_up(&rebuilt, &client, "changelog", 1).unwrap(), 0);
-        assert_eq!(
-            catch_up(&rebuilt, &client, "changelog", 0).unwrap(),
-            0,
-            "an empty partition restores nothing"
-        );
-    }
-}
+mod tests;

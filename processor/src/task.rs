@@ -67,6 +67,7 @@ pub struct BatchStats {
 
 pub struct PartitionTask {
     store: StateStore,
+    epoch: i64,
     next_offset: Option<i64>,
     buffered: usize,
     settings: TaskSettings,
@@ -74,14 +75,20 @@ pub struct PartitionTask {
 
 impl PartitionTask {
     pub fn open(dir: &Path, settings: TaskSettings) -> Result<Self, ProcessorError> {
-        Self::from_store(StateStore::open(dir)?, settings)
+        Self::from_store(StateStore::open(dir)?, settings, 0)
     }
 
-    pub fn from_store(store: StateStore, settings: TaskSettings) -> Result<Self, ProcessorError> {
+    /// A task over a restored store; `epoch` is the offset of its fence in the changelog.
+    pub fn from_store(
+        store: StateStore,
+        settings: TaskSettings,
+        epoch: i64,
+    ) -> Result<Self, ProcessorError> {
         let next_offset = store.checkpoint()?;
         let buffered = store.get_i64(BUFFERED)?.unwrap_or(0).max(0) as usize;
         Ok(Self {
             store,
+            epoch,
             next_offset,
             buffered,
             settings,
@@ -91,6 +98,11 @@ impl PartitionTask {
     /// The next offset of `raw` this task has not applied (None: nothing applied yet).
     pub fn next_offset(&self) -> Option<i64> {
         self.next_offset
+    }
+
+    /// This incarnation's epoch: the offset of its fence in the changelog.
+    pub fn epoch(&self) -> i64 {
+        self.epoch
     }
 
     /// Events held back for reordering.

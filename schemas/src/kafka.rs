@@ -82,6 +82,8 @@ pub async fn ensure_topics(
             );
             if topic.compacted() {
                 t.set("cleanup.policy", "compact")
+            } else if topic.retained_forever() {
+                t.set("cleanup.policy", "delete").set("retention.ms", "-1")
             } else {
                 t
             }

@@ -11,7 +11,10 @@
 //! | `usage`    | `tenant`        | delete  | downstream workers |
 //! | `dlq`      | `tenant/entity` | delete  | processor  |
 //! | `rejected` | `tenant`        | delete  | ingest     |
-//! | `changelog`| store + key     | compact | processor (its state stores; partition = `raw` partition) |
+//! | `changelog`| frame id        | delete, kept forever | processor (its state stores; partition = `raw` partition) |
+//!
+//! The topics the processor writes can live under their own prefix
+//! (`processor.output_prefix`): a rebuild writes a fresh set next to the live one.
 
 use std::fmt;
 
@@ -57,7 +60,25 @@ impl Topic {
 
     /// `state` keeps only the latest record per key; every other topic is a log.
     pub fn compacted(self) -> bool {
-        matches!(self, Topic::State | Topic::Changelog)
+        matches!(self, Topic::State)
+    }
+
+    /// The changelog is the state stores' history: never deleted by retention.
+    pub fn retained_forever(self) -> bool {
+        matches!(self, Topic::Changelog)
+    }
+
+    /// Topics the processor writes (and so may put under its own output prefix).
+    pub fn processor_output(self) -> bool {
+        matches!(
+            self,
+            Topic::Events
+                | Topic::State
+                | Topic::Deferred
+                | Topic::Alerts
+                | Topic::Dlq
+                | Topic::Changelog
+        )
     }
 }
 
@@ -71,17 +92,29 @@ impl fmt::Display for Topic {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicNames {
     prefix: String,
+    output_prefix: Option<String>,
 }
 
 impl TopicNames {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            output_prefix: None,
         }
     }
 
+    /// The processor's outputs under `prefix` instead (inputs keep the common prefix).
+    pub fn with_output_prefix(mut self, prefix: Option<String>) -> Self {
+        self.output_prefix = prefix;
+        self
+    }
+
     pub fn name(&self, topic: Topic) -> String {
-        format!("{}{}", self.prefix, topic.suffix())
+        let prefix = match &self.output_prefix {
+            Some(output) if topic.processor_output() => output,
+            _ => &self.prefix,
+        };
+        format!("{prefix}{}", topic.suffix())
     }
 
     pub fn all(&self) -> Vec<(Topic, String)> {
@@ -100,5 +133,9 @@ mod tests {
         assert_eq!(names.name(Topic::State), "hookstream.state");
         assert_eq!(names.all().len(), 9);
         assert!(Topic::State.compacted() && !Topic::Events.compacted());
+        let rebuild = names.with_output_prefix(Some("rebuild1.".into()));
+        assert_eq!(rebuild.name(Topic::Raw), "hookstream.raw");
+        assert_eq!(rebuild.name(Topic::State), "rebuild1.state");
+        assert_eq!(rebuild.name(Topic::Changelog), "rebuild1.changelog");
     }
 }

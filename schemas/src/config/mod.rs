@@ -54,6 +54,7 @@ pub struct Config {
 impl Config {
     pub fn topics(&self) -> TopicNames {
         TopicNames::new(self.kafka.topic_prefix.clone())
+            .with_output_prefix(self.processor.output_prefix.clone())
     }
 
     pub fn source(&self, tenant: &str, source: &str) -> Option<(&TenantConfig, &SourceConfig)> {
@@ -182,6 +183,15 @@ pub struct ProcessorConfig {
     /// holds back.
     #[serde(default = "default_idle_flush")]
     pub idle_flush_ms: u64,
+    /// One Kafka transaction per batch (outputs, changelog frames, offsets), for brokers with
+    /// transactions; readers of the outputs should use `isolation.level=read_committed`.
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// Write the processor's topics (`events`, `state`, `dlq`, `deferred`, `alerts`,
+    /// `changelog`) under this prefix instead of `kafka.topic_prefix`: a rebuild next to the
+    /// live pipeline (use a fresh `group_id` with it).
+    #[serde(default)]
+    pub output_prefix: Option<String>,
 }
 
 impl Default for ProcessorConfig {
@@ -194,6 +204,8 @@ impl Default for ProcessorConfig {
             dedupe_window_secs: default_dedupe_window(),
             max_buffered: default_max_buffered(),
             idle_flush_ms: default_idle_flush(),
+            exactly_once: false,
+            output_prefix: None,
         }
     }
 }

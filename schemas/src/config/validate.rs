@@ -26,18 +26,12 @@ impl Config {
         if k.brokers.trim().is_empty() {
             p.push("kafka.brokers: must name at least one broker (host:port)".into());
         }
-        if !k
-            .topic_prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            p.push(format!(
-                "kafka.topic_prefix: `{}` may only contain ASCII letters, digits, `.`, `_`, `-`",
-                k.topic_prefix
-            ));
-        }
-        if k.topic_prefix.len() > 200 {
-            p.push("kafka.topic_prefix: longer than 200 characters".into());
+        check_prefix(&mut p, "kafka.topic_prefix", &k.topic_prefix);
+        if let Some(prefix) = &self.processor.output_prefix {
+            check_prefix(&mut p, "processor.output_prefix", prefix);
+            if *prefix == k.topic_prefix {
+                p.push("processor.output_prefix: equals kafka.topic_prefix; leave it unset to write the live topics".into());
+            }
         }
         if k.partitions < 1 {
             p.push(format!(
@@ -181,6 +175,20 @@ fn check_id(id: &str) -> Result<(), String> {
         Err(format!(
             "`{id}` must be 1-64 characters of a-z, 0-9, `_`, `-`, starting with a letter or digit"
         ))
+    }
+}
+
+fn check_prefix(p: &mut Vec<String>, key: &str, prefix: &str) {
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        p.push(format!(
+            "{key}: `{prefix}` may only contain ASCII letters, digits, `.`, `_`, `-`"
+        ));
+    }
+    if prefix.len() > 200 {
+        p.push(format!("{key}: longer than 200 characters"));
     }
 }
 

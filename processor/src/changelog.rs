@@ -1,0 +1,241 @@
+//! The changelog's record format: the durable history of every partition task's state store.
+//!
+//! A batch's store changes ([`Op`]s) travel as **frames**: a few records of up to
+//! [`FRAME_BYTES`] each rather than one record per changed key (a batch of 500 events changes
+//! ~2 500 keys; framing turns that into one or two records, which is what lets the processor
+//! keep up with brokers that are bound by records per second). The last frame of a batch is
+//! produced only after every output of the batch was acknowledged, so a batch whose last frame
+//! is in the log is complete; restore drops the frames of an attempt that never got its last.
+//!
+//! **Epochs fence zombies.** When a task opens it first appends a [`ChangelogRecord::Fence`];
+//! the fence's offset is the *epoch* of that incarnation, carried by all its frames. Restore
+//! ignores frames whose epoch is older than the newest fence before them: an instance that lost
+//! its partition without noticing (a long GC pause, a network partition) cannot change the
+//! history its successor restored. (Kafka Streams without exactly-once has no such guard.)
+//!
+//! Value: one format byte ([`FORMAT`]), then the record in the
+//! [postcard](https://postcard.jamesmunns.com/wire-format) wire format. Key: readable text
+//! (`fence`, or `epoch-seq-index`) for people inspecting the topic; restore does not use it.
+//! The changelog is not compacted (frames are not keyed by store key): it is created with
+//! `cleanup.policy=delete` and `retention.ms=-1`.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::{ByteBuf, Bytes};
+
+use crate::output::OutRecord;
+use crate::store::{Cf, Op};
+use schemas::topics::Topic;
+
+/// The first byte of every changelog value: the version of this format.
+pub const FORMAT: u8 = 1;
+/// Largest sum of key and value bytes in one frame (brokers accept 1 MiB records by default).
+pub const FRAME_BYTES: usize = 512 * 1024;
+
+/// A decoded changelog record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangelogRecord {
+    /// A task incarnation starts; its offset is the incarnation's epoch.
+    Fence,
+    Frame(Frame),
+}
+
+/// Part of one batch's store changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub epoch: i64,
+    /// The batch's number within the incarnation.
+    pub seq: u64,
+    /// The frame's position within the batch (0, 1, …).
+    pub index: u32,
+    /// The batch's last frame: the batch is complete.
+    pub last: bool,
+    pub ops: Vec<Op>,
+}
+
+#[derive(Serialize)]
+enum WireOut<'a> {
+    Fence,
+    Frame {
+        epoch: i64,
+        seq: u64,
+        index: u32,
+        last: bool,
+        ops: Vec<WireOpOut<'a>>,
+    },
+}
+
+#[derive(Serialize)]
+struct WireOpOut<'a> {
+    cf: u8,
+    key: &'a Bytes,
+    value: Option<&'a Bytes>,
+}
+
+#[derive(Deserialize)]
+enum WireIn {
+    Fence,
+    Frame {
+        epoch: i64,
+        seq: u64,
+        index: u32,
+        last: bool,
+        ops: Vec<WireOpIn>,
+    },
+}
+
+#[derive(Deserialize)]
+struct WireOpIn {
+    cf: u8,
+    key: ByteBuf,
+    value: Option<ByteBuf>,
+}
+
+fn encode(wire: &WireOut<'_>) -> Vec<u8> {
+    postcard::to_extend(wire, vec![FORMAT]).expect("changelog records serialize")
+}
+
+/// The record that opens an incarnation of the task of `partition`.
+pub fn fence(partition: i32) -> OutRecord {
+    OutRecord {
+        topic: Topic::Changelog,
+        key: b"fence".to_vec(),
+        value: Some(encode(&WireOut::Fence)),
+        headers: Vec::new(),
+        timestamp: None,
+        partition: Some(partition),
+    }
+}
+
+/// A batch's ops as frames; the last one closes the batch. No ops, no frames.
+pub fn frames(partition: i32, epoch: i64, seq: u64, ops: &[Op]) -> Vec<OutRecord> {
+    let mut chunks: Vec<&[Op]> = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, op) in ops.iter().enumerate() {
+        let size = op.key.len() + op.value.as_ref().map_or(0, Vec::len) + 8;
+        if i > start && bytes + size > FRAME_BYTES {
+            chunks.push(&ops[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < ops.len() {
+        chunks.push(&ops[start..]);
+    }
+    let count = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(index, chunk)| {
+            let wire = WireOut::Frame {
+                epoch,
+                seq,
+                index: index as u32,
+                last: index + 1 == count,
+                ops: chunk
+                    .iter()
+                    .map(|op| WireOpOut {
+                        cf: op.cf.tag(),
+                        key: Bytes::new(&op.key),
+                        value: op.value.as_deref().map(Bytes::new),
+                    })
+                    .collect(),
+            };
+            OutRecord {
+                topic: Topic::Changelog,
+                key: format!("{epoch}-{seq}-{index}").into_bytes(),
+                value: Some(encode(&wire)),
+                headers: Vec::new(),
+                timestamp: None,
+                partition: Some(partition),
+            }
+        })
+        .collect()
+}
+
+/// Decodes a changelog value; the error says what is wrong with it.
+pub fn decode(value: &[u8]) -> Result<ChangelogRecord, String> {
+    match value.split_first() {
+        Some((&FORMAT, rest)) => {
+            match postcard::from_bytes::<WireIn>(rest).map_err(|e| e.to_string())? {
+                WireIn::Fence => Ok(ChangelogRecord::Fence),
+                WireIn::Frame {
+                    epoch,
+                    seq,
+                    index,
+                    last,
+                    ops,
+                } => Ok(ChangelogRecord::Frame(Frame {
+                    epoch,
+                    seq,
+                    index,
+                    last,
+                    ops: ops
+                        .into_iter()
+                        .map(|op| {
+                            Ok(Op {
+                                cf: Cf::from_tag(op.cf)
+                                    .ok_or_else(|| format!("unknown store tag {}", op.cf))?,
+                                key: op.key.into_vec(),
+                                value: op.value.map(ByteBuf::into_vec),
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                })),
+            }
+        }
+        Some((version, _)) => Err(format!("unknown changelog format {version}")),
+        None => Err("empty changelog value".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(i: usize, size: usize) -> Op {
+        Op {
+            cf: if i % 2 == 0 { Cf::Entity } else { Cf::Dedupe },
+            key: format!("key-{i}").into_bytes(),
+            value: (i % 3 != 0).then(|| vec![i as u8; size]),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_split_by_size() {
+        let ops: Vec<Op> = (0..40).map(|i| op(i, 40 * 1024)).collect();
+        let records = frames(3, 17, 9, &ops);
+        assert!(records.len() >= 2, "{} frames", records.len());
+        let mut decoded = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            assert_eq!(record.partition, Some(3));
+            assert!(record.value.as_ref().unwrap().len() <= FRAME_BYTES + 64 * 1024);
+            let ChangelogRecord::Frame(frame) = decode(record.value.as_ref().unwrap()).unwrap()
+            else {
+                panic!("not a frame");
+            };
+            assert_eq!((frame.epoch, frame.seq, frame.index), (17, 9, i as u32));
+            assert_eq!(frame.last, i + 1 == records.len());
+            decoded.extend(frame.ops);
+        }
+        assert_eq!(decoded, ops);
+    }
+
+    #[test]
+    fn small_batches_take_one_frame_and_empty_ones_none() {
+        let ops: Vec<Op> = (0..500).map(|i| op(i, 100)).collect();
+        assert_eq!(frames(0, 1, 1, &ops).len(), 1);
+        assert!(frames(0, 1, 1, &[]).is_empty());
+    }
+
+    #[test]
+    fn fences_and_bad_values_decode_as_such() {
+        let fence = fence(2);
+        assert_eq!(
+            decode(fence.value.as_ref().unwrap()),
+            Ok(ChangelogRecord::Fence)
+        );
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[9, 0]).unwrap_err().contains("format 9"));
+        assert!(decode(&[FORMAT, 1, 0xff]).is_err());
+    }
+}
