@@ -5,7 +5,7 @@ HOOKSTREAM_CACHE="${HOOKSTREAM_CACHE:-$HOME/.cache/hookstream}"
 TANSU_VERSION="0.6.0"
 
 ensure_system_packages() {
-  local wanted=(build-essential pkg-config cmake libclang-dev zlib1g-dev curl) missing=()
+  local wanted=(build-essential pkg-config cmake libclang-dev zlib1g-dev curl sqlite3) missing=()
   for package in "${wanted[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
   done

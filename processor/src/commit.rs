@@ -55,16 +55,19 @@ impl Pipeline {
         if self.exactly_once {
             return self.transaction(outputs, frames, offsets).await;
         }
+        let started = std::time::Instant::now();
         if self.produce_all(outputs, stop).await.is_none() {
             return Outcome::Stopped;
         }
+        let produced = started.elapsed();
         let Some(positions) = self.produce_all(frames, stop).await else {
             return Outcome::Stopped;
         };
+        let framed = started.elapsed();
         if offsets.count() > 0 {
-            let committed = tokio::task::block_in_place(|| {
-                self.consumer.commit(offsets, CommitMode::Sync)
-            });
+            let committed =
+                tokio::task::block_in_place(|| self.consumer.commit(offsets, CommitMode::Sync));
+            tracing::debug!(outputs = outputs.len(), frames = frames.len(), ?produced, ?framed, committed = ?started.elapsed(), "batch durable");
             if let Err(error) = committed {
                 metrics::counter!("hookstream_processor_commit_failures_total").increment(1);
                 tracing::warn!(%error, "group offset commit failed; closing the batch's tasks, which restore the batch from the changelog when they reopen");

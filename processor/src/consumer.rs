@@ -28,7 +28,7 @@ use crate::error::ProcessorError;
 use crate::input::decode;
 use crate::restore;
 use crate::store::{Cf, Op, CHANGELOG_NEXT, EPOCH};
-use crate::task::{Decoded, Pending, PartitionTask, TaskSettings};
+use crate::task::{Decoded, PartitionTask, Pending, TaskSettings};
 
 /// Tracks assignment changes reported by librdkafka during `recv`.
 #[derive(Default)]
@@ -103,7 +103,6 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), ProcessorError> {
-        let raw = self.topics.name(Topic::Raw);
         let mut tasks: HashMap<i32, PartitionTask> = HashMap::new();
         let mut last_input: HashMap<i32, Instant> = HashMap::new();
         let mut seq = 0u64;
@@ -173,69 +172,125 @@ impl Pipeline {
                 record_stats(&batch.stats);
                 pending.push((partition, batch));
             }
-            // Punctuate on wall clock: partitions quiet for `idle_flush` release what they hold.
-            for (partition, task) in &tasks {
-                let quiet = last_input
-                    .get(partition)
-                    .is_none_or(|t| started.duration_since(*t) >= self.idle_flush);
-                if quiet && task.buffered() > 0 && !pending.iter().any(|(p, _)| p == partition) {
-                    let flushed = task.flush(&self.catalog, &mut outputs)?;
-                    record_stats(&flushed.stats);
-                    pending.push((*partition, flushed));
+            // Punctuate on wall clock: partitions quiet for `idle_flush` release what they hold,
+            // once the decision to do so is durable (see `PartitionTask::flush_intent`).
+            let quiet: Vec<i32> = tasks
+                .iter()
+                .filter(|(partition, task)| {
+                    task.buffered() > 0
+                        && !pending.iter().any(|(p, _)| p == *partition)
+                        && last_input
+                            .get(*partition)
+                            .is_none_or(|t| started.duration_since(*t) >= self.idle_flush)
+                })
+                .map(|(partition, _)| *partition)
+                .collect();
+            if !quiet.is_empty() {
+                let mut intents: Vec<(i32, Pending)> = quiet
+                    .iter()
+                    .map(|p| (*p, tasks[p].flush_intent()))
+                    .collect();
+                let durable = self
+                    .durable(&mut tasks, &mut intents, &[], &[], &mut seq, &mut stop)
+                    .await?;
+                match durable {
+                    Durable::Yes => {
+                        for partition in quiet {
+                            let flushed = tasks[&partition].flush(&self.catalog, &mut outputs)?;
+                            record_stats(&flushed.stats);
+                            pending.push((partition, flushed));
+                        }
+                    }
+                    Durable::Stopped => break,
+                    Durable::No => {}
                 }
             }
-            pending.retain(|(_, batch)| !batch.ops.is_empty());
+            pending.retain(|(partition, batch)| {
+                !batch.ops.is_empty() && tasks.contains_key(partition)
+            });
             if pending.is_empty() {
                 continue;
             }
-            let mut frames = Vec::new();
-            let mut last_frame = Vec::with_capacity(pending.len());
-            let mut offsets = TopicPartitionList::new();
-            for (partition, batch) in &pending {
-                seq += 1;
-                let epoch = tasks[partition].epoch();
-                frames.extend(changelog::frames(*partition, epoch, seq, &batch.ops));
-                last_frame.push(frames.len() - 1);
-                if let Some(next) = batch.next_offset {
-                    offsets.add_partition_offset(&raw, *partition, Offset::Offset(next))?;
-                }
-            }
-            let positions = match self
-                .make_durable(&outputs, &frames, &offsets, &mut stop)
-                .await
+            match self
+                .durable(
+                    &mut tasks,
+                    &mut pending,
+                    &outputs,
+                    &first_offsets,
+                    &mut seq,
+                    &mut stop,
+                )
+                .await?
             {
-                Outcome::Committed(positions) => positions,
-                Outcome::Stopped => break,
-                Outcome::Failed { rewind } => {
+                Durable::Yes => {}
+                Durable::Stopped => break,
+                Durable::No => {
                     for (partition, _) in &pending {
-                        tasks.remove(partition);
                         last_input.remove(partition);
-                    }
-                    if rewind {
-                        for (partition, offset) in &first_offsets {
-                            self.consumer.seek(
-                                &raw,
-                                *partition,
-                                Offset::Offset(*offset),
-                                Duration::from_secs(10),
-                            )?;
-                        }
                     }
                     continue;
                 }
-            };
-            for ((partition, batch), last) in pending.iter_mut().zip(last_frame) {
-                let task = tasks.get_mut(partition).expect("task opened above");
-                let (_, frame_offset) = positions[last];
-                batch.ops.push(meta(CHANGELOG_NEXT, frame_offset + 1));
-                batch.ops.push(meta(EPOCH, task.epoch()));
-                task.commit(batch)?;
             }
             metrics::histogram!("hookstream_processor_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::histogram!("hookstream_processor_batch_records").record(messages.len() as f64);
         }
         Ok(())
+    }
+
+    /// Makes `pending` durable with `outputs` (see [`crate::commit`]), then writes each task's
+    /// store. On failure the tasks are closed (and the consumer rewound to `first_offsets`
+    /// when the attempt was a transaction).
+    async fn durable(
+        &self,
+        tasks: &mut HashMap<i32, PartitionTask>,
+        pending: &mut [(i32, Pending)],
+        outputs: &[crate::output::OutRecord],
+        first_offsets: &[(i32, i64)],
+        seq: &mut u64,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Durable, ProcessorError> {
+        let raw = self.topics.name(Topic::Raw);
+        let mut frames = Vec::new();
+        let mut last_frame = Vec::with_capacity(pending.len());
+        let mut offsets = TopicPartitionList::new();
+        for (partition, batch) in pending.iter() {
+            *seq += 1;
+            let epoch = tasks[partition].epoch();
+            frames.extend(changelog::frames(*partition, epoch, *seq, &batch.ops));
+            last_frame.push(frames.len() - 1);
+            if let Some(next) = batch.next_offset {
+                offsets.add_partition_offset(&raw, *partition, Offset::Offset(next))?;
+            }
+        }
+        let positions = match self.make_durable(outputs, &frames, &offsets, stop).await {
+            Outcome::Committed(positions) => positions,
+            Outcome::Stopped => return Ok(Durable::Stopped),
+            Outcome::Failed { rewind } => {
+                for (partition, _) in pending.iter() {
+                    tasks.remove(partition);
+                }
+                if rewind {
+                    for (partition, offset) in first_offsets {
+                        self.consumer.seek(
+                            &raw,
+                            *partition,
+                            Offset::Offset(*offset),
+                            Duration::from_secs(10),
+                        )?;
+                    }
+                }
+                return Ok(Durable::No);
+            }
+        };
+        for ((partition, batch), last) in pending.iter_mut().zip(last_frame) {
+            let task = tasks.get_mut(partition).expect("pending tasks are open");
+            let (_, frame_offset) = positions[last];
+            batch.ops.push(meta(CHANGELOG_NEXT, frame_offset + 1));
+            batch.ops.push(meta(EPOCH, task.epoch()));
+            task.commit(batch)?;
+        }
+        Ok(Durable::Yes)
     }
 
     /// Opens the task of `partition`: appends its fence, then restores its store up to it.
@@ -245,10 +300,7 @@ impl Pipeline {
         partition: i32,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<PartitionTask>, ProcessorError> {
-        let Some(fenced) = self
-            .produce_all(&[changelog::fence(partition)], stop)
-            .await
-        else {
+        let Some(fenced) = self.produce_all(&[changelog::fence(partition)], stop).await else {
             return Ok(None);
         };
         let epoch = fenced[0].1;
@@ -260,7 +312,8 @@ impl Pipeline {
             restore::open(&dir, &self.restore, &topic, partition, epoch)
         })?;
         let task = PartitionTask::from_store(store, self.settings, epoch)?;
-        metrics::counter!("hookstream_processor_restored_batches_total").increment(restored.batches);
+        metrics::counter!("hookstream_processor_restored_batches_total")
+            .increment(restored.batches);
         tracing::info!(
             partition,
             epoch,
@@ -276,6 +329,12 @@ impl Pipeline {
         );
         Ok(Some(task))
     }
+}
+
+enum Durable {
+    Yes,
+    No,
+    Stopped,
 }
 
 fn offset_of(record: &Decoded) -> i64 {

@@ -19,6 +19,14 @@ pub fn key(meta: &RawMeta) -> Vec<u8> {
     key
 }
 
+/// The expiry time a `dedupe` value holds (an unreadable value counts as expired).
+pub fn expires_at(value: &[u8]) -> Millis {
+    value
+        .try_into()
+        .map(i64::from_be_bytes)
+        .unwrap_or(Millis::MIN)
+}
+
 /// Index key: expiry time first, so expired entries are a range scan.
 pub fn expiry_key(expires_at: Millis, dedupe_key: &[u8]) -> Vec<u8> {
     let mut key = time_key(expires_at).to_vec();

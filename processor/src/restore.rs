@@ -59,7 +59,10 @@ pub fn open(
     );
     drop(store);
     std::fs::remove_dir_all(dir).map_err(|e| {
-        ProcessorError::Startup(format!("cannot remove stale store `{}`: {e}", dir.display()))
+        ProcessorError::Startup(format!(
+            "cannot remove stale store `{}`: {e}",
+            dir.display()
+        ))
     })?;
     let store = StateStore::open(dir)?;
     let restored = catch_up(&store, client, topic, partition, fence)?.ok_or_else(|| {

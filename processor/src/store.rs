@@ -71,6 +71,8 @@ pub const STREAM_TIME: &[u8] = b"stream_time";
 pub const BUFFERED: &[u8] = b"buffered";
 /// Next offset of the changelog partition this store has applied (local only).
 pub const CHANGELOG_NEXT: &[u8] = b"changelog_next";
+/// Set while a decided wall-clock flush has not been carried out.
+pub const FLUSH_PENDING: &[u8] = b"flush_pending";
 /// Epoch of the newest incarnation whose changelog frames this store applied (local only).
 pub const EPOCH: &[u8] = b"epoch";
 

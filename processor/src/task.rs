@@ -24,7 +24,7 @@ use crate::input::{RawInput, Undecodable};
 use crate::output::{self, OutRecord};
 use crate::reconcile::{reconcile, Change, EntityState, Outcome};
 use crate::reorder;
-use crate::store::{Cf, Op, StateStore, Txn, BUFFERED, CHECKPOINT, STREAM_TIME};
+use crate::store::{Cf, Op, StateStore, Txn, BUFFERED, CHECKPOINT, FLUSH_PENDING, STREAM_TIME};
 
 pub type Decoded = Result<RawInput, Box<Undecodable>>;
 
@@ -120,7 +120,14 @@ impl PartitionTask {
         let mut stats = BatchStats::default();
         let mut stream_time = txn.get_i64(STREAM_TIME)?.unwrap_or(i64::MIN);
         let mut buffered = self.buffered;
+        if txn.get(Cf::Meta, FLUSH_PENDING)?.is_some() {
+            // A flush was decided before a crash: redo it first, as it was going to happen.
+            buffered = flush_all(&mut txn, buffered, catalog, out, &mut stats)?;
+        }
         let mut next_offset = None;
+        // No buffered event releases before `floor`: later scans start there, not at the
+        // beginning (events released earlier in this batch are still in the store's view).
+        let mut floor = Millis::MIN;
         for record in records {
             let offset = match &record {
                 Ok(input) => input.offset,
@@ -140,10 +147,14 @@ impl PartitionTask {
                 }
             };
             let dedupe_key = dedupe::key(&input.meta);
-            if txn.get(Cf::Dedupe, &dedupe_key)?.is_some() {
+            if txn
+                .get(Cf::Dedupe, &dedupe_key)?
+                .is_some_and(|v| dedupe::expires_at(&v) > stream_time)
+            {
                 stats.duplicates += 1;
                 continue;
             }
+            let advanced = input.meta.occurred_at > stream_time;
             stream_time = stream_time.max(input.meta.occurred_at);
             let expires_at = stream_time.saturating_add(self.settings.dedupe_window_ms);
             txn.put(
@@ -169,17 +180,34 @@ impl PartitionTask {
                 reorder::encode(&input),
             );
             buffered += 1;
-        }
-        let due = txn.range(Cf::Buffer, &[0; 8], &reorder::due_bound(stream_time))?;
-        buffered = release(&mut txn, due, buffered, catalog, out, &mut stats)?;
-        if buffered > self.settings.max_buffered {
-            let oldest = txn.first(Cf::Buffer, buffered - self.settings.max_buffered)?;
-            buffered = release(&mut txn, oldest, buffered, catalog, out, &mut stats)?;
+            floor = floor.min(release_at);
+            // Release as soon as stream time passes an event's release time, record by record,
+            // so the outputs do not depend on where batches happen to begin and end.
+            if advanced || release_at <= stream_time {
+                let due = txn.range(
+                    Cf::Buffer,
+                    &reorder::time_key(floor),
+                    &reorder::due_bound(stream_time),
+                )?;
+                buffered = release(&mut txn, due, buffered, catalog, out, &mut stats)?;
+                floor = stream_time.saturating_add(1);
+            }
+            if buffered > self.settings.max_buffered {
+                let oldest = txn.first(Cf::Buffer, buffered - self.settings.max_buffered)?;
+                buffered = release(&mut txn, oldest, buffered, catalog, out, &mut stats)?;
+            }
         }
         for (expiry_key, _) in txn.range(Cf::Expiry, &[0; 8], &reorder::due_bound(stream_time))? {
-            txn.delete(Cf::Dedupe, expiry_key[8..].to_vec());
+            let dedupe_key = expiry_key[8..].to_vec();
+            // The entry may have been renewed (a delivery after it expired): keep the new one.
+            if txn
+                .get(Cf::Dedupe, &dedupe_key)?
+                .is_some_and(|v| dedupe::expires_at(&v) <= stream_time)
+            {
+                txn.delete(Cf::Dedupe, dedupe_key);
+                stats.expired += 1;
+            }
             txn.delete(Cf::Expiry, expiry_key);
-            stats.expired += 1;
         }
         if stream_time != i64::MIN {
             txn.put_i64(STREAM_TIME, stream_time);
@@ -195,6 +223,20 @@ impl PartitionTask {
         })
     }
 
+    /// The store change that records a decision to flush (wall-clock punctuation): made
+    /// durable before the flush, so that a flush cut short by a crash is redone first, exactly
+    /// as it was going to happen, and re-emits the same records.
+    pub fn flush_intent(&self) -> Pending {
+        Pending {
+            ops: vec![Op {
+                cf: Cf::Meta,
+                key: FLUSH_PENDING.to_vec(),
+                value: Some(vec![1]),
+            }],
+            ..Pending::default()
+        }
+    }
+
     /// Releases every held-back event (wall-clock idle flush), in order.
     pub fn flush(
         &self,
@@ -203,8 +245,7 @@ impl PartitionTask {
     ) -> Result<Pending, ProcessorError> {
         let mut txn = Txn::new(&self.store);
         let mut stats = BatchStats::default();
-        let all = txn.first(Cf::Buffer, usize::MAX)?;
-        let buffered = release(&mut txn, all, self.buffered, catalog, out, &mut stats)?;
+        let buffered = flush_all(&mut txn, self.buffered, catalog, out, &mut stats)?;
         txn.put_i64(BUFFERED, buffered as i64);
         Ok(Pending {
             ops: txn.into_ops(),
@@ -225,6 +266,19 @@ impl PartitionTask {
         self.buffered = self.store.get_i64(BUFFERED)?.unwrap_or(0).max(0) as usize;
         Ok(())
     }
+}
+
+fn flush_all(
+    txn: &mut Txn<'_>,
+    buffered: usize,
+    catalog: &SourceCatalog,
+    out: &mut Vec<OutRecord>,
+    stats: &mut BatchStats,
+) -> Result<usize, ProcessorError> {
+    let all = txn.first(Cf::Buffer, usize::MAX)?;
+    let buffered = release(txn, all, buffered, catalog, out, stats)?;
+    txn.delete(Cf::Meta, FLUSH_PENDING.to_vec());
+    Ok(buffered)
 }
 
 fn entity(txn: &Txn<'_>, key: &str) -> Result<Option<EntityState>, ProcessorError> {

@@ -115,6 +115,62 @@ pub fn record_count(brokers: &str, topic: &str) -> i64 {
         .sum()
 }
 
+/// Watches how many records `topic` holds, through one long-lived client (cheap on the
+/// broker: offset lookups only, no fetches).
+pub struct Watermarks {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: Vec<i32>,
+}
+
+impl Watermarks {
+    pub fn new(brokers: &str, topic: &str) -> Self {
+        let consumer = consumer(brokers, topic);
+        let partitions = consumer
+            .assignment()
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        Self {
+            consumer,
+            topic: topic.to_owned(),
+            partitions,
+        }
+    }
+
+    pub fn count(&self) -> i64 {
+        self.partitions
+            .iter()
+            .map(|p| {
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(&self.topic, *p, Duration::from_secs(60))
+                    .unwrap();
+                high - low
+            })
+            .sum()
+    }
+
+    /// Polls until the topic holds at least `count` records; returns how many it holds.
+    pub fn wait_for(&self, count: i64, deadline: Duration) -> i64 {
+        let deadline = Instant::now() + deadline;
+        loop {
+            let now = self.count();
+            if now >= count {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {now} records after the deadline, waiting for {count}",
+                self.topic
+            );
+            std::thread::sleep(Duration::from_millis(100)); // polling interval
+        }
+    }
+}
+
 /// Reads `topic` from the beginning, handing each record to `on_record` until it returns true;
 /// panics if the deadline passes first. For large topics (no re-scan per record).
 pub fn stream_until(

@@ -37,6 +37,8 @@ pub struct Settings {
     pub ingest: String,
     /// Extra lines for the `[processor]` section.
     pub processor: String,
+    pub batch_max: usize,
+    pub idle_flush_ms: u64,
     /// Extra `[[tenants]]` entries appended at the end.
     pub tenants: String,
 }
@@ -48,6 +50,8 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             ingest: String::new(),
             processor: String::new(),
+            batch_max: 100,
+            idle_flush_ms: 300,
             tenants: String::new(),
         }
     }
@@ -77,6 +81,9 @@ replication_factor = 1
 [kafka.consumer]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
+"fetch.max.bytes" = "1048576"
+"max.partition.fetch.bytes" = "262144"
+"queued.max.messages.kbytes" = "2048"
 [kafka.producer]
 "message.timeout.ms" = "15000"
 
@@ -89,8 +96,8 @@ max_body_bytes = {max_body_bytes}
 [processor]
 group_id = "processor-{name}"
 state_dir = "{state_dir}"
-batch_max = 100
-idle_flush_ms = 300
+batch_max = {batch_max}
+idle_flush_ms = {idle_flush_ms}
 {processor_extra}
 
 [[tenants]]
@@ -114,6 +121,8 @@ secrets = [{{ id = "k1", value = "{billing}" }}]
             max_body_bytes = settings.max_body_bytes,
             ingest_extra = settings.ingest,
             processor_extra = settings.processor,
+            batch_max = settings.batch_max,
+            idle_flush_ms = settings.idle_flush_ms,
             tenants_extra = settings.tenants,
             brokers = broker.address(),
             state_dir = state_dir.display(),
@@ -142,6 +151,21 @@ secrets = [{{ id = "k1", value = "{billing}" }}]
 
     pub fn dir(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// Writes a variant of this configuration (another instance: same broker, topics and,
+    /// unless edited, group) with `edit` applied to its text; returns its path.
+    pub fn variant(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+        let text = std::fs::read_to_string(&self.path).unwrap();
+        let state_dir = self.dir().join("state");
+        let other = self.dir().join(format!("state-{name}"));
+        let text = edit(text.replace(
+            &format!("state_dir = \"{}\"", state_dir.display()),
+            &format!("state_dir = \"{}\"", other.display()),
+        ));
+        let path = self.dir().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
     }
 }
 

@@ -31,9 +31,17 @@ impl Log<'_> {
 
 fn batch(store: &StateStore, n: u8, big: bool) -> Vec<Op> {
     let mut txn = Txn::new(store);
-    txn.put(Cf::Entity, vec![b'e', n], vec![n; if big { 400_000 } else { 3 }]);
+    txn.put(
+        Cf::Entity,
+        vec![b'e', n],
+        vec![n; if big { 400_000 } else { 3 }],
+    );
     txn.put(Cf::Dedupe, vec![b'd', n], vec![1]);
-    txn.put(Cf::Buffer, vec![b'b', n], vec![2; if big { 400_000 } else { 3 }]);
+    txn.put(
+        Cf::Buffer,
+        vec![b'b', n],
+        vec![2; if big { 400_000 } else { 3 }],
+    );
     if n == 2 {
         txn.delete(Cf::Entity, vec![b'e', 0]);
     }
@@ -117,7 +125,11 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
     );
     same(&rebuilt, &original);
     assert_eq!(rebuilt.get(Cf::Entity, b"e\x09").unwrap(), None);
-    assert_eq!(rebuilt.get(Cf::Entity, b"e\x00").unwrap(), None, "the delete was restored");
+    assert_eq!(
+        rebuilt.get(Cf::Entity, b"e\x00").unwrap(),
+        None,
+        "the delete was restored"
+    );
     assert_eq!(rebuilt.get_i64(EPOCH).unwrap(), Some(third));
 
     let again = catch_up(&rebuilt, &client(&brokers), "changelog", 1, third).unwrap();
