@@ -77,6 +77,33 @@ impl Pipeline {
         Outcome::Committed(positions)
     }
 
+    /// Appends `records` on their own (a task's fence): in a transaction of their own in
+    /// exactly-once mode, where nothing may be produced outside one. Retries until done;
+    /// None when asked to stop first.
+    pub(crate) async fn append(
+        &self,
+        records: &[OutRecord],
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Vec<(i32, i64)>> {
+        if !self.exactly_once {
+            return self.produce_all(records, stop).await;
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if let Outcome::Committed(positions) = self
+                .transaction(&[], records, &TopicPartitionList::new())
+                .await
+            {
+                return Some(positions);
+            }
+            tokio::select! {
+                _ = stop.changed() => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
     async fn transaction(
         &self,
         outputs: &[OutRecord],

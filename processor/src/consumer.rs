@@ -300,7 +300,7 @@ impl Pipeline {
         partition: i32,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<PartitionTask>, ProcessorError> {
-        let Some(fenced) = self.produce_all(&[changelog::fence(partition)], stop).await else {
+        let Some(fenced) = self.append(&[changelog::fence(partition)], stop).await else {
             return Ok(None);
         };
         let epoch = fenced[0].1;

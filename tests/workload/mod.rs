@@ -1,6 +1,8 @@
 //! The processor tests' workload: a reproducible event stream written straight to `raw` (as
 //! the ingest writes it), the reference fold it must produce, and checks of the outputs.
 
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 

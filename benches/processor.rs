@@ -1,0 +1,166 @@
+//! Processor throughput against a stateless passthrough, on one pre-filled `raw` topic.
+//!
+//! Starts a Tansu broker (as the tests do), writes `HOOKSTREAM_BENCH_EVENTS` events (default
+//! 1 000 000; many tenants and entities, 5 % redeliveries, shuffles within the grace) to `raw`,
+//! then measures, in the same run and on the same input:
+//!
+//! - **passthrough**: consume `raw` → produce every record unchanged to another topic, in
+//!   batches of `batch_max`, waiting for every acknowledgement and committing offsets
+//!   synchronously after each batch; the same librdkafka client settings as the processor;
+//! - **processor**: the release `hookstream process` binary under a fresh group, until every
+//!   unique event is in `events`.
+//!
+//! and prints input records per second for both and their ratio. Run with
+//! `cargo bench --bench processor` (TANSU_BIN set, or `./scripts/bench-processor`).
+
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+#[path = "../tests/workload/mod.rs"]
+mod workload;
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use schemas::config::Config;
+use schemas::kafka::{client_config, Role};
+
+use harness::kafka::Watermarks;
+use harness::{Broker, Service, Settings, TestConfig};
+
+const BATCH_MAX: usize = 500;
+
+fn main() {
+    let count: usize = std::env::var("HOOKSTREAM_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let broker = Broker::start();
+    let settings = Settings {
+        batch_max: BATCH_MAX,
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "bench", &settings);
+    Service::processor(&config.path).kill(); // creates the topics
+    let inputs = workload::stream(count);
+    let unique = workload::unique(&inputs);
+    let started = Instant::now();
+    workload::produce(&config.brokers, &config.topic("raw"), &inputs, 0);
+    let fill = started.elapsed();
+    println!(
+        "raw pre-filled: {count} records in {:.1} s ({:.0} records/s)",
+        fill.as_secs_f64(),
+        count as f64 / fill.as_secs_f64()
+    );
+    drop(inputs);
+
+    let passthrough = passthrough(&config, count as i64, true);
+    println!(
+        "passthrough (key, value, headers): {count} records in {:.1} s = {:.0} records/s",
+        passthrough.as_secs_f64(),
+        count as f64 / passthrough.as_secs_f64()
+    );
+    let bare = passthrough_bare(&config, count as i64);
+    println!(
+        "passthrough (key, value; headers dropped): {count} records in {:.1} s = {:.0} records/s",
+        bare.as_secs_f64(),
+        count as f64 / bare.as_secs_f64()
+    );
+
+    let events = Watermarks::new(&config.brokers, &config.topic("events"));
+    let started = Instant::now();
+    let processor = Service::processor(&config.path);
+    events.wait_for(unique, Duration::from_secs(7_200));
+    let processed = started.elapsed();
+    drop(processor);
+    println!(
+        "processor: {count} records ({unique} unique events) in {:.1} s = {:.0} records/s",
+        processed.as_secs_f64(),
+        count as f64 / processed.as_secs_f64()
+    );
+    println!(
+        "ratio processor / passthrough: {:.2} (target ≥ 0.5); against the header-less passthrough: {:.2}",
+        passthrough.as_secs_f64() / processed.as_secs_f64(),
+        bare.as_secs_f64() / processed.as_secs_f64()
+    );
+}
+
+/// Tansu stores each header as a row, so copying `raw`'s eleven `hs-*` headers costs more
+/// than the processor's one header per output; this baseline drops them.
+fn passthrough_bare(test: &TestConfig, count: i64) -> Duration {
+    passthrough(test, count, false)
+}
+
+/// Copies `raw` to `<prefix>passthrough` with the processor's client settings and loop shape.
+fn passthrough(test: &TestConfig, count: i64, headers: bool) -> Duration {
+    let config = Config::load(&test.path).unwrap();
+    let raw = test.topic("raw");
+    let mut consumer_config = client_config(&config.kafka, Role::Consumer);
+    let name = if headers { "passthrough" } else { "bare" };
+    consumer_config.set("group.id", name);
+    let consumer: BaseConsumer = consumer_config.create().unwrap();
+    let producer: FutureProducer = client_config(&config.kafka, Role::Producer)
+        .create()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(schemas::kafka::ensure_topics(
+            &config.kafka,
+            &schemas::topics::TopicNames::new(format!("{}{name}-", test.prefix)),
+            &[schemas::topics::Topic::Raw],
+        ))
+        .unwrap();
+    let out = format!("{}{name}-raw", test.prefix);
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..config.kafka.partitions {
+        assignment
+            .add_partition_offset(&raw, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let started = Instant::now();
+    let mut copied = 0i64;
+    while copied < count {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        if let Some(message) = consumer.poll(Duration::from_secs(1)) {
+            batch.push(message.unwrap().detach());
+        }
+        while !batch.is_empty() && batch.len() < BATCH_MAX {
+            match consumer.poll(Duration::ZERO) {
+                Some(message) => batch.push(message.unwrap().detach()),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let deliveries: Vec<_> = batch
+            .iter()
+            .map(|m| {
+                let mut record = FutureRecord::to(&out)
+                    .key(m.key().unwrap_or_default())
+                    .payload(m.payload().unwrap_or_default());
+                if let Some(copied) = m.headers().filter(|_| headers) {
+                    record = record.headers(copied.clone());
+                }
+                producer.send_result(record).map_err(|(e, _)| e).unwrap()
+            })
+            .collect();
+        runtime.block_on(async {
+            for delivery in futures::future::join_all(deliveries).await {
+                delivery.unwrap().unwrap();
+            }
+        });
+        let mut offsets = TopicPartitionList::new();
+        for m in &batch {
+            offsets
+                .add_partition_offset(&raw, m.partition(), Offset::Offset(m.offset() + 1))
+                .unwrap();
+        }
+        consumer.commit(&offsets, CommitMode::Sync).unwrap();
+        copied += batch.len() as i64;
+    }
+    started.elapsed()
+}
