@@ -5,7 +5,7 @@ HOOKSTREAM_CACHE="${HOOKSTREAM_CACHE:-$HOME/.cache/hookstream}"
 TANSU_VERSION="0.6.0"
 
 ensure_system_packages() {
-  local wanted=(build-essential pkg-config cmake libclang-dev zlib1g-dev curl sqlite3) missing=()
+  local wanted=(build-essential pkg-config cmake libclang-dev zlib1g-dev curl sqlite3 python3-venv) missing=()
   for package in "${wanted[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
   done
@@ -28,4 +28,16 @@ ensure_tansu() {
       --root "$root" --target-dir "$HOOKSTREAM_CACHE/tansu-build"
   fi
   export TANSU_BIN="$root/bin/tansu"
+}
+
+# Python tools of schemas/check.py (JSON Schema validation, an independent Avro codec).
+ensure_schema_tools() {
+  local venv="$HOOKSTREAM_CACHE/schema-venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import jsonschema, fastavro, rfc3339_validator' 2>/dev/null; then
+    echo "==> installing the schema checker's Python packages into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      jsonschema==4.26.0 fastavro==1.13.1 rfc3339-validator==0.1.4
+  fi
+  SCHEMA_PYTHON="$venv/bin/python"
 }

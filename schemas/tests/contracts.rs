@@ -1,0 +1,152 @@
+//! The Rust types and the schema files under `schemas/` describe the same records: every
+//! example round-trips through its Rust type unchanged, and the Avro schema, the JSON Schema
+//! and the Rust type name the same fields, in the same order (Avro and serde both write
+//! fields in declaration order). `schemas/check.py` checks the files among themselves
+//! (validity, Avro round trips, backward compatibility with the released versions).
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use schemas::records::{EventRecord, RejectedRecord, StateRecord};
+
+fn file(relative: &str) -> Value {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Field names in the order a JSON text writes them.
+fn ordered_keys(json: &str) -> Vec<String> {
+    // serde_json's Map does not keep order without `preserve_order`: scan the top level.
+    let mut keys = Vec::new();
+    let bytes = json.as_bytes();
+    let (mut depth, mut i) = (0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth -= 1,
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                let after = json[i + 1..].trim_start();
+                if depth == 1 && after.starts_with(':') {
+                    keys.push(json[start..i].to_owned());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    keys
+}
+
+fn check<T: DeserializeOwned + Serialize>(topic: &str, full: T) {
+    let example = file(&format!("examples/{topic}.json"));
+    let typed: T = serde_json::from_value(example.clone())
+        .unwrap_or_else(|e| panic!("{topic}: the example does not fit the Rust type: {e}"));
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap(),
+        example,
+        "{topic}: the example changed in a round trip through the Rust type"
+    );
+    let rust_fields = ordered_keys(&serde_json::to_string(&full).unwrap());
+    let avro = file(&format!("avro/{topic}.avsc"));
+    let avro_fields: Vec<String> = avro["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        avro_fields, rust_fields,
+        "{topic}: Avro fields vs the Rust type"
+    );
+    let json_schema = file(&format!("json/{topic}.schema.json"));
+    let mut properties: Vec<String> = json_schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut sorted = rust_fields.clone();
+    properties.sort();
+    sorted.sort();
+    assert_eq!(
+        properties, sorted,
+        "{topic}: JSON Schema properties vs the Rust type"
+    );
+}
+
+fn raw(json: &str) -> Option<Box<serde_json::value::RawValue>> {
+    Some(serde_json::value::RawValue::from_string(json.to_owned()).unwrap())
+}
+
+#[test]
+fn events_records_match_their_schemas() {
+    check(
+        "events",
+        EventRecord {
+            tenant: "t".into(),
+            source: "s".into(),
+            event_id: "e".into(),
+            event_type: "x".into(),
+            entity: "n".into(),
+            occurred_at: "2023-11-14T22:13:20.000Z".into(),
+            received_at: "2023-11-14T22:13:20.000Z".into(),
+            late: false,
+            raw_offset: 1,
+            payload: raw("{}"),
+            payload_base64: Some(String::new()),
+        },
+    );
+}
+
+#[test]
+fn state_records_match_their_schemas() {
+    check(
+        "state",
+        StateRecord {
+            tenant: "t".into(),
+            entity: "n".into(),
+            version: 1,
+            updated_at: "2023-11-14T22:13:20.000Z".into(),
+            last_event_id: "e".into(),
+            last_event_type: "x".into(),
+            deleted: false,
+            state: raw("{}"),
+            state_base64: Some(String::new()),
+        },
+    );
+}
+
+#[test]
+fn rejected_records_match_their_schemas() {
+    check(
+        "rejected",
+        RejectedRecord {
+            tenant: "t".into(),
+            source: "s".into(),
+            status: 401,
+            reason: "invalid_signature".into(),
+            message: "m".into(),
+            remote_addr: "127.0.0.1".into(),
+            body_sha256: Some(String::new()),
+            body_bytes: Some(1),
+            received_at: "2023-11-14T22:13:20.000Z".into(),
+        },
+    );
+}
+
+#[test]
+fn the_key_scanner_keeps_order_and_skips_nested_keys() {
+    assert_eq!(
+        ordered_keys(r#"{"b":1,"a":{"z":"x\"y"},"c":[{"q":1}]}"#),
+        vec!["b", "a", "c"]
+    );
+}
