@@ -27,7 +27,7 @@ use crate::commit::Outcome;
 use crate::error::ProcessorError;
 use crate::input::decode;
 use crate::restore;
-use crate::store::{Cf, Op, CHANGELOG_NEXT, EPOCH};
+use crate::store::{Op, CHANGELOG_NEXT, EPOCH};
 use crate::task::{Decoded, PartitionTask, Pending, TaskSettings};
 
 /// Tracks assignment changes reported by librdkafka during `recv`.
@@ -286,8 +286,8 @@ impl Pipeline {
         for ((partition, batch), last) in pending.iter_mut().zip(last_frame) {
             let task = tasks.get_mut(partition).expect("pending tasks are open");
             let (_, frame_offset) = positions[last];
-            batch.ops.push(meta(CHANGELOG_NEXT, frame_offset + 1));
-            batch.ops.push(meta(EPOCH, task.epoch()));
+            batch.ops.push(Op::meta(CHANGELOG_NEXT, frame_offset + 1));
+            batch.ops.push(Op::meta(EPOCH, task.epoch()));
             task.commit(batch)?;
         }
         Ok(Durable::Yes)
@@ -341,14 +341,6 @@ fn offset_of(record: &Decoded) -> i64 {
     match record {
         Ok(input) => input.offset,
         Err(bad) => bad.offset,
-    }
-}
-
-fn meta(key: &[u8], value: i64) -> Op {
-    Op {
-        cf: Cf::Meta,
-        key: key.to_vec(),
-        value: Some(value.to_be_bytes().to_vec()),
     }
 }
 

@@ -20,7 +20,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::changelog::{self, ChangelogRecord};
 use crate::error::ProcessorError;
-use crate::store::{Cf, Op, StateStore, CHANGELOG_NEXT, EPOCH};
+use crate::store::{Op, StateStore, CHANGELOG_NEXT, EPOCH};
 
 /// Restore fails when the changelog yields nothing for this long before the fence is reached.
 const STALL: Duration = Duration::from_secs(120);
@@ -178,23 +178,15 @@ pub fn catch_up(
         batch.next_index += 1;
         if frame.last {
             let mut ops = assembling.take().expect("assembling a batch").ops;
-            ops.push(meta(CHANGELOG_NEXT, next));
-            ops.push(meta(EPOCH, frame.epoch));
+            ops.push(Op::meta(CHANGELOG_NEXT, next));
+            ops.push(Op::meta(EPOCH, frame.epoch));
             store.write(&ops)?;
             restored.batches += 1;
         }
     }
     restored.incomplete += u64::from(assembling.is_some());
-    store.write(&[meta(CHANGELOG_NEXT, fence + 1), meta(EPOCH, fence)])?;
+    store.write(&[Op::meta(CHANGELOG_NEXT, fence + 1), Op::meta(EPOCH, fence)])?;
     Ok(Some(restored))
-}
-
-fn meta(key: &[u8], value: i64) -> Op {
-    Op {
-        cf: Cf::Meta,
-        key: key.to_vec(),
-        value: Some(value.to_be_bytes().to_vec()),
-    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,17 @@ pub struct Op {
     pub value: Option<Vec<u8>>,
 }
 
+impl Op {
+    /// A put of an `i64` into `meta`.
+    pub fn meta(key: &[u8], value: i64) -> Op {
+        Op {
+            cf: Cf::Meta,
+            key: key.to_vec(),
+            value: Some(value.to_be_bytes().to_vec()),
+        }
+    }
+}
+
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 

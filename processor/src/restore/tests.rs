@@ -149,7 +149,7 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
         let stale = StateStore::open(stale_dir.path()).unwrap();
         stale.write(&zombie).unwrap();
         stale
-            .write(&[meta(CHANGELOG_NEXT, second + 1), meta(EPOCH, first)])
+            .write(&[Op::meta(CHANGELOG_NEXT, second + 1), Op::meta(EPOCH, first)])
             .unwrap();
     }
     let (stale, restored) =
