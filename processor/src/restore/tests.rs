@@ -4,7 +4,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use super::*;
 use crate::changelog::{fence, frames};
 use crate::output::OutRecord;
-use crate::store::{Txn, CHECKPOINT};
+use crate::store::{Cf, Txn, CHECKPOINT};
 
 struct Log<'c> {
     producer: ThreadedProducer<DefaultProducerContext>,
