@@ -125,6 +125,7 @@ fn extract_one(
             .to_owned(),
         key_id: request.key_id().to_owned(),
         event_id_derived: derived,
+        redrive_id: None,
     })
 }
 

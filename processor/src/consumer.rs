@@ -99,6 +99,28 @@ pub struct Pipeline {
     pub restore: rdkafka::ClientConfig,
     /// Outputs, changelog frames and offsets in one transaction per batch.
     pub exactly_once: bool,
+    /// Where each open task stands, for whoever watches (a rebuild's progress bar).
+    pub progress: Progress,
+}
+
+/// Per partition of `raw`: the task's next offset and how many events it holds back, as of
+/// its last durable batch.
+pub type Progress = Arc<Mutex<BTreeMap<i32, TaskProgress>>>;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskProgress {
+    pub next_offset: Option<i64>,
+    pub buffered: usize,
+}
+
+fn report(progress: &Progress, partition: i32, task: &PartitionTask) {
+    progress.lock().expect("progress lock").insert(
+        partition,
+        TaskProgress {
+            next_offset: task.next_offset(),
+            buffered: task.buffered(),
+        },
+    );
 }
 
 impl Pipeline {
@@ -289,6 +311,7 @@ impl Pipeline {
             batch.ops.push(Op::meta(CHANGELOG_NEXT, frame_offset + 1));
             batch.ops.push(Op::meta(EPOCH, task.epoch()));
             task.commit(batch)?;
+            report(&self.progress, *partition, task);
         }
         Ok(Durable::Yes)
     }
@@ -311,7 +334,8 @@ impl Pipeline {
         let (store, restored) = tokio::task::block_in_place(|| {
             restore::open(&dir, &self.restore, &topic, partition, epoch)
         })?;
-        let task = PartitionTask::from_store(store, self.settings, epoch)?;
+        let task = PartitionTask::from_store(store, self.settings.clone(), epoch)?;
+        report(&self.progress, partition, &task);
         metrics::counter!("hookstream_processor_restored_batches_total")
             .increment(restored.batches);
         tracing::info!(
@@ -350,6 +374,8 @@ fn record_stats(stats: &crate::task::BatchStats) {
     metrics::counter!("hookstream_processor_late_total").increment(stats.late as u64);
     metrics::counter!("hookstream_processor_released_total").increment(stats.released as u64);
     metrics::counter!("hookstream_processor_dedupe_expired_total").increment(stats.expired as u64);
+    metrics::counter!("hookstream_processor_out_of_scope_total")
+        .increment(stats.out_of_scope as u64);
     metrics::counter!("hookstream_processor_dead_letters_total")
         .increment(stats.dead_letters as u64);
     if stats.dead_letters > 0 {

@@ -3,6 +3,10 @@
 //! replay drops exactly what the live run dropped. Entries live in RocksDB (`dedupe`, with an
 //! `expiry` index ordered by expiry time), so memory stays bounded whatever the key count.
 //! The key encoding is length-prefixed so no choice of ids can make two triples collide.
+//!
+//! A deliberate redrive (`hs-redrive-id`, see `hookstream replay --redrive`) is deduped under
+//! (tenant, source, event id, redrive id): it passes once per redrive id, however often the
+//! redrive runs, while plain redeliveries of the event are still dropped.
 
 use schemas::raw::RawMeta;
 use schemas::time::Millis;
@@ -15,6 +19,10 @@ pub fn key(meta: &RawMeta) -> Vec<u8> {
     for part in [&meta.tenant, &meta.source, &meta.event_id] {
         key.extend_from_slice(&(part.len() as u32).to_be_bytes());
         key.extend_from_slice(part.as_bytes());
+    }
+    if let Some(redrive) = &meta.redrive_id {
+        key.extend_from_slice(&(redrive.len() as u32).to_be_bytes());
+        key.extend_from_slice(redrive.as_bytes());
     }
     key
 }
@@ -51,6 +59,7 @@ mod tests {
             content_type: String::new(),
             key_id: String::new(),
             event_id_derived: false,
+            redrive_id: None,
         }
     }
 
@@ -59,6 +68,18 @@ mod tests {
         assert_ne!(key(&meta("ab", "c", "d")), key(&meta("a", "bc", "d")));
         assert_eq!(key(&meta("a", "b", "c")), key(&meta("a", "b", "c")));
         assert_ne!(key(&meta("a", "b", "c")), key(&meta("a", "x", "c")));
+    }
+
+    #[test]
+    fn a_redrive_has_its_own_key_per_redrive_id() {
+        let plain = meta("a", "b", "c");
+        let redrive = |id: &str| RawMeta {
+            redrive_id: Some(id.into()),
+            ..meta("a", "b", "c")
+        };
+        assert_ne!(key(&plain), key(&redrive("r1")));
+        assert_ne!(key(&redrive("r1")), key(&redrive("r2")));
+        assert_eq!(key(&redrive("r1")), key(&redrive("r1")));
     }
 
     #[test]

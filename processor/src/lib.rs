@@ -25,6 +25,7 @@ pub mod restore;
 pub mod store;
 pub mod task;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rdkafka::consumer::Consumer;
@@ -37,7 +38,8 @@ use tokio::sync::watch;
 pub use error::ProcessorError;
 
 use crate::catalog::SourceCatalog;
-use crate::consumer::{GroupConsumer, Pipeline, RebalanceContext};
+pub use crate::consumer::TaskProgress;
+use crate::consumer::{GroupConsumer, Pipeline, Progress, RebalanceContext};
 use crate::task::TaskSettings;
 
 #[derive(Debug, Clone, Default)]
@@ -70,6 +72,7 @@ fn transactional_id(config: &Config) -> String {
 
 /// A running processor; [`ProcessorService::stop`] finishes the current batch and returns.
 pub struct ProcessorService {
+    progress: Progress,
     stop: watch::Sender<bool>,
     join: tokio::task::JoinHandle<Result<(), ProcessorError>>,
 }
@@ -127,18 +130,35 @@ impl ProcessorService {
                 dedupe_window_ms: (config.processor.dedupe_window_secs.saturating_mul(1000))
                     .min(i64::MAX as u64) as i64,
                 max_buffered: config.processor.max_buffered,
+                scope: config.processor.scope.clone().map(Arc::new),
             },
             idle_flush: std::time::Duration::from_millis(config.processor.idle_flush_ms),
             exactly_once: config.processor.exactly_once,
+            progress: Progress::default(),
             restore: {
                 let mut restore = client_config(&config.kafka, Role::Consumer);
                 restore.set("group.id", format!("{}-restore", config.processor.group_id));
                 restore
             },
         };
+        let progress = pipeline.progress.clone();
         let (stop, stopped) = watch::channel(false);
         let join = tokio::spawn(pipeline.run(stopped));
-        Ok(Self { stop, join })
+        Ok(Self {
+            progress,
+            stop,
+            join,
+        })
+    }
+
+    /// Where each open partition task stands (as of its last durable batch).
+    pub fn progress(&self) -> BTreeMap<i32, TaskProgress> {
+        self.progress.lock().expect("progress lock").clone()
+    }
+
+    /// Whether the processor has ended (a fatal error; see [`Self::wait`]).
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
     }
 
     /// Waits until the processor ends by itself (a fatal error).

@@ -41,14 +41,18 @@ pub fn event(input: &RawInput, late: bool) -> OutRecord {
         payload: payload.payload,
         payload_base64: payload.payload_base64,
     };
+    let mut headers = vec![(
+        header::EVENT_ID.to_owned(),
+        meta.event_id.as_bytes().to_vec(),
+    )];
+    if let Some(redrive) = &meta.redrive_id {
+        headers.push((header::REDRIVE_ID.to_owned(), redrive.as_bytes().to_vec()));
+    }
     OutRecord {
         topic: Topic::Events,
         key: key.into_bytes(),
         value: Some(serde_json::to_vec(&record).expect("event record serializes")),
-        headers: vec![(
-            header::EVENT_ID.to_owned(),
-            meta.event_id.as_bytes().to_vec(),
-        )],
+        headers,
         timestamp: Some(meta.occurred_at),
         partition: None,
     }
@@ -83,11 +87,11 @@ pub fn dead_letter(bad: Undecodable) -> OutRecord {
     let mut headers = bad.headers;
     headers.push((header::ERROR.to_owned(), bad.reason.into_bytes()));
     headers.push((
-        "hs-raw-partition".to_owned(),
+        header::RAW_PARTITION.to_owned(),
         bad.partition.to_string().into_bytes(),
     ));
     headers.push((
-        "hs-raw-offset".to_owned(),
+        header::RAW_OFFSET.to_owned(),
         bad.offset.to_string().into_bytes(),
     ));
     OutRecord {

@@ -95,6 +95,7 @@ mod tests {
                 content_type: String::new(),
                 key_id: "k".into(),
                 event_id_derived: false,
+                redrive_id: None,
             },
             body: b"{\"a\":1}".to_vec(),
         }

@@ -13,8 +13,11 @@
 //! around it lives in [`crate::consumer`].
 
 use std::path::Path;
+use std::sync::Arc;
 
 use schemas::key::EntityKey;
+use schemas::raw::header;
+use schemas::scope::{InRange, Scope};
 use schemas::time::Millis;
 
 use crate::catalog::SourceCatalog;
@@ -28,10 +31,13 @@ use crate::store::{Cf, Op, StateStore, Txn, BUFFERED, CHECKPOINT, FLUSH_PENDING,
 
 pub type Decoded = Result<RawInput, Box<Undecodable>>;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TaskSettings {
     pub dedupe_window_ms: Millis,
     pub max_buffered: usize,
+    /// Only records in scope are processed (a rebuild); the rest are consumed and ignored.
+    /// Reaching the end of the scope's range releases everything held back.
+    pub scope: Option<Arc<Scope>>,
 }
 
 impl Default for TaskSettings {
@@ -39,6 +45,7 @@ impl Default for TaskSettings {
         Self {
             dedupe_window_ms: 72 * 3600 * 1000,
             max_buffered: 100_000,
+            scope: None,
         }
     }
 }
@@ -63,6 +70,7 @@ pub struct BatchStats {
     pub dead_letters: usize,
     pub already_applied: usize,
     pub expired: usize,
+    pub out_of_scope: usize,
 }
 
 pub struct PartitionTask {
@@ -138,6 +146,20 @@ impl PartitionTask {
                 continue;
             }
             next_offset = Some(offset + 1);
+            if let Some(scope) = &self.settings.scope {
+                match scoped(scope, &record) {
+                    Scoped::Process => {}
+                    Scoped::Ignore => {
+                        stats.out_of_scope += 1;
+                        continue;
+                    }
+                    Scoped::Ended => {
+                        stats.out_of_scope += 1;
+                        buffered = flush_all(&mut txn, buffered, catalog, out, &mut stats)?;
+                        continue;
+                    }
+                }
+            }
             let input = match record {
                 Ok(input) => input,
                 Err(bad) => {
@@ -279,6 +301,44 @@ fn flush_all(
     let buffered = release(txn, all, buffered, catalog, out, stats)?;
     txn.delete(Cf::Meta, FLUSH_PENDING.to_vec());
     Ok(buffered)
+}
+
+enum Scoped {
+    Process,
+    Ignore,
+    /// At or past the end of the scope's range.
+    Ended,
+}
+
+fn scoped(scope: &Scope, record: &Decoded) -> Scoped {
+    let (partition, offset) = match record {
+        Ok(input) => (input.partition, input.offset),
+        Err(bad) => (bad.partition, bad.offset),
+    };
+    match scope.position(partition, offset) {
+        InRange::Before => Scoped::Ignore,
+        InRange::After => Scoped::Ended,
+        InRange::Inside => match record {
+            Ok(input) => {
+                let meta = &input.meta;
+                let field = |name: &str| match name {
+                    header::TENANT => Some(meta.tenant.as_str()),
+                    header::SOURCE => Some(meta.source.as_str()),
+                    header::ENTITY => Some(meta.entity.as_str()),
+                    header::EVENT_TYPE => Some(meta.event_type.as_str()),
+                    _ => None,
+                };
+                if scope.filter.matches(field) {
+                    Scoped::Process
+                } else {
+                    Scoped::Ignore
+                }
+            }
+            // An unreadable record has no fields to filter on: only an unfiltered scope keeps it.
+            Err(_) if scope.filter.is_empty() => Scoped::Process,
+            Err(_) => Scoped::Ignore,
+        },
+    }
 }
 
 fn entity(txn: &Txn<'_>, key: &str) -> Result<Option<EntityState>, ProcessorError> {

@@ -111,6 +111,7 @@ hmac = {{ header = "x-signature", encoding = "hex" }}
             content_type: "application/json".into(),
             key_id: "k1".into(),
             event_id_derived: false,
+            redrive_id: None,
         };
         let headers = meta
             .to_headers()

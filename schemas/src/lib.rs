@@ -5,6 +5,7 @@
 //! * [`key`]: the partition-key rule `tenant/entity` used by every keyed topic.
 //! * [`raw`]: the Kafka headers that carry metadata beside the byte-exact body in `raw`.
 //! * [`records`]: the JSON values of the derived topics (`events`, `state`).
+//! * [`scope`]: record filters and offset ranges shared by replay and a rebuilding processor.
 //! * [`config`]: the TOML configuration contract and its validation.
 //! * [`kafka`]: librdkafka client settings and topic provisioning through the admin API.
 //!
@@ -17,6 +18,7 @@ pub mod kafka;
 pub mod key;
 pub mod raw;
 pub mod records;
+pub mod scope;
 pub mod time;
 pub mod topics;
 

@@ -39,6 +39,16 @@ pub mod header {
     pub const EVENT_ID_DERIVED: &str = "hs-event-id-derived";
     /// Set on `dlq` records: why the processor could not handle the record.
     pub const ERROR: &str = "hs-error";
+    /// Set by `hookstream replay --redrive`: the redrive's id. The processor dedupes a
+    /// redriven event per redrive id, so each redrive is processed once.
+    pub const REDRIVE_ID: &str = "hs-redrive-id";
+    /// Set by a redrive: `topic/partition/offset` of the record it copies.
+    pub const REDRIVE_FROM: &str = "hs-redrive-from";
+    /// How many times the record has been handled: absent is 1; a redrive adds one.
+    pub const ATTEMPT: &str = "hs-attempt";
+    /// Set on `dlq` records: where the record was in `raw`.
+    pub const RAW_PARTITION: &str = "hs-raw-partition";
+    pub const RAW_OFFSET: &str = "hs-raw-offset";
 }
 
 /// Metadata of one accepted webhook, carried in the headers of its `raw` record.
@@ -56,6 +66,8 @@ pub struct RawMeta {
     pub key_id: String,
     /// The event id is the body's SHA-256 (the sender sent none).
     pub event_id_derived: bool,
+    /// Set when the record is a deliberate redrive (`hs-redrive-id`).
+    pub redrive_id: Option<String>,
 }
 
 impl RawMeta {
@@ -76,6 +88,9 @@ impl RawMeta {
         ];
         if self.event_id_derived {
             headers.push((header::EVENT_ID_DERIVED, "body-sha256".to_owned()));
+        }
+        if let Some(redrive) = &self.redrive_id {
+            headers.push((header::REDRIVE_ID, redrive.clone()));
         }
         headers
     }
@@ -121,12 +136,13 @@ impl RawMeta {
             content_type: get(header::CONTENT_TYPE).unwrap_or_default(),
             key_id: get(header::KEY_ID).unwrap_or_default(),
             event_id_derived: get(header::EVENT_ID_DERIVED).is_ok(),
+            redrive_id: get(header::REDRIVE_ID).ok(),
         })
     }
 }
 
 fn static_name(name: &str) -> &'static str {
-    const ALL: [&str; 12] = [
+    const ALL: [&str; 13] = [
         header::VERSION,
         header::TENANT,
         header::SOURCE,
@@ -139,6 +155,7 @@ fn static_name(name: &str) -> &'static str {
         header::CONTENT_TYPE,
         header::KEY_ID,
         header::EVENT_ID_DERIVED,
+        header::REDRIVE_ID,
     ];
     ALL.into_iter().find(|n| *n == name).unwrap_or("unknown")
 }
@@ -160,6 +177,7 @@ mod tests {
             content_type: "application/json".into(),
             key_id: "k1".into(),
             event_id_derived: false,
+            redrive_id: None,
         }
     }
 

@@ -24,6 +24,7 @@ fn input(offset: i64, event_id: &str, entity: &str, at: i64, body: &str) -> Deco
             content_type: "application/json".into(),
             key_id: "k1".into(),
             event_id_derived: false,
+            redrive_id: None,
         },
         body: body.as_bytes().to_vec(),
     })
@@ -358,7 +359,7 @@ proptest! {
         };
         let settings = TaskSettings { max_buffered: 5, ..TaskSettings::default() };
         let whole_dir = tempfile::tempdir().unwrap();
-        let mut whole = open(&whole_dir, settings);
+        let mut whole = open(&whole_dir, settings.clone());
         let (mut expected, _) = run(&mut whole, records(0, sequence.len()));
         expected.extend(flush(&mut whole));
 
@@ -405,4 +406,77 @@ fn a_decided_flush_is_redone_before_new_input() {
         "c arrives after o1 released a"
     );
     assert_eq!(task.buffered(), 0);
+}
+
+/// A rebuild's scope: records before the range and of other tenants are consumed but ignored,
+/// and the first record past the range releases everything held back.
+#[test]
+fn a_scope_ignores_what_is_outside_and_flushes_at_its_end() {
+    use schemas::scope::{OffsetRange, RecordFilter};
+    let dir = tempfile::tempdir().unwrap();
+    let scope = Scope {
+        filter: RecordFilter {
+            entities: vec!["o1".into()],
+            ..RecordFilter::default()
+        },
+        ranges: Some([(0, OffsetRange { start: 1, end: 4 })].into()),
+    };
+    let settings = TaskSettings {
+        scope: Some(Arc::new(scope)),
+        ..TaskSettings::default()
+    };
+    let mut task = open(&dir, settings);
+    let (out, stats) = run(
+        &mut task,
+        vec![
+            input(0, "before", "o1", 10_000, "{}"),
+            input(1, "a", "o1", 10_001, "{}"),
+            input(2, "other", "o2", 10_002, "{}"),
+            input(3, "b", "o1", 10_003, "{}"),
+        ],
+    );
+    assert!(out.is_empty(), "held back for reordering");
+    assert_eq!((stats.events, stats.out_of_scope), (2, 2));
+    assert_eq!(task.next_offset(), Some(4));
+    let (out, stats) = run(&mut task, vec![input(4, "after", "o1", 99_000, "{}")]);
+    let ids: Vec<String> = events(&out).into_iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!((stats.events, stats.out_of_scope), (0, 1));
+    assert_eq!(task.buffered(), 0);
+}
+
+#[test]
+fn a_redrive_passes_dedupe_once_per_redrive_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, TaskSettings::default());
+    let redrive = |offset: i64, id: &str| {
+        let mut record = input(offset, "a", "o1", 10_000, "{}");
+        if let Ok(input) = &mut record {
+            input.meta.redrive_id = Some(id.into());
+        }
+        record
+    };
+    run(&mut task, vec![input(0, "a", "o1", 10_000, "{}")]);
+    let (_, stats) = run(
+        &mut task,
+        vec![
+            input(1, "a", "o1", 10_000, "{}"),
+            redrive(2, "r1"),
+            redrive(3, "r1"),
+            redrive(4, "r2"),
+        ],
+    );
+    assert_eq!((stats.events, stats.duplicates), (2, 2));
+    let out = flush(&mut task);
+    let redriven: Vec<&str> = out
+        .iter()
+        .filter(|r| r.topic == Topic::Events)
+        .filter_map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == header::REDRIVE_ID)
+                .map(|(_, v)| std::str::from_utf8(v).unwrap())
+        })
+        .collect();
+    assert_eq!(redriven, ["r1", "r2"]);
 }

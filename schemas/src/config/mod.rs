@@ -192,6 +192,10 @@ pub struct ProcessorConfig {
     /// live pipeline (use a fresh `group_id` with it).
     #[serde(default)]
     pub output_prefix: Option<String>,
+    /// Process only these records of `raw` (set by `hookstream replay --rebuild`); the rest
+    /// are consumed and ignored. Absent: everything.
+    #[serde(default)]
+    pub scope: Option<crate::scope::Scope>,
 }
 
 impl Default for ProcessorConfig {
@@ -206,6 +210,7 @@ impl Default for ProcessorConfig {
             idle_flush_ms: default_idle_flush(),
             exactly_once: false,
             output_prefix: None,
+            scope: None,
         }
     }
 }
