@@ -33,9 +33,9 @@ impl RecordFilter {
     }
 
     /// Whether a record whose fields `field` looks up (by `hs-*` header name) matches.
-    pub fn matches<'a>(&self, field: impl Fn(&str) -> Option<&'a str>) -> bool {
+    pub fn matches<S: AsRef<str>>(&self, field: impl Fn(&str) -> Option<S>) -> bool {
         let one = |values: &[String], name: &str| {
-            values.is_empty() || field(name).is_some_and(|v| values.iter().any(|w| w == v))
+            values.is_empty() || field(name).is_some_and(|v| values.iter().any(|w| w == v.as_ref()))
         };
         one(&self.tenants, header::TENANT)
             && one(&self.sources, header::SOURCE)

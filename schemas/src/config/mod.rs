@@ -49,6 +49,33 @@ pub struct Config {
     pub processor: ProcessorConfig,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin HTTP API (`hookstream admin`): replay and redrive jobs, behind a bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// The bearer token every request must present (`value`, `env` or `file`). Without one
+    /// the admin API refuses to start.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            token: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:8081".into()
 }
 
 impl Config {

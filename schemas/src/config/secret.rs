@@ -8,6 +8,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
+    /// Required for signing secrets; optional where only one secret is meant (admin token).
+    #[serde(default)]
     pub id: String,
     #[serde(default)]
     pub value: Option<SecretString>,

@@ -1,0 +1,286 @@
+//! The admin HTTP API (`hookstream admin`): start, list and cancel replay jobs. Every request
+//! must carry `Authorization: Bearer <admin.token>`; the token is compared in constant time
+//! (as SHA-256 digests, so its length does not leak either).
+//!
+//! | method and path          | does |
+//! |--------------------------|------|
+//! | `POST /v1/jobs`          | starts a job from a [`JobSpec`] JSON body; 201 with the job |
+//! | `GET /v1/jobs`           | every job with its state and progress |
+//! | `GET /v1/jobs/{id}`      | one job |
+//! | `DELETE /v1/jobs/{id}`   | asks a running job to stop; 202 with the job |
+//!
+//! A job's id is its redrive or rebuild id, so starting the same redrive twice is harmless:
+//! the processor dedupes per redrive id (409 while the first run is still going). Jobs live
+//! in memory; their effects are idempotent, so after a restart a job is simply started again.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use schemas::config::Config;
+
+use crate::job::{execute, JobResult, JobSpec};
+use crate::progress::{Snapshot, Tracker};
+use crate::ReplayError;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Succeeded { result: JobResult },
+    Cancelled { result: JobResult },
+    Failed { error: String },
+}
+
+struct Job {
+    spec: JobSpec,
+    created_at: String,
+    tracker: Arc<Tracker>,
+    cancel: Arc<AtomicBool>,
+    state: Arc<Mutex<JobState>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub created_at: String,
+    pub spec: JobSpec,
+    pub progress: Snapshot,
+    #[serde(flatten)]
+    pub state: JobState,
+}
+
+/// The jobs of this admin process. They run on the multi-threaded runtime the admin was
+/// started from (a rebuild runs a processor, which needs one), not on the HTTP workers.
+#[derive(Clone)]
+pub struct Jobs {
+    jobs: Arc<Mutex<BTreeMap<String, Job>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Jobs {
+    pub fn new(runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            jobs: Arc::default(),
+            runtime,
+        }
+    }
+
+    pub fn start(&self, config: Arc<Config>, spec: JobSpec) -> Result<JobView, ReplayError> {
+        spec.validate(&config)?;
+        let id = spec.id_or_new();
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        if jobs
+            .get(&id)
+            .is_some_and(|job| matches!(*job.state.lock().expect("job lock"), JobState::Running))
+        {
+            return Err(ReplayError::JobRunning(id));
+        }
+        let job = Job {
+            spec: spec.clone(),
+            created_at: schemas::time::to_rfc3339(schemas::time::now_millis()),
+            tracker: Arc::default(),
+            cancel: Arc::default(),
+            state: Arc::new(Mutex::new(JobState::Running)),
+        };
+        let (tracker, cancel, state) = (job.tracker.clone(), job.cancel.clone(), job.state.clone());
+        let job_id = id.clone();
+        self.runtime.spawn(async move {
+            let outcome = execute(&config, &spec, &job_id, tracker, cancel).await;
+            let next = match outcome {
+                Ok(result) if cancelled(&result) => JobState::Cancelled { result },
+                Ok(result) => JobState::Succeeded { result },
+                Err(error) => JobState::Failed {
+                    error: error.to_string(),
+                },
+            };
+            tracing::info!(job = %job_id, state = ?next, "replay job ended");
+            *state.lock().expect("job lock") = next;
+        });
+        jobs.insert(id.clone(), job);
+        Ok(view(&id, &jobs[&id]))
+    }
+
+    pub fn list(&self) -> Vec<JobView> {
+        let jobs = self.jobs.lock().expect("jobs lock");
+        jobs.iter().map(|(id, job)| view(id, job)).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Result<JobView, ReplayError> {
+        let jobs = self.jobs.lock().expect("jobs lock");
+        jobs.get(id)
+            .map(|job| view(id, job))
+            .ok_or_else(|| ReplayError::NoSuchJob(id.to_owned()))
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<JobView, ReplayError> {
+        let jobs = self.jobs.lock().expect("jobs lock");
+        let job = jobs
+            .get(id)
+            .ok_or_else(|| ReplayError::NoSuchJob(id.to_owned()))?;
+        job.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(view(id, job))
+    }
+}
+
+fn cancelled(result: &JobResult) -> bool {
+    match result {
+        JobResult::DryRun(_) => false,
+        JobResult::Rebuild(rebuilt) => rebuilt.cancelled,
+        JobResult::Redrive { cancelled, .. } => *cancelled,
+    }
+}
+
+fn view(id: &str, job: &Job) -> JobView {
+    JobView {
+        id: id.to_owned(),
+        created_at: job.created_at.clone(),
+        spec: job.spec.clone(),
+        progress: job.tracker.snapshot(),
+        state: job.state.lock().expect("job lock").clone(),
+    }
+}
+
+struct AdminState {
+    config: Arc<Config>,
+    jobs: Jobs,
+    token_digest: [u8; 32],
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn error(error: &ReplayError) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST))
+        .json(serde_json::json!({"error": error.code(), "message": error.to_string()}))
+}
+
+fn authorized(request: &HttpRequest, state: &AdminState) -> Result<(), HttpResponse> {
+    let presented = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(digest(presented.as_bytes()).ct_eq(&state.token_digest)) && !presented.is_empty()
+    {
+        return Ok(());
+    }
+    Err(HttpResponse::Unauthorized()
+        .insert_header(("www-authenticate", "Bearer"))
+        .json(serde_json::json!({"error": "unauthorized", "message": "a valid bearer token (admin.token) is required"})))
+}
+
+async fn create(
+    request: HttpRequest,
+    state: web::Data<AdminState>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(denied) = authorized(&request, &state) {
+        return denied;
+    }
+    let spec: JobSpec = match serde_json::from_slice(&body) {
+        Ok(spec) => spec,
+        Err(e) => return error(&ReplayError::invalid(format!("job body: {e}"))),
+    };
+    match state.jobs.start(state.config.clone(), spec) {
+        Ok(job) => HttpResponse::Created().json(job),
+        Err(e) => error(&e),
+    }
+}
+
+async fn list(request: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Err(denied) = authorized(&request, &state) {
+        return denied;
+    }
+    HttpResponse::Ok().json(serde_json::json!({ "jobs": state.jobs.list() }))
+}
+
+async fn show(
+    request: HttpRequest,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    if let Err(denied) = authorized(&request, &state) {
+        return denied;
+    }
+    match state.jobs.get(&id) {
+        Ok(job) => HttpResponse::Ok().json(job),
+        Err(e) => error(&e),
+    }
+}
+
+async fn cancel(
+    request: HttpRequest,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    if let Err(denied) = authorized(&request, &state) {
+        return denied;
+    }
+    match state.jobs.cancel(&id) {
+        Ok(job) => HttpResponse::Accepted().json(job),
+        Err(e) => error(&e),
+    }
+}
+
+/// A running admin API.
+pub struct AdminServer {
+    pub addrs: Vec<std::net::SocketAddr>,
+    server: actix_web::dev::Server,
+}
+
+impl AdminServer {
+    pub fn start(config: Config) -> Result<Self, ReplayError> {
+        let token: SecretString = config
+            .admin
+            .token
+            .as_ref()
+            .ok_or_else(|| {
+                ReplayError::invalid(
+                    "admin.token is not set: the admin API needs a bearer token (value, env or file)",
+                )
+            })?
+            .resolve()
+            .map_err(|e| ReplayError::invalid(format!("admin.token: {e}")))?;
+        let state = web::Data::new(AdminState {
+            config: Arc::new(config.clone()),
+            jobs: Jobs::new(tokio::runtime::Handle::current()),
+            token_digest: digest(token.expose_secret().as_bytes()),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(64 * 1024))
+                .route("/v1/jobs", web::post().to(create))
+                .route("/v1/jobs", web::get().to(list))
+                .route("/v1/jobs/{id}", web::get().to(show))
+                .route("/v1/jobs/{id}", web::delete().to(cancel))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(&config.admin.listen)
+        .map_err(|e| {
+            ReplayError::invalid(format!("admin.listen `{}`: {e}", config.admin.listen))
+        })?;
+        let addrs = server.addrs();
+        let server = server.run();
+        Ok(Self { addrs, server })
+    }
+
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run(self) -> Result<(), ReplayError> {
+        Ok(self.server.await?)
+    }
+}
