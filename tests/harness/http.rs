@@ -64,3 +64,32 @@ pub fn try_post(
         json,
     })
 }
+
+/// Any method, with headers and an optional JSON body; returns status and JSON reply.
+pub fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut request = ureq::request(method, url);
+    if let Some(token) = token {
+        request = request.set("authorization", &format!("Bearer {token}"));
+    }
+    let result = match body {
+        Some(body) => request
+            .set("content-type", "application/json")
+            .send_string(body),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => panic!("{method} {url} failed: {error}"),
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap();
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON reply {status}: {text}"));
+    (status, json)
+}

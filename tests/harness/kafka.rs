@@ -192,3 +192,52 @@ pub fn stream_until(
         }
     }
 }
+
+/// Polls until `group` has committed, on every partition of `topic`, the topic's high
+/// watermark: the group has consumed everything written so far.
+pub fn wait_caught_up(brokers: &str, group: &str, topic: &str) {
+    let watermarks = Watermarks::new(brokers, topic);
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + super::DEADLINE * 2;
+    loop {
+        let mut wanted = TopicPartitionList::new();
+        let mut high = Vec::new();
+        for partition in &watermarks.partitions {
+            wanted.add_partition(topic, *partition);
+            let (_, h) = watermarks
+                .consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(60))
+                .unwrap();
+            high.push((*partition, h));
+        }
+        let committed = committer
+            .committed_offsets(wanted, Duration::from_secs(30))
+            .unwrap();
+        let behind: Vec<(i32, i64, Offset)> = high
+            .iter()
+            .filter_map(|(p, h)| {
+                let offset = committed
+                    .find_partition(topic, *p)
+                    .map_or(Offset::Invalid, |e| e.offset());
+                match offset {
+                    Offset::Offset(o) if o >= *h => None,
+                    _ if *h == 0 => None,
+                    other => Some((*p, *h, other)),
+                }
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} did not catch up on {topic}: (partition, high, committed) {behind:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100)); // polling interval
+    }
+}

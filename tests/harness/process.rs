@@ -33,6 +33,20 @@ impl Service {
         service
     }
 
+    /// Starts `hookstream admin` and waits for the address it prints.
+    pub fn admin(config: &Path) -> Self {
+        let mut service = Self::spawn("admin", &["admin", "--config"], config);
+        let line = service.wait_for_line("listening on http://");
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_owned();
+        service.base_url = Some(url);
+        service
+    }
+
     /// Starts `hookstream process` and waits until it has subscribed.
     pub fn processor(config: &Path) -> Self {
         let mut service = Self::spawn("processor", &["process", "--config"], config);
@@ -146,4 +160,45 @@ impl Drop for Service {
             eprintln!("--- hookstream {} log ---\n{}", self.name, self.log());
         }
     }
+}
+
+/// Runs a `hookstream` command to its end (at most `DEADLINE` × 3) and returns its output.
+pub fn run(args: &[&str]) -> std::process::Output {
+    let child = Command::new(binary())
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("HOOKSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hookstream binary runs");
+    let pid = child.id();
+    let (done, finished) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(super::DEADLINE * 3).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    output
+}
+
+/// Runs a `hookstream` command that must succeed; returns its stdout and stderr.
+pub fn run_ok(args: &[&str]) -> (String, String) {
+    let output = run(args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "hookstream {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    (stdout, stderr)
 }
