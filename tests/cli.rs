@@ -88,11 +88,23 @@ fn every_command_explains_itself() {
         &["ingest", "--help"],
         &["process", "--help"],
         &["check-config", "--help"],
+        &["replay", "-h"],
+        &["tail", "-h"],
+        &["admin", "-h"],
     ] {
         let output = Command::new(binary()).args(command).output().unwrap();
         assert!(output.status.success(), "{command:?}");
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(text.contains("Usage: hookstream"), "{command:?}: {text}");
+        // Every flag and argument line carries an explanation after its name.
+        for line in text.lines().map(str::trim_start) {
+            if line.starts_with('-') || (line.starts_with('<') && !line.starts_with("<COMMAND>")) {
+                let explained = line
+                    .split_once("  ")
+                    .is_some_and(|(_, help)| help.trim().split_whitespace().count() >= 2);
+                assert!(explained, "{command:?}: `{line}` is not explained");
+            }
+        }
     }
 }
 
