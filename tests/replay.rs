@@ -375,7 +375,11 @@ fn a_redrive_is_processed_once_per_id_and_dead_letters_return_with_one_more_atte
         "-n",
         "3",
     ]);
-    assert_eq!(pretty.matches("key=globex/globex-o7").count(), 3, "{pretty}");
+    assert_eq!(
+        pretty.matches("key=globex/globex-o7").count(),
+        3,
+        "{pretty}"
+    );
     assert!(pretty.contains("  hs-entity: globex-o7"), "{pretty}");
     assert!(pretty.contains("\"tenant\": \"globex\""), "{pretty}");
     assert!(!pretty.contains("globex-o8"), "{pretty}");
@@ -473,6 +477,34 @@ fn the_admin_api_runs_lists_and_cancels_jobs_behind_its_token() {
     assert!(
         !admin.log().contains("s3cret-admin"),
         "the token reached the log"
+    );
+
+    // The CLI stops cleanly on Ctrl-C and says how to resume.
+    let child = std::process::Command::new(harness::process::binary())
+        .args([
+            "replay",
+            "--config",
+            config.path.to_str().unwrap(),
+            "--rebuild",
+        ])
+        .args(["--into", "t.admin.cli.", "--id", "cli"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_caught_up(&brokers, "processor-admin-rebuild-cli", &raw);
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stopped before the end; resume with the same command and `--id cli`"),
+        "{stderr}"
     );
 }
 

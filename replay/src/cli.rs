@@ -165,10 +165,14 @@ fn cancel_on_signal() -> Arc<AtomicBool> {
 }
 
 /// The command line that resumes a stopped run: the same flags, with `--resume` and `--id`.
-fn resume_command(next: &BTreeMap<i32, i64>, id: &str) -> String {
+fn resume_command(
+    command: impl IntoIterator<Item = String>,
+    next: &BTreeMap<i32, i64>,
+    id: &str,
+) -> String {
     let mut args: Vec<String> = Vec::new();
     let mut skip = false;
-    for arg in std::env::args() {
+    for arg in command {
         if skip {
             skip = false;
             continue;
@@ -237,7 +241,7 @@ pub async fn replay(config: Config, args: ReplayArgs) -> Result<(), ReplayError>
             if cancelled {
                 eprintln!(
                     "stopped before the end; resume with:\n  {}",
-                    resume_command(&next, &id)
+                    resume_command(std::env::args(), &next, &id)
                 );
             }
         }
@@ -336,6 +340,20 @@ pub async fn tail(config: Config, args: TailArgs) -> Result<(), ReplayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_run_prints_the_same_command_with_its_id_and_offsets() {
+        let command = "hookstream replay -c x.toml --redrive --id r1 --resume 0=5 --tenant acme";
+        let resume = resume_command(
+            command.split(' ').map(str::to_owned),
+            &[(0, 120), (1, 88)].into(),
+            "r1",
+        );
+        assert_eq!(
+            resume,
+            "hookstream replay -c x.toml --redrive --tenant acme --id r1 --resume 0=120,1=88"
+        );
+    }
 
     #[test]
     fn resume_offsets_parse_and_reject_nonsense() {
