@@ -5,7 +5,7 @@ HOOKSTREAM_CACHE="${HOOKSTREAM_CACHE:-$HOME/.cache/hookstream}"
 TANSU_VERSION="0.6.0"
 
 ensure_system_packages() {
-  local wanted=(build-essential pkg-config cmake libclang-dev zlib1g-dev curl sqlite3 python3-venv) missing=()
+  local wanted=(build-essential pkg-config cmake libclang-dev zlib1g-dev curl sqlite3 python3-venv libssl-dev) missing=()
   for package in "${wanted[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
   done
@@ -39,5 +39,5 @@ ensure_schema_tools() {
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
       jsonschema==4.26.0 fastavro==1.13.1 rfc3339-validator==0.1.4
   fi
-  SCHEMA_PYTHON="$venv/bin/python"
+  export SCHEMA_PYTHON="$venv/bin/python"
 }

@@ -19,6 +19,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
+use schemas::avro::Codecs;
 use schemas::config::Config;
 use schemas::kafka::{client_config, Role};
 use schemas::key::EntityKey;
@@ -44,6 +45,7 @@ pub struct Appender {
     rejected_topic: String,
     retry_after: u32,
     discard: bool,
+    codecs: Arc<Codecs>,
 }
 
 impl Appender {
@@ -63,7 +65,14 @@ impl Appender {
             rejected_topic: config.topics().name(Topic::Rejected),
             retry_after: config.ingest.retry_after_secs,
             discard: false,
+            codecs: Arc::new(Codecs::json()),
         })
+    }
+
+    /// Encodes `rejected` values with these codecs (Avro when configured).
+    pub fn with_codecs(mut self, codecs: Codecs) -> Self {
+        self.codecs = Arc::new(codecs);
+        self
     }
 
     /// Benchmarks only: answer without producing, to measure the HTTP ceiling. Never durable.
@@ -151,7 +160,7 @@ impl Appender {
         if self.discard {
             return;
         }
-        let value = serde_json::to_vec(record).expect("rejected record serializes");
+        let value = self.codecs.encode(Topic::Rejected, record);
         let future = FutureRecord::to(&self.rejected_topic)
             .key(record.tenant.as_bytes())
             .payload(&value);

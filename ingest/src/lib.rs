@@ -112,7 +112,12 @@ impl IngestService {
                 .map_err(|e| startup(e.to_string()))?;
         }
         let tenants = build_tenants(config).map_err(|problems| startup(problems.join("; ")))?;
-        let mut appender = Appender::new(config).map_err(|e| startup(e.to_string()))?;
+        let codecs = schemas::registry::codecs(config, &[Topic::Rejected])
+            .await
+            .map_err(|e| startup(e.to_string()))?;
+        let mut appender = Appender::new(config)
+            .map_err(|e| startup(e.to_string()))?
+            .with_codecs(codecs);
         if options.discard_appends {
             tracing::warn!("appends are DISCARDED (benchmark mode): nothing is written to Kafka");
             appender = appender.discarding();

@@ -131,6 +131,13 @@ impl ProcessorService {
                     .min(i64::MAX as u64) as i64,
                 max_buffered: config.processor.max_buffered,
                 scope: config.processor.scope.clone().map(Arc::new),
+                codecs: Arc::new(
+                    schemas::registry::codecs(
+                        config,
+                        &[Topic::Events, Topic::State, Topic::Deferred, Topic::Alerts],
+                    )
+                    .await?,
+                ),
             },
             idle_flush: std::time::Duration::from_millis(config.processor.idle_flush_ms),
             exactly_once: config.processor.exactly_once,

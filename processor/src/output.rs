@@ -1,6 +1,7 @@
 //! The records a partition task produces: `events`, `state` and `dlq` values built from its
 //! inputs and state, deterministically (same input and state, same bytes).
 
+use schemas::avro::Codecs;
 use schemas::key::EntityKey;
 use schemas::raw::header;
 use schemas::records::{EventRecord, Payload, StateRecord};
@@ -24,7 +25,7 @@ pub struct OutRecord {
     pub partition: Option<i32>,
 }
 
-pub fn event(input: &RawInput, late: bool) -> OutRecord {
+pub fn event(input: &RawInput, late: bool, codecs: &Codecs) -> OutRecord {
     let meta = &input.meta;
     let key = EntityKey::new(&meta.tenant, &meta.entity).encode();
     let payload = Payload::from_body(&input.body);
@@ -51,14 +52,14 @@ pub fn event(input: &RawInput, late: bool) -> OutRecord {
     OutRecord {
         topic: Topic::Events,
         key: key.into_bytes(),
-        value: Some(serde_json::to_vec(&record).expect("event record serializes")),
+        value: Some(codecs.encode(Topic::Events, &record)),
         headers,
         timestamp: Some(meta.occurred_at),
         partition: None,
     }
 }
 
-pub fn state(tenant: &str, entity: &str, state: &EntityState) -> OutRecord {
+pub fn state(tenant: &str, entity: &str, state: &EntityState, codecs: &Codecs) -> OutRecord {
     let record = StateRecord {
         tenant: tenant.to_owned(),
         entity: entity.to_owned(),
@@ -73,7 +74,7 @@ pub fn state(tenant: &str, entity: &str, state: &EntityState) -> OutRecord {
     OutRecord {
         topic: Topic::State,
         key: EntityKey::new(tenant, entity).encode().into_bytes(),
-        value: Some(serde_json::to_vec(&record).expect("state record serializes")),
+        value: Some(codecs.encode(Topic::State, &record)),
         headers: vec![(
             header::EVENT_ID.to_owned(),
             state.last_event_id.as_bytes().to_vec(),

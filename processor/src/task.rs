@@ -15,6 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use schemas::avro::Codecs;
 use schemas::key::EntityKey;
 use schemas::raw::header;
 use schemas::scope::{InRange, Scope};
@@ -38,6 +39,8 @@ pub struct TaskSettings {
     /// Only records in scope are processed (a rebuild); the rest are consumed and ignored.
     /// Reaching the end of the scope's range releases everything held back.
     pub scope: Option<Arc<Scope>>,
+    /// How `events` and `state` values are encoded (JSON, or Avro under registered ids).
+    pub codecs: Arc<Codecs>,
 }
 
 impl Default for TaskSettings {
@@ -46,6 +49,7 @@ impl Default for TaskSettings {
             dedupe_window_ms: 72 * 3600 * 1000,
             max_buffered: 100_000,
             scope: None,
+            codecs: Arc::new(Codecs::json()),
         }
     }
 }
@@ -130,7 +134,14 @@ impl PartitionTask {
         let mut buffered = self.buffered;
         if txn.get(Cf::Meta, FLUSH_PENDING)?.is_some() {
             // A flush was decided before a crash: redo it first, as it was going to happen.
-            buffered = flush_all(&mut txn, buffered, catalog, out, &mut stats)?;
+            buffered = flush_all(
+                &mut txn,
+                buffered,
+                catalog,
+                &self.settings.codecs,
+                out,
+                &mut stats,
+            )?;
         }
         let mut next_offset = None;
         // No buffered event releases before `floor`: later scans start there, not at the
@@ -155,7 +166,14 @@ impl PartitionTask {
                     }
                     Scoped::Ended => {
                         stats.out_of_scope += 1;
-                        buffered = flush_all(&mut txn, buffered, catalog, out, &mut stats)?;
+                        buffered = flush_all(
+                            &mut txn,
+                            buffered,
+                            catalog,
+                            &self.settings.codecs,
+                            out,
+                            &mut stats,
+                        )?;
                         continue;
                     }
                 }
@@ -191,7 +209,7 @@ impl PartitionTask {
             let state = entity(&txn, &entity_key)?;
             if reorder::is_late(state.as_ref(), &input.meta) {
                 stats.late += 1;
-                out.push(output::event(&input, true));
+                out.push(output::event(&input, true, &self.settings.codecs));
                 continue;
             }
             let grace = catalog.grace(&input.meta.tenant, &input.meta.source);
@@ -211,12 +229,28 @@ impl PartitionTask {
                     &reorder::time_key(floor),
                     &reorder::due_bound(stream_time),
                 )?;
-                buffered = release(&mut txn, due, buffered, catalog, out, &mut stats)?;
+                buffered = release(
+                    &mut txn,
+                    due,
+                    buffered,
+                    catalog,
+                    &self.settings.codecs,
+                    out,
+                    &mut stats,
+                )?;
                 floor = stream_time.saturating_add(1);
             }
             if buffered > self.settings.max_buffered {
                 let oldest = txn.first(Cf::Buffer, buffered - self.settings.max_buffered)?;
-                buffered = release(&mut txn, oldest, buffered, catalog, out, &mut stats)?;
+                buffered = release(
+                    &mut txn,
+                    oldest,
+                    buffered,
+                    catalog,
+                    &self.settings.codecs,
+                    out,
+                    &mut stats,
+                )?;
             }
         }
         for (expiry_key, _) in txn.range(Cf::Expiry, &[0; 8], &reorder::due_bound(stream_time))? {
@@ -267,7 +301,14 @@ impl PartitionTask {
     ) -> Result<Pending, ProcessorError> {
         let mut txn = Txn::new(&self.store);
         let mut stats = BatchStats::default();
-        let buffered = flush_all(&mut txn, self.buffered, catalog, out, &mut stats)?;
+        let buffered = flush_all(
+            &mut txn,
+            self.buffered,
+            catalog,
+            &self.settings.codecs,
+            out,
+            &mut stats,
+        )?;
         txn.put_i64(BUFFERED, buffered as i64);
         Ok(Pending {
             ops: txn.into_ops(),
@@ -294,11 +335,12 @@ fn flush_all(
     txn: &mut Txn<'_>,
     buffered: usize,
     catalog: &SourceCatalog,
+    codecs: &Codecs,
     out: &mut Vec<OutRecord>,
     stats: &mut BatchStats,
 ) -> Result<usize, ProcessorError> {
     let all = txn.first(Cf::Buffer, usize::MAX)?;
-    let buffered = release(txn, all, buffered, catalog, out, stats)?;
+    let buffered = release(txn, all, buffered, catalog, codecs, out, stats)?;
     txn.delete(Cf::Meta, FLUSH_PENDING.to_vec());
     Ok(buffered)
 }
@@ -359,6 +401,7 @@ fn release(
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     mut buffered: usize,
     catalog: &SourceCatalog,
+    codecs: &Codecs,
     out: &mut Vec<OutRecord>,
     stats: &mut BatchStats,
 ) -> Result<usize, ProcessorError> {
@@ -384,11 +427,11 @@ fn release(
         match reconcile(current.as_ref(), &change) {
             Outcome::Late => {
                 stats.late += 1;
-                out.push(output::event(&input, true));
+                out.push(output::event(&input, true, codecs));
             }
             Outcome::Applied(state) => {
-                out.push(output::event(&input, false));
-                out.push(output::state(&meta.tenant, &meta.entity, &state));
+                out.push(output::event(&input, false, codecs));
+                out.push(output::state(&meta.tenant, &meta.entity, &state, codecs));
                 txn.put(
                     Cf::Entity,
                     entity_key.into_bytes(),

@@ -15,9 +15,11 @@ use schemas::topics::Topic;
 use crate::job::{execute, FromTopic, JobResult, JobSpec, Mode};
 use crate::position::Position;
 use crate::progress::{Display, Tracker};
+use crate::record::Record;
 use crate::select::Selection;
 use crate::tail::Format;
 use crate::{reader, tail, ReplayError};
+use schemas::avro::unframe;
 
 /// Which records: partitions, range, fields.
 #[derive(Debug, Clone, Args)]
@@ -302,6 +304,12 @@ pub async fn tail(config: Config, args: TailArgs) -> Result<(), ReplayError> {
     };
     let cancel = cancel_on_signal();
     let client = client_config(&config.kafka, Role::Consumer);
+    let decoder = config
+        .schema_registry
+        .url
+        .as_deref()
+        .map(schemas::registry::Decoder::new);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let consumer = reader::consumer(client)?;
         let ranges = selection.resolve(&consumer)?;
@@ -315,10 +323,26 @@ pub async fn tail(config: Config, args: TailArgs) -> Result<(), ReplayError> {
             args.follow,
             &cancel,
             |record| {
-                if !selection.matches(&record) {
+                let avro = match (&decoder, record.value.as_deref().and_then(unframe)) {
+                    (Some(decoder), Some((schema_id, _))) => {
+                        let bytes = record.value.as_deref().unwrap_or_default();
+                        let value = runtime.block_on(decoder.decode(bytes))?;
+                        Some(tail::Avro { schema_id, value })
+                    }
+                    _ => None,
+                };
+                let matched = match &avro {
+                    // Filter on the decoded fields, as for a JSON value.
+                    Some(avro) => selection.matches(&Record {
+                        value: Some(serde_json::to_vec(&avro.value).expect("json serializes")),
+                        ..record.clone()
+                    }),
+                    None => selection.matches(&record),
+                };
+                if !matched {
                     return Ok(ControlFlow::Continue(()));
                 }
-                tail::print(&mut out, &record, args.format)?;
+                tail::print(&mut out, &record, avro.as_ref(), args.format)?;
                 if args.follow {
                     out.flush()?;
                 }

@@ -1,7 +1,9 @@
 //! `hookstream tail`: prints records of any topic, decoded. Values that are JSON print as
 //! JSON (pretty, or compact in JSON lines), other UTF-8 as a string, anything else as base64;
 //! a value in the Confluent wire format (magic byte 0, 4-byte schema id) is shown with its
-//! schema id and base64 body. Header values print as text when they are UTF-8.
+//! schema id and base64 body — or, with `schema_registry.url` configured, decoded through the
+//! writer schema the registry holds for that id ([`Avro`]). Header values print as text when
+//! they are UTF-8.
 
 use std::io::Write;
 
@@ -42,26 +44,44 @@ pub fn value(bytes: &[u8]) -> Value {
     text_or_base64(bytes)
 }
 
-pub fn json_line(record: &Record) -> Value {
+/// A value decoded from Avro: the schema id it was written with and its JSON form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Avro {
+    pub schema_id: u32,
+    pub value: Value,
+}
+
+fn shown_value(record: &Record, avro: Option<&Avro>) -> Option<Value> {
+    match avro {
+        Some(avro) => Some(avro.value.clone()),
+        None => record.value.as_deref().map(value),
+    }
+}
+
+pub fn json_line(record: &Record, avro: Option<&Avro>) -> Value {
     let headers: Map<String, Value> = record
         .headers
         .iter()
         .map(|(k, v)| (k.clone(), text_or_base64(v)))
         .collect();
-    json!({
+    let mut line = json!({
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
         "timestamp": record.timestamp.map(to_rfc3339),
         "key": record.key.as_deref().map(text_or_base64),
         "headers": headers,
-        "value": record.value.as_deref().map(value),
-    })
+        "value": shown_value(record, avro),
+    });
+    if let Some(avro) = avro {
+        line["schema_id"] = json!(avro.schema_id);
+    }
+    line
 }
 
-pub fn pretty(record: &Record) -> String {
+pub fn pretty(record: &Record, avro: Option<&Avro>) -> String {
     let mut out = format!(
-        "{}/{}@{}  {}  key={}\n",
+        "{}/{}@{}  {}  key={}{}\n",
         record.topic,
         record.partition,
         record.offset,
@@ -77,6 +97,8 @@ pub fn pretty(record: &Record) -> String {
                 other => other.to_string(),
             })
             .unwrap_or_else(|| "(none)".into()),
+        avro.map(|a| format!("  avro schema {}", a.schema_id))
+            .unwrap_or_default(),
     );
     for (name, header) in &record.headers {
         let shown = match text_or_base64(header) {
@@ -85,7 +107,7 @@ pub fn pretty(record: &Record) -> String {
         };
         out.push_str(&format!("  {name}: {shown}\n"));
     }
-    match record.value.as_deref().map(value) {
+    match shown_value(record, avro) {
         None => out.push_str("  (tombstone)\n"),
         Some(Value::String(text)) => out.push_str(&format!("{text}\n")),
         Some(json) => {
@@ -96,10 +118,15 @@ pub fn pretty(record: &Record) -> String {
     out
 }
 
-pub fn print(out: &mut impl Write, record: &Record, format: Format) -> std::io::Result<()> {
+pub fn print(
+    out: &mut impl Write,
+    record: &Record,
+    avro: Option<&Avro>,
+    format: Format,
+) -> std::io::Result<()> {
     match format {
-        Format::Json => writeln!(out, "{}", json_line(record)),
-        Format::Pretty => writeln!(out, "{}", pretty(record)),
+        Format::Json => writeln!(out, "{}", json_line(record, avro)),
+        Format::Pretty => writeln!(out, "{}", pretty(record, avro)),
     }
 }
 
@@ -121,7 +148,7 @@ mod tests {
 
     #[test]
     fn json_lines_carry_everything_decoded() {
-        let line = json_line(&record(br#"{"a":1}"#));
+        let line = json_line(&record(br#"{"a":1}"#), None);
         assert_eq!(
             line,
             json!({
@@ -144,7 +171,7 @@ mod tests {
 
     #[test]
     fn pretty_output_has_position_headers_and_value() {
-        let text = pretty(&record(br#"{"a":1}"#));
+        let text = pretty(&record(br#"{"a":1}"#), None);
         assert_eq!(
             text,
             "hookstream.events/1@7  1970-01-01T00:00:01.500Z  key=acme/o1\n  hs-event-id: e1\n{\n  \"a\": 1\n}\n"

@@ -17,6 +17,16 @@ pub enum SchemasError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("topic `{topic}` could not be created: {reason}")]
     TopicCreation { topic: String, reason: String },
+    #[error("avro: {0}")]
+    Avro(String),
+    #[error("schema registry: {0}")]
+    Registry(String),
+    /// The registry refused a schema: it is not compatible with the subject's latest version.
+    #[error("schema registry refused the schema of `{subject}`: it is not compatible with the subject's latest version{}", if .details.is_empty() { String::new() } else { format!(" ({})", .details.join("; ")) })]
+    Incompatible {
+        subject: String,
+        details: Vec<String>,
+    },
 }
 
 impl SchemasError {
@@ -25,7 +35,7 @@ impl SchemasError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            SchemasError::Kafka(_) | SchemasError::TopicCreation { .. }
+            SchemasError::Kafka(_) | SchemasError::TopicCreation { .. } | SchemasError::Registry(_)
         )
     }
 }

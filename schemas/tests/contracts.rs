@@ -10,7 +10,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::Schema;
+use schemas::avro::{schema_text, ToAvro};
 use schemas::records::{EventRecord, RejectedRecord, StateRecord};
+use schemas::topics::Topic;
 
 fn file(relative: &str) -> Value {
     let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
@@ -46,10 +50,12 @@ fn ordered_keys(json: &str) -> Vec<String> {
     keys
 }
 
-fn check<T: DeserializeOwned + Serialize>(topic: &str, full: T) {
+fn check<T: DeserializeOwned + Serialize + ToAvro>(topic: &str, full: T) {
     let example = file(&format!("examples/{topic}.json"));
     let typed: T = serde_json::from_value(example.clone())
         .unwrap_or_else(|e| panic!("{topic}: the example does not fit the Rust type: {e}"));
+    avro_round_trip(topic, &typed);
+    avro_round_trip(topic, &full);
     assert_eq!(
         serde_json::to_value(&typed).unwrap(),
         example,
@@ -81,6 +87,101 @@ fn check<T: DeserializeOwned + Serialize>(topic: &str, full: T) {
         properties, sorted,
         "{topic}: JSON Schema properties vs the Rust type"
     );
+}
+
+/// The record's Avro form fits the topic's schema and decodes back unchanged.
+fn avro_round_trip<T: ToAvro>(topic: &str, record: &T) {
+    let topic = Topic::ALL
+        .into_iter()
+        .find(|t| t.suffix() == topic)
+        .unwrap();
+    let schema = Schema::parse_str(schema_text(topic).unwrap()).unwrap();
+    let datum = apache_avro::to_avro_datum(&schema, record.to_avro())
+        .unwrap_or_else(|e| panic!("{}: does not fit its Avro schema: {e}", topic.suffix()));
+    let back = apache_avro::from_avro_datum(&schema, &mut &datum[..], None).unwrap();
+    assert_eq!(
+        back,
+        record.to_avro(),
+        "{}: Avro round trip",
+        topic.suffix()
+    );
+}
+
+fn released_versions() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("avro/released");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    versions.sort();
+    versions
+}
+
+/// Backward compatibility (what a registry at `BACKWARD_TRANSITIVE` enforces): the current
+/// schema of every topic reads data written with every released version of it.
+#[test]
+fn every_schema_reads_data_written_with_every_released_version() {
+    let versions = released_versions();
+    assert!(!versions.is_empty(), "no released schema versions");
+    for version in versions {
+        for entry in std::fs::read_dir(&version).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            let released = Schema::parse_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let current = Schema::parse_str(
+                &std::fs::read_to_string(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("avro")
+                        .join(&name),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            SchemaCompatibility::can_read(&released, &current).unwrap_or_else(|e| {
+                panic!(
+                    "avro/{name} cannot read data written with {}: {e}",
+                    path.display()
+                )
+            });
+        }
+    }
+}
+
+/// The check above is not vacuous: the changes the evolution rules forbid are caught, the one
+/// they allow passes.
+#[test]
+fn the_compatibility_check_catches_incompatible_changes() {
+    let released = file("avro/events.avsc");
+    let with = |edit: &dyn Fn(&mut Vec<Value>)| {
+        let mut changed = released.clone();
+        edit(changed["fields"].as_array_mut().unwrap());
+        Schema::parse_str(&changed.to_string()).unwrap()
+    };
+    let released_schema = Schema::parse_str(&released.to_string()).unwrap();
+    let forbidden: [(&str, &dyn Fn(&mut Vec<Value>)); 3] = [
+        ("a new field without a default", &|fields| {
+            fields.push(serde_json::json!({"name": "tier", "type": "string"}))
+        }),
+        (
+            "a field retyped",
+            &|fields| fields[8] = serde_json::json!({"name": "raw_offset", "type": "string"}),
+        ),
+        ("an optional field made required", &|fields| {
+            fields[9] = serde_json::json!({"name": "payload", "type": "string"})
+        }),
+    ];
+    for (what, edit) in forbidden {
+        assert!(
+            SchemaCompatibility::can_read(&released_schema, &with(edit)).is_err(),
+            "{what} was not caught"
+        );
+    }
+    let allowed = with(&|fields| {
+        fields
+            .push(serde_json::json!({"name": "tier", "type": ["null", "string"], "default": null}))
+    });
+    SchemaCompatibility::can_read(&released_schema, &allowed).unwrap();
 }
 
 fn raw(json: &str) -> Option<Box<serde_json::value::RawValue>> {

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod http;
 pub mod kafka;
 pub mod process;
+pub mod registry;
 pub mod signing;
 
 use std::path::{Path, PathBuf};

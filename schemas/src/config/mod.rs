@@ -51,6 +51,41 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub schema_registry: SchemaRegistryConfig,
+}
+
+/// Value encodings: JSON by default; Avro in the Confluent wire format per topic, with the
+/// schemas registered in a schema registry (Confluent REST API, e.g. Redpanda's).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL of the registry, e.g. `http://localhost:8081`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Per topic (`events`, `state`, `deferred`, `alerts`, `rejected`): `json` or `avro`.
+    #[serde(default)]
+    pub encoding: BTreeMap<String, ValueEncoding>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueEncoding {
+    #[default]
+    Json,
+    Avro,
+}
+
+impl SchemaRegistryConfig {
+    pub fn encoding_of(&self, topic: crate::topics::Topic) -> ValueEncoding {
+        self.encoding
+            .get(topic.suffix())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Topics whose values may be written in Avro.
+    pub const ENCODABLE: [&'static str; 5] = ["events", "state", "deferred", "alerts", "rejected"];
 }
 
 /// The admin HTTP API (`hookstream admin`): replay and redrive jobs, behind a bearer token.

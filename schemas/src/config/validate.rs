@@ -27,6 +27,26 @@ impl Config {
             p.push("kafka.brokers: must name at least one broker (host:port)".into());
         }
         check_prefix(&mut p, "kafka.topic_prefix", &k.topic_prefix);
+        let registry = &self.schema_registry;
+        for (topic, encoding) in &registry.encoding {
+            if !super::SchemaRegistryConfig::ENCODABLE.contains(&topic.as_str()) {
+                p.push(format!(
+                    "schema_registry.encoding.{topic}: not a topic hookstream writes a schema for (one of {})",
+                    super::SchemaRegistryConfig::ENCODABLE.join(", ")
+                ));
+            } else if *encoding == super::ValueEncoding::Avro && registry.url.is_none() {
+                p.push(format!(
+                    "schema_registry.encoding.{topic}: `avro` needs schema_registry.url"
+                ));
+            }
+        }
+        if let Some(url) = &registry.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                p.push(format!(
+                    "schema_registry.url: `{url}` is not an http:// or https:// URL"
+                ));
+            }
+        }
         if let Some(prefix) = &self.processor.output_prefix {
             check_prefix(&mut p, "processor.output_prefix", prefix);
             if *prefix == k.topic_prefix {

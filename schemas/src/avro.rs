@@ -1,0 +1,256 @@
+//! The Avro encoding of topic values, for deployments with a schema registry: each value is
+//! framed in the Confluent wire format (magic byte `0`, the schema id as 4 bytes big-endian,
+//! then the Avro binary datum). The schemas are the `.avsc` files in `schemas/avro/`,
+//! compiled in; [`ToAvro`] maps each record type onto its schema field for field (arbitrary
+//! JSON such as `payload` travels as its JSON text, exactly as embedded in the JSON encoding).
+//!
+//! [`Codecs`] holds, per topic, how its values are written: JSON, or Avro with the id the
+//! registry gave the schema ([`crate::registry`] registers them at start-up).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use serde::Serialize;
+
+use crate::records::{EventRecord, RejectedRecord, StateRecord};
+use crate::topics::Topic;
+use crate::SchemasError;
+
+/// The Confluent wire format's first byte.
+pub const MAGIC: u8 = 0;
+
+/// The compiled-in schema text of a topic's values, if the topic has an Avro schema.
+pub fn schema_text(topic: Topic) -> Option<&'static str> {
+    Some(match topic {
+        Topic::Events => include_str!("../avro/events.avsc"),
+        Topic::State => include_str!("../avro/state.avsc"),
+        Topic::Rejected => include_str!("../avro/rejected.avsc"),
+        Topic::Deferred => include_str!("../avro/deferred.avsc"),
+        Topic::Alerts => include_str!("../avro/alerts.avsc"),
+        Topic::Usage => include_str!("../avro/usage.avsc"),
+        Topic::Raw | Topic::Dlq | Topic::Changelog => return None,
+    })
+}
+
+/// A record that has an Avro form.
+pub trait ToAvro {
+    fn to_avro(&self) -> Value;
+}
+
+fn string(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
+
+/// A `["null", T]` union.
+fn nullable(value: Option<Value>) -> Value {
+    match value {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(v) => Value::Union(1, Box::new(v)),
+    }
+}
+
+fn record(fields: Vec<(&str, Value)>) -> Value {
+    Value::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+impl ToAvro for EventRecord {
+    fn to_avro(&self) -> Value {
+        record(vec![
+            ("tenant", string(&self.tenant)),
+            ("source", string(&self.source)),
+            ("event_id", string(&self.event_id)),
+            ("event_type", string(&self.event_type)),
+            ("entity", string(&self.entity)),
+            ("occurred_at", string(&self.occurred_at)),
+            ("received_at", string(&self.received_at)),
+            ("late", Value::Boolean(self.late)),
+            ("raw_offset", Value::Long(self.raw_offset)),
+            (
+                "payload",
+                nullable(self.payload.as_ref().map(|p| string(p.get()))),
+            ),
+            (
+                "payload_base64",
+                nullable(self.payload_base64.as_deref().map(string)),
+            ),
+        ])
+    }
+}
+
+impl ToAvro for StateRecord {
+    fn to_avro(&self) -> Value {
+        record(vec![
+            ("tenant", string(&self.tenant)),
+            ("entity", string(&self.entity)),
+            ("version", Value::Long(self.version as i64)),
+            ("updated_at", string(&self.updated_at)),
+            ("last_event_id", string(&self.last_event_id)),
+            ("last_event_type", string(&self.last_event_type)),
+            ("deleted", Value::Boolean(self.deleted)),
+            (
+                "state",
+                nullable(self.state.as_ref().map(|p| string(p.get()))),
+            ),
+            (
+                "state_base64",
+                nullable(self.state_base64.as_deref().map(string)),
+            ),
+        ])
+    }
+}
+
+impl ToAvro for RejectedRecord {
+    fn to_avro(&self) -> Value {
+        record(vec![
+            ("tenant", string(&self.tenant)),
+            ("source", string(&self.source)),
+            ("status", Value::Int(i32::from(self.status))),
+            ("reason", string(&self.reason)),
+            ("message", string(&self.message)),
+            ("remote_addr", string(&self.remote_addr)),
+            (
+                "body_sha256",
+                nullable(self.body_sha256.as_deref().map(string)),
+            ),
+            (
+                "body_bytes",
+                nullable(self.body_bytes.map(|b| Value::Long(b as i64))),
+            ),
+            ("received_at", string(&self.received_at)),
+        ])
+    }
+}
+
+/// How the values of one topic are written.
+#[derive(Debug, Clone)]
+pub enum Codec {
+    Json,
+    /// Avro in the Confluent wire format, under the schema the registry numbered `id`.
+    Avro {
+        id: u32,
+        schema: Arc<Schema>,
+    },
+}
+
+impl Codec {
+    pub fn avro(topic: Topic, id: u32) -> Result<Self, SchemasError> {
+        let text = schema_text(topic).ok_or_else(|| {
+            SchemasError::Avro(format!("topic `{}` has no Avro schema", topic.suffix()))
+        })?;
+        let schema = Schema::parse_str(text)
+            .map_err(|e| SchemasError::Avro(format!("{}: {e}", topic.suffix())))?;
+        Ok(Self::Avro {
+            id,
+            schema: Arc::new(schema),
+        })
+    }
+
+    /// The value's bytes. Encoding a record into its own compiled-in schema cannot fail; a
+    /// mismatch is a bug caught by the schema contract tests, so it panics.
+    pub fn encode<T: Serialize + ToAvro>(&self, record: &T) -> Vec<u8> {
+        match self {
+            Codec::Json => serde_json::to_vec(record).expect("records serialize to JSON"),
+            Codec::Avro { id, schema } => {
+                let datum = apache_avro::to_avro_datum(schema, record.to_avro())
+                    .expect("a record matches its own Avro schema");
+                frame(*id, &datum)
+            }
+        }
+    }
+}
+
+/// Prefixes an Avro datum with the Confluent wire format header.
+pub fn frame(id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(5 + datum.len());
+    bytes.push(MAGIC);
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes.extend_from_slice(datum);
+    bytes
+}
+
+/// The schema id and datum of a Confluent-framed value; None when it is not framed.
+pub fn unframe(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    if bytes.len() < 5 || bytes[0] != MAGIC {
+        return None;
+    }
+    let id = u32::from_be_bytes(bytes[1..5].try_into().ok()?);
+    Some((id, &bytes[5..]))
+}
+
+/// Per topic, how its values are written (JSON unless set).
+#[derive(Debug, Clone, Default)]
+pub struct Codecs {
+    by_topic: BTreeMap<&'static str, Codec>,
+}
+
+impl Codecs {
+    pub fn json() -> Self {
+        Self::default()
+    }
+
+    pub fn set(&mut self, topic: Topic, codec: Codec) {
+        self.by_topic.insert(topic.suffix(), codec);
+    }
+
+    pub fn get(&self, topic: Topic) -> &Codec {
+        self.by_topic.get(topic.suffix()).unwrap_or(&Codec::Json)
+    }
+
+    pub fn encode<T: Serialize + ToAvro>(&self, topic: Topic, record: &T) -> Vec<u8> {
+        self.get(topic).encode(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Payload;
+
+    fn event() -> EventRecord {
+        EventRecord {
+            tenant: "acme".into(),
+            source: "orders".into(),
+            event_id: "e1".into(),
+            event_type: "order.created".into(),
+            entity: "o1".into(),
+            occurred_at: "2023-11-14T22:13:20.000Z".into(),
+            received_at: "2023-11-14T22:13:21.000Z".into(),
+            late: false,
+            raw_offset: 7,
+            payload: Payload::from_body(br#"{"id": "e1"}"#).payload,
+            payload_base64: None,
+        }
+    }
+
+    #[test]
+    fn avro_values_are_framed_and_decode_to_the_same_fields() {
+        let codec = Codec::avro(Topic::Events, 42).unwrap();
+        let bytes = codec.encode(&event());
+        let (id, datum) = unframe(&bytes).unwrap();
+        assert_eq!(id, 42);
+        let Codec::Avro { schema, .. } = &codec else {
+            unreachable!()
+        };
+        let value = apache_avro::from_avro_datum(schema, &mut &datum[..], None).unwrap();
+        assert_eq!(value, event().to_avro());
+    }
+
+    #[test]
+    fn json_is_the_default() {
+        let codecs = Codecs::json();
+        let bytes = codecs.encode(Topic::Events, &event());
+        assert_eq!(bytes, serde_json::to_vec(&event()).unwrap());
+        assert!(unframe(&bytes).is_none());
+    }
+
+    #[test]
+    fn every_schema_with_a_topic_parses() {
+        for topic in Topic::ALL {
+            if let Some(text) = schema_text(topic) {
+                Schema::parse_str(text).unwrap_or_else(|e| panic!("{}: {e}", topic.suffix()));
+            }
+        }
+    }
+}
