@@ -31,8 +31,10 @@
 //! # Alerts
 //!
 //! One `cap_reached` per tenant, window and cap, one `cap_recovered` when that window resets
-//! ([`alerts`]); one `loop_suspected` / `spike_suspected` when a breaker opens ([`breaker`]).
-//! Alert times are stream time.
+//! ([`alerts`]), raised by one partition per tenant (its *alert partition*, which learns of
+//! deferrals on the others from their budget shares); one `loop_suspected` /
+//! `spike_suspected` by the partition whose breaker opens ([`breaker`]). Alert times are
+//! stream time.
 //!
 //! # Global budget and its over-admission bound
 //!

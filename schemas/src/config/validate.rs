@@ -334,6 +334,22 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_caps_example_validates() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let section = &doc[doc.find("## Caps").expect("a Caps section")..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let config = Config::parse_str(example).unwrap();
+        assert_eq!(config.problems(), Vec::<String>::new());
+        let caps = config.tenants[0].caps.as_ref().unwrap().resolve().unwrap();
+        assert_eq!(caps.cost_per_day_micros, Some(12_500_000));
+        assert_eq!(caps.timezone.name(), "America/New_York");
+        assert_eq!(caps.estimates[1].cost_per_1k_tokens_micros, 3_000);
+        let breaker = config.tenants[0].breaker.as_ref().unwrap();
+        assert_eq!(breaker.spike_multiple, Some(10.0));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_types_are_parse_errors() {
         let err = Config::parse_str("[kafka]\nbrokerz = \"x\"")
             .unwrap_err()
