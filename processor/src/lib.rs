@@ -11,6 +11,7 @@
 //! state), `state` (the entity's new state whenever it changed) and `dlq` (records that could
 //! not be decoded, with the reason in `hs-error`).
 
+pub mod caps;
 pub mod catalog;
 pub mod changelog;
 pub mod commit;

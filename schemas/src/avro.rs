@@ -14,7 +14,9 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde::Serialize;
 
-use crate::records::{EventRecord, RejectedRecord, StateRecord};
+use crate::records::{
+    AlertRecord, DeferredRecord, EventRecord, RejectedRecord, StateRecord, UsageRecord,
+};
 use crate::topics::Topic;
 use crate::SchemasError;
 
@@ -119,6 +121,74 @@ impl ToAvro for RejectedRecord {
                 nullable(self.body_bytes.map(|b| Value::Long(b as i64))),
             ),
             ("received_at", string(&self.received_at)),
+        ])
+    }
+}
+
+fn long(n: u64) -> Value {
+    Value::Long(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl ToAvro for UsageRecord {
+    fn to_avro(&self) -> Value {
+        record(vec![
+            ("tenant", string(&self.tenant)),
+            ("event_id", string(&self.event_id)),
+            ("tokens", long(self.tokens)),
+            ("cost_micros", long(self.cost_micros)),
+            ("source", nullable(self.source.as_deref().map(string))),
+        ])
+    }
+}
+
+impl ToAvro for DeferredRecord {
+    fn to_avro(&self) -> Value {
+        record(vec![
+            ("tenant", string(&self.tenant)),
+            ("source", string(&self.source)),
+            ("event_id", string(&self.event_id)),
+            ("event_type", string(&self.event_type)),
+            ("entity", string(&self.entity)),
+            ("occurred_at", string(&self.occurred_at)),
+            ("received_at", string(&self.received_at)),
+            ("late", Value::Boolean(self.late)),
+            ("raw_offset", Value::Long(self.raw_offset)),
+            ("reason", string(&self.reason)),
+            (
+                "window_end",
+                nullable(self.window_end.as_deref().map(string)),
+            ),
+            (
+                "payload",
+                nullable(self.payload.as_ref().map(|p| string(p.get()))),
+            ),
+            (
+                "payload_base64",
+                nullable(self.payload_base64.as_deref().map(string)),
+            ),
+        ])
+    }
+}
+
+impl ToAvro for AlertRecord {
+    fn to_avro(&self) -> Value {
+        record(vec![
+            ("tenant", string(&self.tenant)),
+            ("kind", string(&self.kind)),
+            ("cap", nullable(self.cap.as_deref().map(string))),
+            ("entity", nullable(self.entity.as_deref().map(string))),
+            ("limit", nullable(self.limit.map(long))),
+            ("observed", nullable(self.observed.map(long))),
+            (
+                "window_start",
+                nullable(self.window_start.as_deref().map(string)),
+            ),
+            (
+                "window_end",
+                nullable(self.window_end.as_deref().map(string)),
+            ),
+            ("raised_at", string(&self.raised_at)),
+            ("message", string(&self.message)),
         ])
     }
 }

@@ -98,6 +98,63 @@ pub struct RejectedRecord {
     pub received_at: String,
 }
 
+/// A value of the `usage` input topic (key: tenant): what handling one event actually cost,
+/// reported by a downstream worker. Negative numbers do not parse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub tenant: String,
+    pub event_id: String,
+    pub tokens: u64,
+    /// Millionths of the tenant's billing currency unit.
+    pub cost_micros: u64,
+    /// Source of the event, when the worker knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// A value of the `deferred` topic (key: `tenant/entity`): an event held back by a cap or a
+/// breaker, with the reason; the fields before `reason` are [`EventRecord`]'s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeferredRecord {
+    pub tenant: String,
+    pub source: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub entity: String,
+    pub occurred_at: String,
+    pub received_at: String,
+    pub late: bool,
+    pub raw_offset: i64,
+    /// `events_per_hour`, `tokens_per_day`, `cost_per_day`, `loop_suspected` or
+    /// `spike_suspected`.
+    pub reason: String,
+    /// The earliest release time, RFC 3339 UTC; null when the event waits for a redrive.
+    pub window_end: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+}
+
+/// A value of the `alerts` topic (key: tenant). Every field is always written, the ones that
+/// do not apply as null; times are stream time, so a replay re-emits the same alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub tenant: String,
+    /// `cap_reached`, `cap_recovered`, `spike_suspected` or `loop_suspected`.
+    pub kind: String,
+    /// The cap of a cap alert.
+    pub cap: Option<String>,
+    /// The entity of a `loop_suspected` alert.
+    pub entity: Option<String>,
+    pub limit: Option<u64>,
+    pub observed: Option<u64>,
+    pub window_start: Option<String>,
+    pub window_end: Option<String>,
+    pub raised_at: String,
+    pub message: String,
+}
+
 fn raw_text(raw: &Option<Box<RawValue>>) -> Option<&str> {
     raw.as_ref().map(|r| r.get())
 }

@@ -13,7 +13,9 @@ use serde_json::Value;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 use schemas::avro::{schema_text, ToAvro};
-use schemas::records::{EventRecord, RejectedRecord, StateRecord};
+use schemas::records::{
+    AlertRecord, DeferredRecord, EventRecord, RejectedRecord, StateRecord, UsageRecord,
+};
 use schemas::topics::Topic;
 
 fn file(relative: &str) -> Value {
@@ -240,6 +242,61 @@ fn rejected_records_match_their_schemas() {
             body_sha256: Some(String::new()),
             body_bytes: Some(1),
             received_at: "2023-11-14T22:13:20.000Z".into(),
+        },
+    );
+}
+
+#[test]
+fn usage_records_match_their_schemas() {
+    check(
+        "usage",
+        UsageRecord {
+            tenant: "t".into(),
+            event_id: "e".into(),
+            tokens: 1,
+            cost_micros: 2,
+            source: Some("s".into()),
+        },
+    );
+}
+
+#[test]
+fn deferred_records_match_their_schemas() {
+    check(
+        "deferred",
+        DeferredRecord {
+            tenant: "t".into(),
+            source: "s".into(),
+            event_id: "e".into(),
+            event_type: "x".into(),
+            entity: "n".into(),
+            occurred_at: "2023-11-14T22:13:20.000Z".into(),
+            received_at: "2023-11-14T22:13:20.000Z".into(),
+            late: false,
+            raw_offset: 1,
+            reason: "tokens_per_day".into(),
+            window_end: None,
+            payload: raw("{}"),
+            payload_base64: Some(String::new()),
+        },
+    );
+}
+
+#[test]
+fn alert_records_match_their_schemas() {
+    check(
+        "alerts",
+        AlertRecord {
+            tenant: "t".into(),
+            kind: "loop_suspected".into(),
+            cap: None,
+            entity: Some("n".into()),
+            limit: Some(1),
+            observed: Some(2),
+            window_start: None,
+            window_end: None,
+            raised_at: "2023-11-14T22:13:20.000Z".into(),
+            message: "m".into(),
         },
     );
 }

@@ -67,6 +67,8 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         id: TENANT.into(),
         rate_limit: None,
         sources: vec![billing, orders],
+        caps: None,
+        breaker: None,
     }];
     config
 }

@@ -23,6 +23,7 @@
 //! [`Config::load`] parses, then [`Config::validate`] lists every problem at once with the
 //! key path it concerns, which is what `hookstream check-config` prints.
 
+mod caps;
 mod extract;
 mod load;
 mod secret;
@@ -33,6 +34,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use caps::{
+    parse_micros, BreakerConfig, CapLimits, CapsConfig, Estimate, EstimateConfig, OnWindowReset,
+    MICROS_PER_UNIT,
+};
 pub use extract::{FieldRule, RuleText, Rules};
 pub use secret::SecretRef;
 
@@ -286,6 +291,12 @@ pub struct TenantConfig {
     pub rate_limit: Option<RateLimit>,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Events/hour, tokens/day and cost/day caps (none: uncapped). See [`CapsConfig`].
+    #[serde(default)]
+    pub caps: Option<CapsConfig>,
+    /// Loop/spike breaker (none: no breaker). See [`BreakerConfig`].
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

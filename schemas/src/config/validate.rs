@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use base64::Engine;
 use secrecy::ExposeSecret;
 
-use super::{Config, Scheme, SourceConfig};
+use super::{Config, Scheme, SourceConfig, TenantConfig};
 use crate::SchemasError;
 
 impl Config {
@@ -121,6 +121,7 @@ impl Config {
                 }
                 source_problems(source, &at, &mut p);
             }
+            caps_problems(tenant, &at, &mut p);
         }
         p
     }
@@ -168,6 +169,31 @@ fn source_problems(source: &SourceConfig, at: &str, p: &mut Vec<String>) {
         p.push(format!(
             "{at}.delete_types: an empty or bare `*` pattern would delete every entity"
         ));
+    }
+}
+
+fn caps_problems(tenant: &TenantConfig, at: &str, p: &mut Vec<String>) {
+    if let Some(caps) = &tenant.caps {
+        if let Err(problems) = caps.resolve() {
+            p.extend(problems.into_iter().map(|e| format!("{at}.caps.{e}")));
+        }
+        for (i, rule) in caps.estimates.iter().enumerate() {
+            if let Some(source) = &rule.source {
+                if !tenant.sources.iter().any(|s| &s.id == source) {
+                    p.push(format!(
+                        "{at}.caps.estimates[{i}].source: the tenant has no source `{source}`"
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(breaker) = &tenant.breaker {
+        p.extend(
+            breaker
+                .problems()
+                .into_iter()
+                .map(|e| format!("{at}.breaker.{e}")),
+        );
     }
 }
 
@@ -284,6 +310,63 @@ mod tests {
             );
         }
         assert!(!problems.contains("SUPERSECRET"));
+    }
+
+    #[test]
+    fn caps_and_breaker_problems_name_their_key() {
+        let text = format!(
+            "{GOOD}{}",
+            r#"
+            [tenants.caps]
+            cost_per_day = "12.5.0"
+            timezone = "Nowhere/City"
+            [[tenants.caps.estimates]]
+            source = "ghost"
+            [tenants.breaker]
+            cooldown_secs = 0
+            "#
+        );
+        let problems = Config::parse_str(&text).unwrap().problems().join("\n");
+        for expected in [
+            "tenants[0] (`acme`).caps.cost_per_day: `12.5.0` is not a decimal amount",
+            "tenants[0] (`acme`).caps.timezone: `Nowhere/City`",
+            "tenants[0] (`acme`).caps.estimates[0].source: the tenant has no source `ghost`",
+            "tenants[0] (`acme`).breaker.cooldown_secs: must be positive",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "missing `{expected}` in:\n{problems}"
+            );
+        }
+        let fine = format!("{GOOD}\n[tenants.caps]\ncost_per_day = \"3\"\n[tenants.breaker]\n");
+        let config = Config::parse_str(&fine).unwrap();
+        assert_eq!(config.problems(), Vec::<String>::new());
+        let caps = config.tenants[0].caps.as_ref().unwrap().resolve().unwrap();
+        assert_eq!(caps.cost_per_day_micros, Some(3_000_000));
+        assert_eq!(
+            config.tenants[0]
+                .breaker
+                .as_ref()
+                .unwrap()
+                .entity_per_minute,
+            300
+        );
+    }
+
+    #[test]
+    fn the_documented_caps_example_validates() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let section = &doc[doc.find("## Caps").expect("a Caps section")..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let config = Config::parse_str(example).unwrap();
+        assert_eq!(config.problems(), Vec::<String>::new());
+        let caps = config.tenants[0].caps.as_ref().unwrap().resolve().unwrap();
+        assert_eq!(caps.cost_per_day_micros, Some(12_500_000));
+        assert_eq!(caps.timezone.name(), "America/New_York");
+        assert_eq!(caps.estimates[1].cost_per_1k_tokens_micros, 3_000);
+        let breaker = config.tenants[0].breaker.as_ref().unwrap();
+        assert_eq!(breaker.spike_multiple, Some(10.0));
     }
 
     #[test]

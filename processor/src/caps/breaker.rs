@@ -1,0 +1,291 @@
+//! The loop/spike breaker: counts a tenant's arrivals per entity and for the whole tenant
+//! over the last minute (per-second buckets, in the stream time passed in), and defers
+//! events while a breaker is open.
+//!
+//! * **Closed** → **Open** when the minute's count goes over the threshold: the entity's
+//!   `entity_per_minute` (a loop), or for the tenant the lower of `tenant_per_minute` and
+//!   `spike_multiple` × its baseline (a spike). Opening emits one alert, and the event that
+//!   tripped it is deferred.
+//! * **Open** defers every event for `cooldown_secs`; the first event after that is a probe:
+//!   it is admitted and the breaker turns **HalfOpen**.
+//! * **HalfOpen** admits events while those since the probe stay within the threshold; going
+//!   over re-opens it (silently: the same incident), a quiet minute closes it.
+//!
+//! An entity's breaker defers only that entity's events. The tenant's baseline is an
+//! exponentially weighted average of its events per completed minute (integer arithmetic,
+//! so restores on any machine decide alike), never taken below `spike_min_baseline_per_minute`.
+//! Memory is bounded: entities idle for a minute whose breaker is not holding events are
+//! evicted by [`BreakerState::evict_idle`], and at most [`MAX_TRACKED_ENTITIES`] are kept.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use schemas::config::BreakerConfig;
+use schemas::records::AlertRecord;
+use schemas::time::Millis;
+use serde::{Deserialize, Serialize};
+
+use super::alerts::breaker_opened;
+
+const MINUTE_MS: Millis = 60_000;
+/// Most entities one tenant's breaker tracks; past it the least recently seen closed ones go.
+pub const MAX_TRACKED_ENTITIES: usize = 10_000;
+/// Baseline fixed point: thousandths of an event per minute; decay in millionths.
+const MILLI: u64 = 1_000;
+const PPM: u64 = 1_000_000;
+
+/// Arrivals per second over the last minute.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meter {
+    /// (second, arrivals), ascending, only the last 60 seconds.
+    seconds: VecDeque<(i64, u64)>,
+}
+
+impl Meter {
+    /// Counts an arrival; one older than the newest second by a minute or more is ignored.
+    pub fn record(&mut self, at: Millis) {
+        let second = at.div_euclid(1000);
+        let horizon = second.max(self.newest_second().unwrap_or(second)) - 59;
+        self.forget_before(horizon);
+        if second < horizon {
+            return;
+        }
+        match self.seconds.binary_search_by_key(&second, |&(s, _)| s) {
+            Ok(i) => self.seconds[i].1 += 1,
+            Err(i) => self.seconds.insert(i, (second, 1)),
+        }
+    }
+
+    /// Arrivals in the minute ending with `at`'s second.
+    pub fn per_minute(&self, at: Millis) -> u64 {
+        self.since(Millis::MIN, at)
+    }
+
+    /// Arrivals from `from`'s second to `at`'s second, within the last minute.
+    pub fn since(&self, from: Millis, at: Millis) -> u64 {
+        let (from, to) = (from.div_euclid(1000), at.div_euclid(1000));
+        let from = from.max(to - 59);
+        self.seconds
+            .iter()
+            .filter(|&&(s, _)| from <= s && s <= to)
+            .map(|&(_, n)| n)
+            .sum()
+    }
+
+    fn newest_second(&self) -> Option<i64> {
+        self.seconds.back().map(|&(s, _)| s)
+    }
+
+    fn forget_before(&mut self, second: i64) {
+        while self.seconds.front().is_some_and(|&(s, _)| s < second) {
+            self.seconds.pop_front();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    #[default]
+    Closed,
+    Open {
+        until: Millis,
+    },
+    HalfOpen {
+        since: Millis,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Pass,
+    Hold,
+    Opened,
+}
+
+fn step(phase: &mut Phase, meter: &Meter, threshold: u64, at: Millis, cooldown: Millis) -> Step {
+    let open = Phase::Open {
+        until: at.saturating_add(cooldown),
+    };
+    match *phase {
+        Phase::Closed if meter.per_minute(at) > threshold => {
+            *phase = open;
+            Step::Opened
+        }
+        Phase::Closed => Step::Pass,
+        Phase::Open { until } if at < until => Step::Hold,
+        Phase::Open { .. } => {
+            *phase = Phase::HalfOpen { since: at };
+            Step::Pass
+        }
+        Phase::HalfOpen { since } if meter.since(since, at) > threshold => {
+            *phase = open;
+            Step::Hold
+        }
+        Phase::HalfOpen { since } if at >= since.saturating_add(MINUTE_MS) => {
+            *phase = Phase::Closed;
+            Step::Pass
+        }
+        Phase::HalfOpen { .. } => Step::Pass,
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityTrack {
+    pub meter: Meter,
+    pub phase: Phase,
+    pub last_seen: Millis,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantTrack {
+    pub meter: Meter,
+    pub phase: Phase,
+    /// Thousandths of an event per minute.
+    pub baseline_milli: u64,
+    /// The minute being counted (None before the first event) and its arrivals.
+    pub minute: Option<i64>,
+    pub minute_count: u64,
+}
+
+impl TenantTrack {
+    fn record(&mut self, config: &BreakerConfig, at: Millis) {
+        let minute = at.div_euclid(MINUTE_MS);
+        match self.minute {
+            Some(current) if minute > current => {
+                let keep = decay_ppm(config.baseline_half_life_mins);
+                let blend = |baseline: u64, count: u64| {
+                    ((baseline as u128 * keep as u128
+                        + count as u128 * MILLI as u128 * (PPM - keep) as u128)
+                        / PPM as u128) as u64
+                };
+                self.baseline_milli = blend(self.baseline_milli, self.minute_count);
+                // Quiet minutes in between decay the baseline; it reaches 0 in a bounded count.
+                for _ in 1..(minute - current).min(100_000) {
+                    if self.baseline_milli == 0 {
+                        break;
+                    }
+                    self.baseline_milli = blend(self.baseline_milli, 0);
+                }
+                self.minute = Some(minute);
+                self.minute_count = 0;
+            }
+            None => self.minute = Some(minute),
+            Some(_) => {}
+        }
+        self.minute_count += 1;
+        self.meter.record(at);
+    }
+
+    /// The tenant's threshold in events per minute, if it has one.
+    pub fn threshold(&self, config: &BreakerConfig) -> Option<u64> {
+        let spike = config.spike_multiple.map(|multiple| {
+            let floor = config.spike_min_baseline_per_minute.saturating_mul(MILLI);
+            let baseline = self.baseline_milli.max(floor) as f64 / MILLI as f64;
+            (multiple * baseline).ceil() as u64
+        });
+        match (config.tenant_per_minute, spike) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The share of the baseline kept per minute, in millionths: 0.5^(1 / half-life).
+fn decay_ppm(half_life_mins: u64) -> u64 {
+    let keep = 0.5f64.powf(1.0 / half_life_mins.max(1) as f64);
+    (keep * PPM as f64).round() as u64
+}
+
+/// What held an event back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The entity's breaker is open (`loop_suspected`).
+    Entity,
+    /// The tenant's breaker is open (`spike_suspected`).
+    Tenant,
+}
+
+/// One tenant's breakers, kept with its state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerState {
+    pub tenant: TenantTrack,
+    pub entities: BTreeMap<String, EntityTrack>,
+}
+
+impl BreakerState {
+    /// Counts one arrival on `entity` at `at`; returns what holds it back (None: admit) and
+    /// the alerts of breakers that opened.
+    pub fn observe(
+        &mut self,
+        config: &BreakerConfig,
+        tenant: &str,
+        entity: &str,
+        at: Millis,
+    ) -> (Option<Held>, Vec<AlertRecord>) {
+        let cooldown = (config.cooldown_secs.saturating_mul(1000)).min(i64::MAX as u64) as Millis;
+        let mut alerts = Vec::new();
+        if !self.entities.contains_key(entity) && self.entities.len() >= MAX_TRACKED_ENTITIES {
+            self.evict_idle(at);
+            self.evict_oldest_closed(MAX_TRACKED_ENTITIES - 1);
+        }
+        let track = self.entities.entry(entity.to_owned()).or_default();
+        track.meter.record(at);
+        track.last_seen = track.last_seen.max(at);
+        let threshold = config.entity_per_minute;
+        let entity_step = step(&mut track.phase, &track.meter, threshold, at, cooldown);
+        if entity_step == Step::Opened {
+            let rate = track.meter.per_minute(at);
+            alerts.push(breaker_opened(tenant, Some(entity), threshold, rate, at));
+        }
+        self.tenant.record(config, at);
+        let tenant_step = match self.tenant.threshold(config) {
+            Some(threshold) => {
+                let t = &mut self.tenant;
+                let s = step(&mut t.phase, &t.meter, threshold, at, cooldown);
+                if s == Step::Opened {
+                    let rate = t.meter.per_minute(at);
+                    alerts.push(breaker_opened(tenant, None, threshold, rate, at));
+                }
+                s
+            }
+            None => Step::Pass,
+        };
+        let held = if entity_step != Step::Pass {
+            Some(Held::Entity)
+        } else if tenant_step != Step::Pass {
+            Some(Held::Tenant)
+        } else {
+            None
+        };
+        (held, alerts)
+    }
+
+    /// Forgets entities idle for a minute whose breaker holds nothing back any more.
+    pub fn evict_idle(&mut self, at: Millis) {
+        self.entities.retain(|_, track| {
+            let idle = track.last_seen.saturating_add(MINUTE_MS) <= at;
+            let holding = matches!(track.phase, Phase::Open { until } if until > at);
+            !idle || holding
+        });
+    }
+
+    fn evict_oldest_closed(&mut self, keep: usize) {
+        if self.entities.len() <= keep {
+            return;
+        }
+        let mut closed: Vec<(Millis, String)> = self
+            .entities
+            .iter()
+            .filter(|(_, t)| t.phase == Phase::Closed)
+            .map(|(id, t)| (t.last_seen, id.clone()))
+            .collect();
+        closed.sort();
+        let excess = self.entities.len() - keep;
+        for (_, id) in closed.into_iter().take(excess) {
+            self.entities.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "breaker_tests.rs"]
+mod tests;

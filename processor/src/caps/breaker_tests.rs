@@ -1,0 +1,197 @@
+use super::*;
+
+/// The start of a minute.
+const T0: Millis = 1_699_999_980_000;
+
+fn config() -> BreakerConfig {
+    BreakerConfig {
+        entity_per_minute: 100,
+        cooldown_secs: 120,
+        ..BreakerConfig::default()
+    }
+}
+
+/// `n` arrivals on `entity`, `gap_ms` apart from `from`; the decisions and alerts.
+fn burst(
+    state: &mut BreakerState,
+    config: &BreakerConfig,
+    entity: &str,
+    from: Millis,
+    n: usize,
+    gap_ms: Millis,
+) -> (Vec<Option<Held>>, Vec<AlertRecord>) {
+    let mut held = Vec::new();
+    let mut alerts = Vec::new();
+    for i in 0..n {
+        let (h, a) = state.observe(config, "acme", entity, from + i as Millis * gap_ms);
+        held.push(h);
+        alerts.extend(a);
+    }
+    (held, alerts)
+}
+
+#[test]
+fn the_meter_counts_the_last_minute_only() {
+    let mut meter = Meter::default();
+    for i in 0..120 {
+        meter.record(T0 + i * 1000);
+    }
+    assert_eq!(meter.per_minute(T0 + 119_000), 60);
+    assert_eq!(meter.since(T0 + 110_000, T0 + 119_000), 10);
+    meter.record(T0); // more than a minute older than the newest: ignored
+    assert_eq!(meter.per_minute(T0 + 119_000), 60);
+    meter.record(T0 + 100_500); // late but within the minute: counted
+    assert_eq!(meter.per_minute(T0 + 119_000), 61);
+    assert_eq!(meter.per_minute(T0 + 500_000), 0);
+}
+
+#[test]
+fn a_loop_opens_the_entity_breaker_once_and_spares_other_entities() {
+    let config = config();
+    let mut state = BreakerState::default();
+    // 100 events/s on one entity: the 101st within the minute opens the breaker.
+    let (held, alerts) = burst(&mut state, &config, "loop", T0, 300, 10);
+    assert!(held[..100].iter().all(Option::is_none));
+    assert!(held[100..].iter().all(|h| *h == Some(Held::Entity)));
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind, "loop_suspected");
+    assert_eq!(alerts[0].entity.as_deref(), Some("loop"));
+    assert_eq!(
+        (alerts[0].limit, alerts[0].observed),
+        (Some(100), Some(101))
+    );
+    // Another entity of the same tenant keeps flowing.
+    let (held, alerts) = burst(&mut state, &config, "calm", T0 + 3_000, 5, 1000);
+    assert!(held.iter().all(Option::is_none) && alerts.is_empty());
+}
+
+#[test]
+fn after_the_cooldown_a_probe_passes_and_a_quiet_minute_closes() {
+    let config = config();
+    let mut state = BreakerState::default();
+    burst(&mut state, &config, "e", T0, 101, 10);
+    let opened_at = T0 + 1_000;
+    assert_eq!(
+        state.entities["e"].phase,
+        Phase::Open {
+            until: opened_at + 120_000
+        }
+    );
+    let (held, _) = state.observe(&config, "acme", "e", opened_at + 119_999);
+    assert_eq!(held, Some(Held::Entity));
+    let probe_at = opened_at + 120_000;
+    let (held, alerts) = state.observe(&config, "acme", "e", probe_at);
+    assert_eq!((held, alerts.len()), (None, 0));
+    assert_eq!(
+        state.entities["e"].phase,
+        Phase::HalfOpen { since: probe_at }
+    );
+    let (held, _) = burst(&mut state, &config, "e", probe_at + 1_000, 10, 5_000);
+    assert!(held.iter().all(Option::is_none));
+    let (held, _) = state.observe(&config, "acme", "e", probe_at + 60_000);
+    assert_eq!(held, None);
+    assert_eq!(state.entities["e"].phase, Phase::Closed);
+}
+
+#[test]
+fn a_loop_that_resumes_after_the_probe_reopens_without_a_new_alert() {
+    let config = config();
+    let mut state = BreakerState::default();
+    burst(&mut state, &config, "e", T0, 101, 10);
+    let probe_at = T0 + 1_000 + 120_000;
+    let (held, alerts) = burst(&mut state, &config, "e", probe_at, 150, 10);
+    assert!(held[..100].iter().all(Option::is_none), "{held:?}");
+    assert!(held[100..].iter().all(|h| *h == Some(Held::Entity)));
+    assert!(alerts.is_empty());
+    assert!(matches!(state.entities["e"].phase, Phase::Open { .. }));
+}
+
+#[test]
+fn a_tenant_spike_over_its_baseline_opens_the_tenant_breaker() {
+    let config = BreakerConfig {
+        entity_per_minute: 1_000_000,
+        spike_multiple: Some(10.0),
+        spike_min_baseline_per_minute: 6,
+        baseline_half_life_mins: 10,
+        ..config()
+    };
+    let mut state = BreakerState::default();
+    // An hour at 30 events/minute, spread over many entities.
+    for i in 0..(60 * 30) {
+        let (held, alerts) =
+            state.observe(&config, "acme", &format!("e{}", i % 50), T0 + i * 2_000);
+        assert!(held.is_none() && alerts.is_empty(), "event {i}");
+    }
+    let baseline = state.tenant.baseline_milli as f64 / 1000.0;
+    assert!((20.0..=30.0).contains(&baseline), "baseline {baseline}");
+    let threshold = state.tenant.threshold(&config).unwrap();
+    assert_eq!(threshold, (10.0 * baseline).ceil() as u64);
+    // Then a burst across entities: the tenant breaker opens, with one alert.
+    let start = T0 + 3_600_000;
+    let mut alerts = Vec::new();
+    let mut spiked = 0;
+    for i in 0..(threshold as i64 + 50) {
+        let (held, a) = state.observe(&config, "acme", &format!("x{}", i % 500), start + i);
+        alerts.extend(a);
+        spiked += usize::from(held == Some(Held::Tenant));
+    }
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (alerts[0].kind.as_str(), alerts[0].entity.as_deref()),
+        ("spike_suspected", None)
+    );
+    assert!(spiked >= 50);
+}
+
+#[test]
+fn a_new_tenant_is_judged_against_the_baseline_floor() {
+    let config = BreakerConfig {
+        spike_multiple: Some(10.0),
+        spike_min_baseline_per_minute: 6,
+        tenant_per_minute: Some(1_000),
+        ..config()
+    };
+    let state = BreakerState::default();
+    assert_eq!(state.tenant.threshold(&config), Some(60));
+    let only_fixed = BreakerConfig {
+        tenant_per_minute: Some(1_000),
+        ..self::config()
+    };
+    assert_eq!(state.tenant.threshold(&only_fixed), Some(1_000));
+    assert_eq!(state.tenant.threshold(&self::config()), None);
+}
+
+#[test]
+fn idle_entities_are_evicted_and_memory_is_bounded() {
+    let config = config();
+    let mut state = BreakerState::default();
+    burst(&mut state, &config, "loop", T0, 101, 10);
+    state.observe(&config, "acme", "quiet", T0);
+    state.evict_idle(T0 + 61_000);
+    assert!(
+        state.entities.contains_key("loop"),
+        "an open breaker is kept"
+    );
+    assert!(!state.entities.contains_key("quiet"));
+    for i in 0..(MAX_TRACKED_ENTITIES + 10) {
+        state.observe(&config, "acme", &format!("e{i}"), T0 + 62_000);
+    }
+    assert!(state.entities.len() <= MAX_TRACKED_ENTITIES);
+    assert!(state.entities.contains_key("loop"));
+}
+
+#[test]
+fn the_baseline_decays_through_quiet_minutes() {
+    let config = BreakerConfig::default();
+    let mut track = TenantTrack::default();
+    for i in 0..600 {
+        track.record(&config, T0 + i * 100); // 600 events/minute for a minute
+    }
+    track.record(&config, T0 + 60_000);
+    let after_busy_minute = track.baseline_milli;
+    assert!(after_busy_minute > 0);
+    track.record(&config, T0 + 60 * 60_000 + 60_000); // an hour later: halved about once
+    let ratio = track.baseline_milli as f64 / after_busy_minute as f64;
+    assert!((0.45..0.55).contains(&ratio), "{ratio}");
+    assert_eq!(decay_ppm(1), 500_000);
+}
