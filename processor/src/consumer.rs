@@ -101,6 +101,10 @@ pub struct Pipeline {
     pub exactly_once: bool,
     /// Where each open task stands, for whoever watches (a rebuild's progress bar).
     pub progress: Progress,
+    /// Other partitions' budget shares (when some tenant has caps), absorbed at most every
+    /// `budget_absorb`.
+    pub budget: Option<Arc<crate::budget_view::BudgetView>>,
+    pub budget_absorb: Duration,
 }
 
 /// Per partition of `raw`: the task's next offset and how many events it holds back, as of
@@ -128,13 +132,18 @@ impl Pipeline {
         let mut tasks: HashMap<i32, PartitionTask> = HashMap::new();
         let mut last_input: HashMap<i32, Instant> = HashMap::new();
         let mut seq = 0u64;
+        let mut absorbed = (0u64, Instant::now());
         loop {
             let holding = tasks.values().any(|t| t.buffered() > 0);
+            // With caps, the loop also wakes every `budget_absorb` to take in new budget shares
+            // (and raise their alerts) without waiting for input.
+            let shares_waiting = self.budget.is_some();
             let first = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
                 message = self.consumer.recv() => Some(message),
                 _ = tokio::time::sleep(self.idle_flush), if holding => None,
+                _ = tokio::time::sleep(self.budget_absorb), if shares_waiting => None,
             };
             let mut messages: Vec<OwnedMessage> = Vec::new();
             match first {
@@ -178,6 +187,31 @@ impl Pipeline {
                         return Ok(());
                     };
                     tasks.insert(*partition, task);
+                }
+            }
+            if let Some(view) = &self.budget {
+                let version = view.version();
+                if version != absorbed.0 && absorbed.1.elapsed() >= self.budget_absorb {
+                    let shares = view.snapshot();
+                    let mut intents: Vec<(i32, Pending)> = Vec::new();
+                    let mut alerts = Vec::new();
+                    for (partition, task) in &tasks {
+                        let pending = task.absorb(*partition, &shares, &mut alerts)?;
+                        if !pending.ops.is_empty() {
+                            intents.push((*partition, pending));
+                        }
+                    }
+                    if !intents.is_empty() {
+                        match self
+                            .durable(&mut tasks, &mut intents, &alerts, &[], &mut seq, &mut stop)
+                            .await?
+                        {
+                            Durable::Yes => {}
+                            Durable::Stopped => break,
+                            Durable::No => continue,
+                        }
+                    }
+                    absorbed = (version, Instant::now());
                 }
             }
             let first_offsets: Vec<(i32, i64)> = by_partition
@@ -374,6 +408,7 @@ fn record_stats(stats: &crate::task::BatchStats) {
     metrics::counter!("hookstream_processor_late_total").increment(stats.late as u64);
     metrics::counter!("hookstream_processor_released_total").increment(stats.released as u64);
     metrics::counter!("hookstream_processor_dedupe_expired_total").increment(stats.expired as u64);
+    metrics::counter!("hookstream_processor_deferred_total").increment(stats.deferred as u64);
     metrics::counter!("hookstream_processor_out_of_scope_total")
         .increment(stats.out_of_scope as u64);
     metrics::counter!("hookstream_processor_dead_letters_total")

@@ -11,6 +11,8 @@
 //! state), `state` (the entity's new state whenever it changed) and `dlq` (records that could
 //! not be decoded, with the reason in `hs-error`).
 
+pub mod admission;
+pub mod budget_view;
 pub mod caps;
 pub mod catalog;
 pub mod changelog;
@@ -132,6 +134,11 @@ impl ProcessorService {
                     .min(i64::MAX as u64) as i64,
                 max_buffered: config.processor.max_buffered,
                 scope: config.processor.scope.clone().map(Arc::new),
+                caps: Some(Arc::new(caps::Caps::new(
+                    config,
+                    0,
+                    config.kafka.partitions,
+                )?)),
                 codecs: Arc::new(
                     schemas::registry::codecs(
                         config,
@@ -143,6 +150,21 @@ impl ProcessorService {
             idle_flush: std::time::Duration::from_millis(config.processor.idle_flush_ms),
             exactly_once: config.processor.exactly_once,
             progress: Progress::default(),
+            budget: if config
+                .tenants
+                .iter()
+                .any(|t| t.caps.is_some() || t.breaker.is_some())
+            {
+                let mut client = client_config(&config.kafka, Role::Consumer);
+                client.set("group.id", format!("{}-budget", config.processor.group_id));
+                Some(crate::budget_view::BudgetView::start(
+                    client,
+                    &config.topics().name(Topic::Budget),
+                )?)
+            } else {
+                None
+            },
+            budget_absorb: std::time::Duration::from_millis(config.processor.budget_absorb_ms),
             restore: {
                 let mut restore = client_config(&config.kafka, Role::Consumer);
                 restore.set("group.id", format!("{}-restore", config.processor.group_id));

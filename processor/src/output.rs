@@ -4,10 +4,11 @@
 use schemas::avro::Codecs;
 use schemas::key::EntityKey;
 use schemas::raw::header;
-use schemas::records::{EventRecord, Payload, StateRecord};
+use schemas::records::{AlertRecord, DeferredRecord, EventRecord, Payload, StateRecord};
 use schemas::time::to_rfc3339;
 use schemas::topics::Topic;
 
+use crate::caps::{BudgetShare, Deferral};
 use crate::input::{RawInput, Undecodable};
 use crate::reconcile::EntityState;
 
@@ -80,6 +81,64 @@ pub fn state(tenant: &str, entity: &str, state: &EntityState, codecs: &Codecs) -
             state.last_event_id.as_bytes().to_vec(),
         )],
         timestamp: Some(state.updated_at),
+        partition: None,
+    }
+}
+
+/// A `deferred` record: the event as `events` would carry it, with why and until when.
+pub fn deferred(input: &RawInput, deferral: &Deferral, codecs: &Codecs) -> OutRecord {
+    let meta = &input.meta;
+    let payload = Payload::from_body(&input.body);
+    let record = DeferredRecord {
+        tenant: meta.tenant.clone(),
+        source: meta.source.clone(),
+        event_id: meta.event_id.clone(),
+        event_type: meta.event_type.clone(),
+        entity: meta.entity.clone(),
+        occurred_at: to_rfc3339(meta.occurred_at),
+        received_at: to_rfc3339(meta.received_at),
+        late: false,
+        raw_offset: input.offset,
+        reason: deferral.reason.as_str().to_owned(),
+        window_end: deferral.until.map(to_rfc3339),
+        payload: payload.payload,
+        payload_base64: payload.payload_base64,
+    };
+    OutRecord {
+        topic: Topic::Deferred,
+        key: EntityKey::new(&meta.tenant, &meta.entity)
+            .encode()
+            .into_bytes(),
+        value: Some(codecs.encode(Topic::Deferred, &record)),
+        headers: vec![(
+            header::EVENT_ID.to_owned(),
+            meta.event_id.as_bytes().to_vec(),
+        )],
+        timestamp: Some(meta.occurred_at),
+        partition: None,
+    }
+}
+
+/// An `alerts` record, keyed by tenant, stamped with the stream time it was raised at.
+pub fn alert(record: &AlertRecord, codecs: &Codecs) -> OutRecord {
+    OutRecord {
+        topic: Topic::Alerts,
+        key: record.tenant.as_bytes().to_vec(),
+        value: Some(codecs.encode(Topic::Alerts, record)),
+        headers: vec![("hs-alert".to_owned(), record.kind.as_bytes().to_vec())],
+        timestamp: schemas::time::parse_rfc3339(&record.raised_at),
+        partition: None,
+    }
+}
+
+/// A `budget` record: this task's share of a tenant's usage (compacted, key `tenant/partition`).
+pub fn budget(share: &BudgetShare) -> OutRecord {
+    OutRecord {
+        topic: Topic::Budget,
+        key: share.key().into_bytes(),
+        value: Some(serde_json::to_vec(share).expect("budget share serializes")),
+        headers: Vec::new(),
+        timestamp: None,
         partition: None,
     }
 }

@@ -31,10 +31,23 @@ pub enum Cf {
     Entity,
     Buffer,
     Meta,
+    /// Caps: each tenant's [`crate::caps::TenantState`] (`t` + tenant) and each admitted
+    /// event's usage entry (`u` + dedupe key).
+    Caps,
+    /// Events deferred by a cap until its window resets, per tenant in `raw` offset order.
+    Held,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 5] = [Cf::Dedupe, Cf::Expiry, Cf::Entity, Cf::Buffer, Cf::Meta];
+    pub const ALL: [Cf; 7] = [
+        Cf::Dedupe,
+        Cf::Expiry,
+        Cf::Entity,
+        Cf::Buffer,
+        Cf::Meta,
+        Cf::Caps,
+        Cf::Held,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -43,6 +56,8 @@ impl Cf {
             Cf::Entity => "entity",
             Cf::Buffer => "buffer",
             Cf::Meta => "meta",
+            Cf::Caps => "caps",
+            Cf::Held => "held",
         }
     }
 

@@ -12,6 +12,7 @@
 //! and ops, which is what makes re-processing a batch after a crash safe. The commit protocol
 //! around it lives in [`crate::consumer`].
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ use schemas::raw::header;
 use schemas::scope::{InRange, Scope};
 use schemas::time::Millis;
 
+use crate::admission;
+use crate::caps::{BudgetShare, Caps};
 use crate::catalog::SourceCatalog;
 use crate::dedupe;
 use crate::error::ProcessorError;
@@ -39,6 +42,8 @@ pub struct TaskSettings {
     /// Only records in scope are processed (a rebuild); the rest are consumed and ignored.
     /// Reaching the end of the scope's range releases everything held back.
     pub scope: Option<Arc<Scope>>,
+    /// Per-tenant caps and breakers (None, or no tenant with any: admission is skipped).
+    pub caps: Option<Arc<Caps>>,
     /// How `events` and `state` values are encoded (JSON, or Avro under registered ids).
     pub codecs: Arc<Codecs>,
 }
@@ -49,6 +54,7 @@ impl Default for TaskSettings {
             dedupe_window_ms: 72 * 3600 * 1000,
             max_buffered: 100_000,
             scope: None,
+            caps: None,
             codecs: Arc::new(Codecs::json()),
         }
     }
@@ -75,6 +81,7 @@ pub struct BatchStats {
     pub already_applied: usize,
     pub expired: usize,
     pub out_of_scope: usize,
+    pub deferred: usize,
 }
 
 pub struct PartitionTask {
@@ -144,6 +151,8 @@ impl PartitionTask {
             )?;
         }
         let mut next_offset = None;
+        let caps = self.caps_for(&records);
+        let mut touched = BTreeSet::new();
         // No buffered event releases before `floor`: later scans start there, not at the
         // beginning (events released earlier in this batch are still in the store's view).
         let mut floor = Millis::MIN;
@@ -202,56 +211,45 @@ impl PartitionTask {
                 dedupe::expiry_key(expires_at, &dedupe_key),
                 Vec::new(),
             );
-            txn.put(Cf::Dedupe, dedupe_key, expires_at.to_be_bytes().to_vec());
-            stats.events += 1;
-
-            let entity_key = EntityKey::new(&input.meta.tenant, &input.meta.entity).encode();
-            let state = entity(&txn, &entity_key)?;
-            if reorder::is_late(state.as_ref(), &input.meta) {
-                stats.late += 1;
-                out.push(output::event(&input, true, &self.settings.codecs));
-                continue;
-            }
-            let grace = catalog.grace(&input.meta.tenant, &input.meta.source);
-            let release_at = input.meta.occurred_at.saturating_add(grace);
             txn.put(
-                Cf::Buffer,
-                reorder::buffer_key(release_at, &input),
-                reorder::encode(&input),
+                Cf::Dedupe,
+                dedupe_key.clone(),
+                expires_at.to_be_bytes().to_vec(),
             );
-            buffered += 1;
-            floor = floor.min(release_at);
-            // Release as soon as stream time passes an event's release time, record by record,
-            // so the outputs do not depend on where batches happen to begin and end.
-            if advanced || release_at <= stream_time {
-                let due = txn.range(
-                    Cf::Buffer,
-                    &reorder::time_key(floor),
-                    &reorder::due_bound(stream_time),
-                )?;
-                buffered = release(
-                    &mut txn,
-                    due,
-                    buffered,
+            stats.events += 1;
+            let arrived = input.offset;
+            let admitted = match &caps {
+                Some(caps) => {
+                    let codecs = &self.settings.codecs;
+                    let admitted = admission::admit(
+                        caps,
+                        codecs,
+                        &mut txn,
+                        input,
+                        &dedupe_key,
+                        stream_time,
+                        &mut touched,
+                        out,
+                    )?;
+                    stats.deferred += admitted.deferred;
+                    admitted.inputs
+                }
+                None => vec![input],
+            };
+            for input in admitted {
+                let advanced = advanced && input.offset == arrived;
+                let queue = Queue {
                     catalog,
-                    &self.settings.codecs,
-                    out,
-                    &mut stats,
-                )?;
-                floor = stream_time.saturating_add(1);
-            }
-            if buffered > self.settings.max_buffered {
-                let oldest = txn.first(Cf::Buffer, buffered - self.settings.max_buffered)?;
-                buffered = release(
-                    &mut txn,
-                    oldest,
-                    buffered,
-                    catalog,
-                    &self.settings.codecs,
-                    out,
-                    &mut stats,
+                    stream_time,
+                    advanced,
+                };
+                buffered = self.enqueue(
+                    &mut txn, input, &queue, &mut floor, buffered, out, &mut stats,
                 )?;
             }
+        }
+        if let Some(caps) = &caps {
+            admission::shares(caps, &txn, &touched, out)?;
         }
         for (expiry_key, _) in txn.range(Cf::Expiry, &[0; 8], &reorder::due_bound(stream_time))? {
             let dedupe_key = expiry_key[8..].to_vec();
@@ -276,6 +274,86 @@ impl PartitionTask {
             ops: txn.into_ops(),
             next_offset,
             stats,
+        })
+    }
+
+    /// The caps engine for this batch's partition, when any tenant has caps or a breaker.
+    fn caps_for(&self, records: &[Decoded]) -> Option<Caps> {
+        let caps = self.settings.caps.as_ref().filter(|c| c.any())?;
+        let partition = match records.first()? {
+            Ok(input) => input.partition,
+            Err(bad) => bad.partition,
+        };
+        Some(caps.for_partition(partition))
+    }
+
+    /// Reorder an admitted event: late ones are emitted at once, the others wait in the buffer
+    /// until stream time passes their release time (checked record by record, so outputs do
+    /// not depend on where batches begin and end).
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &self,
+        txn: &mut Txn<'_>,
+        input: RawInput,
+        queue: &Queue<'_>,
+        floor: &mut Millis,
+        mut buffered: usize,
+        out: &mut Vec<OutRecord>,
+        stats: &mut BatchStats,
+    ) -> Result<usize, ProcessorError> {
+        let (catalog, stream_time, codecs) =
+            (queue.catalog, queue.stream_time, &self.settings.codecs);
+        let entity_key = EntityKey::new(&input.meta.tenant, &input.meta.entity).encode();
+        let state = entity(txn, &entity_key)?;
+        if reorder::is_late(state.as_ref(), &input.meta) {
+            stats.late += 1;
+            out.push(output::event(&input, true, codecs));
+            return Ok(buffered);
+        }
+        let grace = catalog.grace(&input.meta.tenant, &input.meta.source);
+        let release_at = input.meta.occurred_at.saturating_add(grace);
+        txn.put(
+            Cf::Buffer,
+            reorder::buffer_key(release_at, &input),
+            reorder::encode(&input),
+        );
+        buffered += 1;
+        *floor = (*floor).min(release_at);
+        if queue.advanced || release_at <= stream_time {
+            let due = txn.range(
+                Cf::Buffer,
+                &reorder::time_key(*floor),
+                &reorder::due_bound(stream_time),
+            )?;
+            buffered = release(txn, due, buffered, catalog, codecs, out, stats)?;
+            *floor = stream_time.saturating_add(1);
+        }
+        if buffered > self.settings.max_buffered {
+            let oldest = txn.first(Cf::Buffer, buffered - self.settings.max_buffered)?;
+            buffered = release(txn, oldest, buffered, catalog, codecs, out, stats)?;
+        }
+        Ok(buffered)
+    }
+
+    /// Takes other partitions' budget shares into this task's tenant states: a durable step
+    /// of its own, before the next batch, so decisions depend only on the store and the input.
+    pub fn absorb(
+        &self,
+        partition: i32,
+        shares: &[BudgetShare],
+        out: &mut Vec<OutRecord>,
+    ) -> Result<Pending, ProcessorError> {
+        let Some(caps) = self.settings.caps.as_ref().filter(|c| c.any()) else {
+            return Ok(Pending::default());
+        };
+        let caps = caps.for_partition(partition);
+        let mut txn = Txn::new(&self.store);
+        let at = txn.get_i64(STREAM_TIME)?;
+        let codecs = &self.settings.codecs;
+        admission::absorb(&caps, partition, codecs, &mut txn, shares, at, out)?;
+        Ok(Pending {
+            ops: txn.into_ops(),
+            ..Pending::default()
         })
     }
 
@@ -343,6 +421,13 @@ fn flush_all(
     let buffered = release(txn, all, buffered, catalog, codecs, out, stats)?;
     txn.delete(Cf::Meta, FLUSH_PENDING.to_vec());
     Ok(buffered)
+}
+
+struct Queue<'a> {
+    catalog: &'a SourceCatalog,
+    stream_time: Millis,
+    /// The arriving record moved stream time forward.
+    advanced: bool,
 }
 
 enum Scoped {

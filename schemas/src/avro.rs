@@ -32,7 +32,7 @@ pub fn schema_text(topic: Topic) -> Option<&'static str> {
         Topic::Deferred => include_str!("../avro/deferred.avsc"),
         Topic::Alerts => include_str!("../avro/alerts.avsc"),
         Topic::Usage => include_str!("../avro/usage.avsc"),
-        Topic::Raw | Topic::Dlq | Topic::Changelog => return None,
+        Topic::Raw | Topic::Dlq | Topic::Changelog | Topic::Budget => return None,
     })
 }
 

@@ -29,10 +29,13 @@ pub enum Topic {
     Dlq,
     Rejected,
     Changelog,
+    /// Per tenant and partition, the usage each partition task admitted in the current cap
+    /// windows (compacted): how tasks share a tenant's budget.
+    Budget,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 9] = [
+    pub const ALL: [Topic; 10] = [
         Topic::Raw,
         Topic::Events,
         Topic::State,
@@ -42,6 +45,7 @@ impl Topic {
         Topic::Dlq,
         Topic::Rejected,
         Topic::Changelog,
+        Topic::Budget,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -55,12 +59,13 @@ impl Topic {
             Topic::Dlq => "dlq",
             Topic::Rejected => "rejected",
             Topic::Changelog => "changelog",
+            Topic::Budget => "budget",
         }
     }
 
     /// `state` keeps only the latest record per key; every other topic is a log.
     pub fn compacted(self) -> bool {
-        matches!(self, Topic::State)
+        matches!(self, Topic::State | Topic::Budget)
     }
 
     /// The changelog is the state stores' history: never deleted by retention.
@@ -78,6 +83,7 @@ impl Topic {
                 | Topic::Alerts
                 | Topic::Dlq
                 | Topic::Changelog
+                | Topic::Budget
         )
     }
 }

@@ -260,6 +260,21 @@ impl Caps {
         Tick { alerts, release }
     }
 
+    /// The same rules, for the task of `partition`.
+    pub fn for_partition(&self, partition: i32) -> Self {
+        Self {
+            partition,
+            ..self.clone()
+        }
+    }
+
+    /// Whether any tenant has caps or a breaker (otherwise admission is skipped entirely).
+    pub fn any(&self) -> bool {
+        self.tenants
+            .values()
+            .any(|r| r.caps.is_some() || r.breaker.is_some())
+    }
+
     /// This task's share of the tenant's usage, to publish to `budget`.
     pub fn share(&self, state: &TenantState, tenant: &str) -> BudgetShare {
         BudgetShare::of(tenant, self.partition, &state.ledger, &state.status)

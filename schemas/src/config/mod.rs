@@ -263,6 +263,14 @@ pub struct ProcessorConfig {
     /// are consumed and ignored. Absent: everything.
     #[serde(default)]
     pub scope: Option<crate::scope::Scope>,
+    /// How often partition tasks take other partitions' budget shares into their state (caps
+    /// are enforced on the tenant's usage across all partitions; see docs/caps.md).
+    #[serde(default = "default_budget_absorb")]
+    pub budget_absorb_ms: u64,
+}
+
+fn default_budget_absorb() -> u64 {
+    200
 }
 
 impl Default for ProcessorConfig {
@@ -278,6 +286,7 @@ impl Default for ProcessorConfig {
             exactly_once: false,
             output_prefix: None,
             scope: None,
+            budget_absorb_ms: default_budget_absorb(),
         }
     }
 }

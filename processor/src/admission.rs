@@ -1,0 +1,239 @@
+//! Admission inside a partition task: the [`crate::caps`] engine applied to each first
+//! delivery, between dedupe and reorder, with its state kept in the task's store so that it is
+//! restored, replayed and fenced like the rest.
+//!
+//! * `caps` column family: `t` + tenant → the tenant's [`TenantState`] (JSON), and `u` +
+//!   dedupe key → the admitted event's [`EventUsage`] (for usage reports).
+//! * `held` column family: events a cap deferred until its window resets, keyed by tenant,
+//!   window end, then `raw` offset. The tenant's next event on the partition at or after the
+//!   window's end re-admits them first, in arrival order (with `on_window_reset = "release"`).
+//!
+//! An event the breaker or a cap defers goes to `deferred` (with the reason and, for caps, the
+//! window's end); alerts go to `alerts`. After each batch the task publishes its share of
+//! every tenant it touched to `budget` ([`crate::caps::budget`]); other partitions' shares
+//! enter the store only through [`absorb`], a durable step of its own, so a decision never
+//! depends on when a share happened to arrive.
+
+use std::collections::BTreeSet;
+
+use schemas::avro::Codecs;
+use schemas::config::OnWindowReset;
+use schemas::time::Millis;
+
+use crate::caps::{BudgetShare, Caps, Decision, TenantState};
+use crate::error::ProcessorError;
+use crate::input::RawInput;
+use crate::output::{self, OutRecord};
+use crate::reorder;
+use crate::store::{Cf, Txn};
+
+fn tenant_key(tenant: &str) -> Vec<u8> {
+    let mut key = b"t".to_vec();
+    key.extend_from_slice(tenant.as_bytes());
+    key
+}
+
+fn usage_key(dedupe_key: &[u8]) -> Vec<u8> {
+    let mut key = b"u".to_vec();
+    key.extend_from_slice(dedupe_key);
+    key
+}
+
+fn held_prefix(tenant: &str) -> Vec<u8> {
+    let mut key = (tenant.len() as u32).to_be_bytes().to_vec();
+    key.extend_from_slice(tenant.as_bytes());
+    key
+}
+
+/// Held events sort by tenant, then the end of the window that deferred them, then offset.
+fn held_key(tenant: &str, until: Millis, offset: i64) -> Vec<u8> {
+    let mut key = held_prefix(tenant);
+    key.extend_from_slice(&reorder::time_key(until));
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+pub fn load(txn: &Txn<'_>, tenant: &str) -> Result<TenantState, ProcessorError> {
+    match txn.get(Cf::Caps, &tenant_key(tenant))? {
+        None => Ok(TenantState::default()),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| ProcessorError::Corrupt {
+            path: String::new(),
+            key: format!("caps/t{tenant}"),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn save(txn: &mut Txn<'_>, tenant: &str, state: &TenantState) {
+    txn.put(
+        Cf::Caps,
+        tenant_key(tenant),
+        serde_json::to_vec(state).expect("tenant state serializes"),
+    );
+}
+
+/// What admission let through: released held events first (in arrival order), then the event.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    pub inputs: Vec<RawInput>,
+    pub deferred: usize,
+}
+
+/// Applies the caps engine to `input` at stream time `at`.
+#[allow(clippy::too_many_arguments)]
+pub fn admit(
+    caps: &Caps,
+    codecs: &Codecs,
+    txn: &mut Txn<'_>,
+    input: RawInput,
+    dedupe_key: &[u8],
+    at: Millis,
+    touched: &mut BTreeSet<String>,
+    out: &mut Vec<OutRecord>,
+) -> Result<Admitted, ProcessorError> {
+    let tenant = input.meta.tenant.clone();
+    let Some(rules) = caps.rules(&tenant) else {
+        return Ok(Admitted {
+            inputs: vec![input],
+            deferred: 0,
+        });
+    };
+    let release_mode = rules
+        .caps
+        .as_ref()
+        .is_some_and(|c| c.on_window_reset == OnWindowReset::Release);
+    touched.insert(tenant.clone());
+    let mut state = load(txn, &tenant)?;
+    let mut admitted = Admitted::default();
+    let tick = caps.tick(&mut state, &tenant, at);
+    out.extend(tick.alerts.iter().map(|a| output::alert(a, codecs)));
+    if release_mode {
+        release(
+            caps,
+            codecs,
+            txn,
+            &mut state,
+            &tenant,
+            at,
+            out,
+            &mut admitted,
+        )?;
+    }
+    let (decision, alerts) = caps.admit(&mut state, &input.meta, input.body.len(), at);
+    out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
+    match decision {
+        Decision::Admit(usage) => {
+            if let Some(usage) = usage {
+                txn.put(
+                    Cf::Caps,
+                    usage_key(dedupe_key),
+                    serde_json::to_vec(&usage).expect("usage serializes"),
+                );
+            }
+            admitted.inputs.push(input);
+        }
+        Decision::Defer(deferral) => {
+            metrics::counter!("hookstream_caps_deferred_total", "tenant" => tenant.clone(), "reason" => deferral.reason.as_str())
+                .increment(1);
+            out.push(output::deferred(&input, &deferral, codecs));
+            if let (Some(until), true) = (deferral.until, release_mode) {
+                txn.put(
+                    Cf::Held,
+                    held_key(&tenant, until, input.offset),
+                    reorder::encode(&input),
+                );
+            }
+            admitted.deferred += 1;
+        }
+    }
+    save(txn, &tenant, &state);
+    Ok(admitted)
+}
+
+/// Re-admits the tenant's held events whose window has ended by `at`, in arrival order;
+/// those the caps still refuse stay held (and so do the ones after them).
+#[allow(clippy::too_many_arguments)]
+fn release(
+    caps: &Caps,
+    codecs: &Codecs,
+    txn: &mut Txn<'_>,
+    state: &mut TenantState,
+    tenant: &str,
+    at: Millis,
+    out: &mut Vec<OutRecord>,
+    admitted: &mut Admitted,
+) -> Result<(), ProcessorError> {
+    let prefix = held_prefix(tenant);
+    let mut end = prefix.clone();
+    end.extend_from_slice(&reorder::time_key(at.saturating_add(1)));
+    for (key, value) in txn.range(Cf::Held, &prefix, &end)? {
+        let input = reorder::decode(&value).ok_or_else(|| ProcessorError::Corrupt {
+            path: String::new(),
+            key: format!("held/{tenant}"),
+            reason: "undecodable held event".into(),
+        })?;
+        let (decision, alerts) = caps.readmit(state, &input.meta, input.body.len(), at);
+        out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
+        if let Decision::Admit(usage) = decision {
+            if let Some(usage) = usage {
+                let dedupe_key = crate::dedupe::key(&input.meta);
+                txn.put(
+                    Cf::Caps,
+                    usage_key(&dedupe_key),
+                    serde_json::to_vec(&usage).expect("usage serializes"),
+                );
+            }
+            txn.delete(Cf::Held, key);
+            admitted.inputs.push(input);
+        } else {
+            break; // the caps refuse again: later ones wait too, in order
+        }
+    }
+    Ok(())
+}
+
+/// The `budget` records of the tenants a batch touched.
+pub fn shares(
+    caps: &Caps,
+    txn: &Txn<'_>,
+    touched: &BTreeSet<String>,
+    out: &mut Vec<OutRecord>,
+) -> Result<(), ProcessorError> {
+    for tenant in touched {
+        let state = load(txn, tenant)?;
+        out.push(output::budget(&caps.share(&state, tenant)));
+    }
+    Ok(())
+}
+
+/// Takes other partitions' budget shares into the tenants' stored states (a durable step),
+/// raising the cap alerts they imply (on the tenant's alert partition) at stream time `at`.
+pub fn absorb(
+    caps: &Caps,
+    partition: i32,
+    codecs: &Codecs,
+    txn: &mut Txn<'_>,
+    shares: &[BudgetShare],
+    at: Option<Millis>,
+    out: &mut Vec<OutRecord>,
+) -> Result<(), ProcessorError> {
+    for share in shares {
+        if share.partition == partition || caps.rules(&share.tenant).is_none() {
+            continue;
+        }
+        let mut state = load(txn, &share.tenant)?;
+        if state.absorb_share(partition, share.clone()) {
+            // The share proves the tenant's stream time reached its windows: move ours there
+            // too, so the alert partition raises `cap_recovered` without traffic of its own.
+            let at = at
+                .unwrap_or(Millis::MIN)
+                .max(share.hour_start)
+                .max(share.day_start);
+            let tick = caps.tick(&mut state, &share.tenant, at);
+            tracing::debug!(partition, tenant = %share.tenant, from = share.partition, at, alerts = tick.alerts.len(), "absorbed a budget share");
+            out.extend(tick.alerts.iter().map(|a| output::alert(a, codecs)));
+            save(txn, &share.tenant, &state);
+        }
+    }
+    Ok(())
+}

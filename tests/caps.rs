@@ -1,0 +1,287 @@
+//! Caps and the breaker end to end, on a real Tansu broker with real `hookstream process`
+//! instances: a tenant-wide cap enforced across two instances (within the documented
+//! over-admission bound, one alert, nothing lost), a loop tripping its entity's breaker while
+//! the tenant's other entities flow, and held events released when their window resets. The
+//! clock is stream time: the tests choose the events' times.
+
+mod harness;
+mod workload;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use harness::kafka::{read_until, Record, Watermarks};
+use harness::{Broker, Service, Settings, TestConfig};
+use workload::{produce, Input};
+
+const HOUR: i64 = 3_600_000;
+/// 2026-11-22T10:00:00Z, the start of an hour window.
+const T0: i64 = 1_763_805_600_000;
+
+fn input(tenant: &str, entity: &str, id: &str, at: i64) -> Input {
+    Input {
+        tenant: tenant.into(),
+        entity: entity.into(),
+        event_id: id.into(),
+        event_type: "call.turn".into(),
+        occurred_at: at,
+        body: format!(r#"{{"id":"{id}"}}"#),
+    }
+}
+
+fn ids(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r.header("hs-event-id").unwrap().to_owned())
+        .collect()
+}
+
+/// Reads `topic` until it holds `count` records.
+fn records(config: &TestConfig, topic: &str, count: i64) -> Vec<Record> {
+    let name = config.topic(topic);
+    Watermarks::new(&config.brokers, &name).wait_for(count, Duration::from_secs(120));
+    read_until(&config.brokers, &name, |r| r.len() as i64 >= count)
+}
+
+/// Reads `events` and `deferred` until every input event id is in one of them.
+fn outcome(config: &TestConfig, inputs: &[Input]) -> (Vec<Record>, Vec<Record>) {
+    let wanted: HashSet<&str> = inputs.iter().map(|i| i.event_id.as_str()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let events = Watermarks::new(&config.brokers, &config.topic("events")).count();
+        let deferred = Watermarks::new(&config.brokers, &config.topic("deferred")).count();
+        if events + deferred >= wanted.len() as i64 {
+            let events = records(config, "events", events);
+            let deferred = records(config, "deferred", deferred);
+            let seen: HashSet<String> = ids(&events).into_iter().chain(ids(&deferred)).collect();
+            if wanted.iter().all(|id| seen.contains(*id)) {
+                return (events, deferred);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every event came out"
+        );
+        std::thread::sleep(Duration::from_millis(200)); // polling interval
+    }
+}
+
+fn alerts(config: &TestConfig) -> Vec<serde_json::Value> {
+    let count = Watermarks::new(&config.brokers, &config.topic("alerts")).count();
+    records(config, "alerts", count)
+        .iter()
+        .map(Record::json)
+        .collect()
+}
+
+/// Over-admission bound used below: the tenant's input rate × 2 s, an upper bound on the
+/// time a partition's admissions take to reach the other partitions here (batch, produce,
+/// the budget reader's fetch, `budget_absorb_ms`); docs/caps.md derives it.
+const PROPAGATION_SECS: i64 = 2;
+
+#[test]
+fn a_tenant_cap_holds_across_instances_within_the_bound_with_one_alert() {
+    let broker = Broker::start();
+    let settings = Settings {
+        tenants: "[tenants.caps]\nevents_per_hour = 300\non_window_reset = \"keep\"\n".into(),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "caps", &settings);
+    let mut first = Service::processor(&config.path);
+    let second_config = config.variant("second", |t| t);
+    let _second = Service::processor(&second_config);
+    // 1 000 events of one tenant over 200 entities (so on every partition), all in one hour
+    // of event time, written at 100 events/s.
+    let inputs: Vec<Input> = (0..1_000)
+        .map(|i| {
+            input(
+                "acme",
+                &format!("call-{}", i % 200),
+                &format!("e{i}"),
+                T0 + i,
+            )
+        })
+        .collect();
+    let rate_per_sec = 100;
+    for chunk in inputs.chunks(20) {
+        produce(&config.brokers, &config.topic("raw"), chunk, 0);
+        std::thread::sleep(Duration::from_millis(200)); // pacing the input, not synchronising
+    }
+    let (events, deferred) = outcome(&config, &inputs);
+    let admitted: HashSet<String> = ids(&events).into_iter().collect();
+    let held: HashSet<String> = ids(&deferred).into_iter().collect();
+    assert!(
+        admitted.is_disjoint(&held),
+        "an event both admitted and deferred"
+    );
+    assert_eq!(
+        admitted.len() + held.len(),
+        inputs.len(),
+        "events + deferred = input"
+    );
+    let bound = (rate_per_sec * PROPAGATION_SECS) as usize;
+    eprintln!(
+        "admitted {} of {} for a cap of 300 (bound {bound})",
+        admitted.len(),
+        inputs.len()
+    );
+    assert!(
+        admitted.len() >= 300 && admitted.len() <= 300 + bound,
+        "{} admitted for a cap of 300 (bound {bound})",
+        admitted.len()
+    );
+    // Per partition, the cap only ever closes: every admitted event precedes every deferred one.
+    let mut last_admitted: BTreeMap<i32, i64> = BTreeMap::new();
+    for record in &events {
+        let offset = record.json()["raw_offset"].as_i64().unwrap();
+        let last = last_admitted.entry(record.partition).or_default();
+        *last = (*last).max(offset);
+    }
+    for record in &deferred {
+        let value = record.json();
+        assert_eq!(value["reason"], "events_per_hour", "{value}");
+        assert_eq!(value["window_end"], schemas::time::to_rfc3339(T0 + HOUR));
+        let offset = value["raw_offset"].as_i64().unwrap();
+        assert!(
+            last_admitted
+                .get(&record.partition)
+                .is_none_or(|l| *l < offset),
+            "partition {}: deferred offset {offset} before an admitted one",
+            record.partition
+        );
+    }
+    let alerts = alerts(&config);
+    let reached: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["kind"] == "cap_reached")
+        .collect();
+    assert_eq!(reached.len(), 1, "{alerts:#?}");
+    assert_eq!(reached[0]["tenant"], "acme");
+    assert_eq!(reached[0]["cap"], "events_per_hour");
+    first.terminate();
+}
+
+#[test]
+fn a_loop_trips_its_entity_breaker_and_held_events_return_when_the_window_resets() {
+    let broker = Broker::start();
+    let settings = Settings {
+        tenants: r#"
+[[tenants]]
+id = "loopy"
+[tenants.breaker]
+entity_per_minute = 30
+cooldown_secs = 3600
+[[tenants.sources]]
+id = "orders"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "s" }]
+
+[[tenants]]
+id = "hourly"
+[tenants.caps]
+events_per_hour = 10
+on_window_reset = "release"
+[[tenants.sources]]
+id = "orders"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "s" }]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "breaker", &settings);
+    let _processor = Service::processor(&config.path);
+    // A loop: 300 events on one entity at 100 events/s of event time; beside it, 60 events on
+    // other entities of the same tenant, one per second.
+    let mut inputs: Vec<Input> = (0..300)
+        .map(|i| input("loopy", "hot", &format!("hot-{i}"), T0 + i * 10))
+        .collect();
+    inputs.extend((0..60).map(|i| {
+        input(
+            "loopy",
+            &format!("calm-{i}"),
+            &format!("calm-{i}"),
+            T0 + i * 50,
+        )
+    }));
+    inputs.sort_by_key(|i| i.occurred_at);
+    // Hour window: 15 events in the first hour (10 fit), then one in the next. One entity, so
+    // one partition: the cap is exact there (across partitions it holds within the bound).
+    let hourly: Vec<Input> = (0..15)
+        .map(|i| input("hourly", "agent-7", &format!("h-{i}"), T0 + i * 1000))
+        .chain([input("hourly", "agent-7", "h-next", T0 + HOUR + 1)])
+        .collect();
+    produce(&config.brokers, &config.topic("raw"), &inputs, 0);
+    produce(&config.brokers, &config.topic("raw"), &hourly[..15], 0);
+    let all: Vec<Input> = inputs.iter().chain(&hourly[..15]).cloned().collect();
+    let (events, deferred) = outcome(&config, &all);
+
+    let admitted: HashSet<String> = ids(&events).into_iter().collect();
+    let hot_admitted = admitted.iter().filter(|id| id.starts_with("hot-")).count();
+    assert!(
+        hot_admitted <= 31,
+        "{hot_admitted} events of the loop got through"
+    );
+    let calm_admitted = admitted.iter().filter(|id| id.starts_with("calm-")).count();
+    assert_eq!(
+        calm_admitted, 60,
+        "the tenant's other entities keep flowing"
+    );
+    for record in deferred
+        .iter()
+        .filter(|r| r.header("hs-event-id").unwrap().starts_with("hot-"))
+    {
+        assert_eq!(record.json()["reason"], "loop_suspected");
+    }
+    let alerts = alerts(&config);
+    let loops: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["kind"] == "loop_suspected")
+        .collect();
+    assert_eq!(loops.len(), 1, "{alerts:#?}");
+    assert_eq!(loops[0]["entity"], "hot");
+
+    // The hourly cap: 10 admitted, 5 held; the next hour's first event releases them.
+    let hourly_admitted: Vec<&String> = admitted.iter().filter(|id| id.starts_with("h-")).collect();
+    assert_eq!(hourly_admitted.len(), 10, "{hourly_admitted:?}");
+    produce(&config.brokers, &config.topic("raw"), &hourly[15..], 0);
+    let expected: HashSet<String> = hourly.iter().map(|i| i.event_id.clone()).collect();
+    let mut released = HashSet::new();
+    harness::kafka::stream_until(
+        &config.brokers,
+        &config.topic("events"),
+        Duration::from_secs(120),
+        |record| {
+            let id = record.header("hs-event-id").unwrap();
+            if id.starts_with("h-") {
+                released.insert(id.to_owned());
+            }
+            released == expected
+        },
+    );
+    // The tenant's alert partition raises `cap_recovered` once it learns the window moved on.
+    let mut kinds: Vec<String> = Vec::new();
+    harness::kafka::stream_until(
+        &config.brokers,
+        &config.topic("alerts"),
+        Duration::from_secs(60),
+        |record| {
+            let alert = record.json();
+            if alert["tenant"] == "hourly" {
+                kinds.push(alert["kind"].as_str().unwrap().to_owned());
+            }
+            kinds.last().is_some_and(|k| k == "cap_recovered")
+        },
+    );
+    assert_eq!(kinds, ["cap_reached", "cap_recovered"]);
+    let count = Watermarks::new(&config.brokers, &config.topic("alerts")).count();
+    let hourly = self::alerts(&config)
+        .into_iter()
+        .filter(|a| a["tenant"] == "hourly")
+        .count();
+    assert_eq!(
+        (hourly, count),
+        (2, 3),
+        "one alert per tenant, window and kind"
+    );
+}
