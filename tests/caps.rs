@@ -285,3 +285,96 @@ secrets = [{ id = "k1", value = "s" }]
         "one alert per tenant, window and kind"
     );
 }
+
+/// Writes usage reports (JSON) as a downstream worker would, keyed `tenant/entity`.
+fn report(config: &TestConfig, entity: &str, event_id: &str, tokens: u64) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    let value = serde_json::json!({
+        "tenant": "agents", "event_id": event_id, "tokens": tokens, "cost_micros": 0
+    })
+    .to_string();
+    let key = format!("agents/{entity}");
+    let topic = config.topic("usage");
+    let record = FutureRecord::to(&topic).key(&key).payload(&value);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(producer.send(record, Duration::from_secs(30)))
+        .unwrap();
+}
+
+/// Waits until the tenant's budget share shows `tokens`, and returns what it showed then.
+fn wait_for_tokens(config: &TestConfig, at_least: u64) -> u64 {
+    let mut tokens = 0;
+    harness::kafka::stream_until(
+        &config.brokers,
+        &config.topic("budget"),
+        Duration::from_secs(60),
+        |record| {
+            let share = record.json();
+            if share["tenant"] == "agents" {
+                tokens = share["tokens"].as_u64().unwrap();
+            }
+            tokens >= at_least
+        },
+    );
+    tokens
+}
+
+#[test]
+fn usage_reports_count_once_and_a_token_cap_trips_on_actual_usage() {
+    let broker = Broker::start();
+    let settings = Settings {
+        tenants: r#"
+[[tenants]]
+id = "agents"
+[tenants.caps]
+tokens_per_day = 1000
+on_window_reset = "keep"
+[[tenants.caps.estimates]]
+fixed_tokens = 10
+[[tenants.sources]]
+id = "orders"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "s" }]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "usage", &settings);
+    let _processor = Service::processor(&config.path);
+    let e1 = input("agents", "call-1", "e1", T0);
+    produce(&config.brokers, &config.topic("raw"), &[e1.clone()], 0);
+    outcome(&config, &[e1]);
+    assert_eq!(
+        wait_for_tokens(&config, 10),
+        10,
+        "the estimate counts first"
+    );
+    // The actual usage of e1 replaces its estimate; the same report again counts nothing. A
+    // report for another event after it shows when both were applied (same partition, in order).
+    report(&config, "call-1", "e1", 600);
+    report(&config, "call-1", "e1", 600);
+    report(&config, "call-1", "e-other", 5);
+    assert_eq!(
+        wait_for_tokens(&config, 605),
+        605,
+        "a repeated report counted twice"
+    );
+    // Actual usage alone now exceeds the cap: the next event (estimate 10) is deferred.
+    report(&config, "call-1", "e-big", 400);
+    assert_eq!(wait_for_tokens(&config, 1005), 1005);
+    let e2 = input("agents", "call-1", "e2", T0 + 1);
+    produce(&config.brokers, &config.topic("raw"), &[e2.clone()], 0);
+    let (_, deferred) = outcome(&config, &[e2]);
+    let deferred: Vec<serde_json::Value> = deferred.iter().map(Record::json).collect();
+    assert_eq!(deferred.len(), 1, "{deferred:?}");
+    assert_eq!(deferred[0]["event_id"], "e2");
+    assert_eq!(deferred[0]["reason"], "tokens_per_day");
+}

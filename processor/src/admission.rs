@@ -3,7 +3,7 @@
 //! restored, replayed and fenced like the rest.
 //!
 //! * `caps` column family: `t` + tenant → the tenant's [`TenantState`] (JSON), and `u` +
-//!   dedupe key → the admitted event's [`EventUsage`] (for usage reports).
+//!   tenant + event id → the event's [`EventUsage`] (estimate, and actual once reported).
 //! * `held` column family: events a cap deferred until its window resets, keyed by tenant,
 //!   window end, then `raw` offset. The tenant's next event on the partition at or after the
 //!   window's end re-admits them first, in arrival order (with `on_window_reset = "release"`).
@@ -18,9 +18,10 @@ use std::collections::BTreeSet;
 
 use schemas::avro::Codecs;
 use schemas::config::OnWindowReset;
+use schemas::records::UsageRecord;
 use schemas::time::Millis;
 
-use crate::caps::{BudgetShare, Caps, Decision, TenantState};
+use crate::caps::{BudgetShare, Caps, Decision, EventUsage, TenantState};
 use crate::error::ProcessorError;
 use crate::input::RawInput;
 use crate::output::{self, OutRecord};
@@ -33,9 +34,12 @@ fn tenant_key(tenant: &str) -> Vec<u8> {
     key
 }
 
-fn usage_key(dedupe_key: &[u8]) -> Vec<u8> {
+/// Usage entries are per (tenant, event id): what a usage report names.
+fn usage_key(tenant: &str, event_id: &str) -> Vec<u8> {
     let mut key = b"u".to_vec();
-    key.extend_from_slice(dedupe_key);
+    key.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
+    key.extend_from_slice(tenant.as_bytes());
+    key.extend_from_slice(event_id.as_bytes());
     key
 }
 
@@ -86,7 +90,6 @@ pub fn admit(
     codecs: &Codecs,
     txn: &mut Txn<'_>,
     input: RawInput,
-    dedupe_key: &[u8],
     at: Millis,
     touched: &mut BTreeSet<String>,
     out: &mut Vec<OutRecord>,
@@ -126,7 +129,7 @@ pub fn admit(
             if let Some(usage) = usage {
                 txn.put(
                     Cf::Caps,
-                    usage_key(dedupe_key),
+                    usage_key(&tenant, &input.meta.event_id),
                     serde_json::to_vec(&usage).expect("usage serializes"),
                 );
             }
@@ -176,10 +179,9 @@ fn release(
         out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
         if let Decision::Admit(usage) = decision {
             if let Some(usage) = usage {
-                let dedupe_key = crate::dedupe::key(&input.meta);
                 txn.put(
                     Cf::Caps,
-                    usage_key(&dedupe_key),
+                    usage_key(tenant, &input.meta.event_id),
                     serde_json::to_vec(&usage).expect("usage serializes"),
                 );
             }
@@ -202,6 +204,52 @@ pub fn shares(
     for tenant in touched {
         let state = load(txn, tenant)?;
         out.push(output::budget(&caps.share(&state, tenant)));
+    }
+    Ok(())
+}
+
+/// Applies usage reports of events this partition owns: an event's actual usage replaces its
+/// estimate, once per report (a repeated report counts nothing).
+#[allow(clippy::too_many_arguments)]
+pub fn absorb_usage(
+    caps: &Caps,
+    codecs: &Codecs,
+    txn: &mut Txn<'_>,
+    reports: &[UsageRecord],
+    at: Option<Millis>,
+    touched: &mut BTreeSet<String>,
+    out: &mut Vec<OutRecord>,
+) -> Result<(), ProcessorError> {
+    for report in reports {
+        if caps
+            .rules(&report.tenant)
+            .and_then(|r| r.caps.as_ref())
+            .is_none()
+        {
+            continue;
+        }
+        let key = usage_key(&report.tenant, &report.event_id);
+        let previous: Option<EventUsage> = txn
+            .get(Cf::Caps, &key)?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let mut state = load(txn, &report.tenant)?;
+        let at = at.unwrap_or(Millis::MIN).max(
+            state
+                .ledger
+                .window(crate::caps::CapKind::TokensPerDay)
+                .start_ms,
+        );
+        let (entry, alerts) = caps.report(&mut state, previous.as_ref(), report, at);
+        out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
+        if let Some(entry) = entry {
+            txn.put(
+                Cf::Caps,
+                key,
+                serde_json::to_vec(&entry).expect("usage serializes"),
+            );
+        }
+        save(txn, &report.tenant, &state);
+        touched.insert(report.tenant.clone());
     }
     Ok(())
 }
@@ -230,7 +278,6 @@ pub fn absorb(
                 .max(share.hour_start)
                 .max(share.day_start);
             let tick = caps.tick(&mut state, &share.tenant, at);
-            tracing::debug!(partition, tenant = %share.tenant, from = share.partition, at, alerts = tick.alerts.len(), "absorbed a budget share");
             out.extend(tick.alerts.iter().map(|a| output::alert(a, codecs)));
             save(txn, &share.tenant, &state);
         }

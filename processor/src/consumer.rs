@@ -29,6 +29,8 @@ use crate::input::decode;
 use crate::restore;
 use crate::store::{Op, CHANGELOG_NEXT, EPOCH};
 use crate::task::{Decoded, PartitionTask, Pending, TaskSettings};
+use crate::usage_view::{partition_of, Report};
+use schemas::records::UsageRecord;
 
 /// Tracks assignment changes reported by librdkafka during `recv`.
 #[derive(Default)]
@@ -105,6 +107,10 @@ pub struct Pipeline {
     /// `budget_absorb`.
     pub budget: Option<Arc<crate::budget_view::BudgetView>>,
     pub budget_absorb: Duration,
+    /// Usage reports (when some tenant has caps), routed to the task owning their event.
+    pub usage: Option<Arc<crate::usage_view::UsageView>>,
+    /// Partitions of `raw` (`kafka.partitions`), to route usage reports by key.
+    pub raw_partitions: i32,
 }
 
 /// Per partition of `raw`: the task's next offset and how many events it holds back, as of
@@ -137,7 +143,7 @@ impl Pipeline {
             let holding = tasks.values().any(|t| t.buffered() > 0);
             // With caps, the loop also wakes every `budget_absorb` to take in new budget shares
             // (and raise their alerts) without waiting for input.
-            let shares_waiting = self.budget.is_some();
+            let shares_waiting = self.budget.is_some() || self.usage.is_some();
             let first = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -191,12 +197,30 @@ impl Pipeline {
             }
             if let Some(view) = &self.budget {
                 let version = view.version();
-                if version != absorbed.0 && absorbed.1.elapsed() >= self.budget_absorb {
+                let reports_waiting = self.usage.as_ref().is_some_and(|u| !u.is_empty());
+                if (version != absorbed.0 || reports_waiting)
+                    && absorbed.1.elapsed() >= self.budget_absorb
+                {
                     let shares = view.snapshot();
+                    // Reports of events owned by an open task here are applied now; those of
+                    // partitions assigned here but not opened yet wait; the rest belong to
+                    // other instances.
+                    let owner = |report: &Report| partition_of(&report.key, self.raw_partitions);
+                    let reports = self.usage.as_ref().map_or_else(Vec::new, |usage| {
+                        usage.take(|r| {
+                            let p = owner(r);
+                            tasks.contains_key(&p) || !context.is_assigned(p)
+                        })
+                    });
                     let mut intents: Vec<(i32, Pending)> = Vec::new();
                     let mut alerts = Vec::new();
                     for (partition, task) in &tasks {
-                        let pending = task.absorb(*partition, &shares, &mut alerts)?;
+                        let own: Vec<UsageRecord> = reports
+                            .iter()
+                            .filter(|r| owner(r) == *partition)
+                            .map(|r| r.usage.clone())
+                            .collect();
+                        let pending = task.absorb(*partition, &shares, &own, &mut alerts)?;
                         if !pending.ops.is_empty() {
                             intents.push((*partition, pending));
                         }

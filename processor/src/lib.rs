@@ -27,6 +27,7 @@ pub mod reorder;
 pub mod restore;
 pub mod store;
 pub mod task;
+pub mod usage_view;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -165,6 +166,18 @@ impl ProcessorService {
                 None
             },
             budget_absorb: std::time::Duration::from_millis(config.processor.budget_absorb_ms),
+            usage: if config.tenants.iter().any(|t| t.caps.is_some()) {
+                let mut client = client_config(&config.kafka, Role::Consumer);
+                client.set("group.id", format!("{}-usage", config.processor.group_id));
+                Some(crate::usage_view::UsageView::start(
+                    client,
+                    &config.topics().name(Topic::Usage),
+                    config.schema_registry.url.clone(),
+                )?)
+            } else {
+                None
+            },
+            raw_partitions: config.kafka.partitions,
             restore: {
                 let mut restore = client_config(&config.kafka, Role::Consumer);
                 restore.set("group.id", format!("{}-restore", config.processor.group_id));

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use schemas::avro::Codecs;
 use schemas::key::EntityKey;
 use schemas::raw::header;
+use schemas::records::UsageRecord;
 use schemas::scope::{InRange, Scope};
 use schemas::time::Millis;
 
@@ -226,7 +227,6 @@ impl PartitionTask {
                         codecs,
                         &mut txn,
                         input,
-                        &dedupe_key,
                         stream_time,
                         &mut touched,
                         out,
@@ -341,6 +341,7 @@ impl PartitionTask {
         &self,
         partition: i32,
         shares: &[BudgetShare],
+        reports: &[UsageRecord],
         out: &mut Vec<OutRecord>,
     ) -> Result<Pending, ProcessorError> {
         let Some(caps) = self.settings.caps.as_ref().filter(|c| c.any()) else {
@@ -351,6 +352,9 @@ impl PartitionTask {
         let at = txn.get_i64(STREAM_TIME)?;
         let codecs = &self.settings.codecs;
         admission::absorb(&caps, partition, codecs, &mut txn, shares, at, out)?;
+        let mut touched = BTreeSet::new();
+        admission::absorb_usage(&caps, codecs, &mut txn, reports, at, &mut touched, out)?;
+        admission::shares(&caps, &txn, &touched, out)?;
         Ok(Pending {
             ops: txn.into_ops(),
             ..Pending::default()
