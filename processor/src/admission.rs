@@ -21,7 +21,9 @@ use schemas::config::OnWindowReset;
 use schemas::records::UsageRecord;
 use schemas::time::Millis;
 
-use crate::caps::{BudgetShare, Caps, Decision, EventUsage, TenantState};
+use crate::caps::breaker::Phase;
+use crate::caps::budget::tenant_used;
+use crate::caps::{BudgetShare, CapKind, Caps, Decision, EventUsage, TenantState};
 use crate::error::ProcessorError;
 use crate::input::RawInput;
 use crate::output::{self, OutRecord};
@@ -150,7 +152,37 @@ pub fn admit(
         }
     }
     save(txn, &tenant, &state);
+    gauges(caps, &tenant, &state);
     Ok(admitted)
+}
+
+/// Per-tenant gauges as of this decision: usage (tenant-wide, as this task sees it), limits,
+/// and whether the tenant's breaker is open.
+fn gauges(caps: &Caps, tenant: &str, state: &TenantState) {
+    let Some(rules) = caps.rules(tenant) else {
+        return;
+    };
+    if let Some(limits) = &rules.caps {
+        let used = tenant_used(&state.ledger, &state.others);
+        for (cap, limit) in [
+            (CapKind::EventsPerHour, limits.events_per_hour),
+            (CapKind::TokensPerDay, limits.tokens_per_day),
+            (CapKind::CostPerDay, limits.cost_per_day_micros),
+        ] {
+            let Some(limit) = limit else { continue };
+            let labels = [
+                ("tenant", tenant.to_owned()),
+                ("cap", cap.as_str().to_owned()),
+            ];
+            metrics::gauge!("hookstream_caps_used", &labels).set(used.of(cap) as f64);
+            metrics::gauge!("hookstream_caps_limit", &labels).set(limit as f64);
+        }
+    }
+    if rules.breaker.is_some() {
+        let open = !matches!(state.breaker.tenant.phase, Phase::Closed);
+        metrics::gauge!("hookstream_caps_breaker_open", "tenant" => tenant.to_owned())
+            .set(if open { 1.0 } else { 0.0 });
+    }
 }
 
 /// Re-admits the tenant's held events whose window has ended by `at`, in arrival order;

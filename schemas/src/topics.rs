@@ -137,7 +137,8 @@ mod tests {
         let names = TopicNames::new("hookstream.");
         assert_eq!(names.name(Topic::Raw), "hookstream.raw");
         assert_eq!(names.name(Topic::State), "hookstream.state");
-        assert_eq!(names.all().len(), 9);
+        assert_eq!(names.all().len(), 10);
+        assert!(Topic::Budget.compacted() && Topic::Budget.processor_output());
         assert!(Topic::State.compacted() && !Topic::Events.compacted());
         let rebuild = names.with_output_prefix(Some("rebuild1.".into()));
         assert_eq!(rebuild.name(Topic::Raw), "hookstream.raw");
