@@ -15,6 +15,21 @@ use harness::{Broker, Service, Settings, TestConfig};
 use workload::{produce, Input};
 
 const HOUR: i64 = 3_600_000;
+
+/// The partition Kafka's default partitioner gives `key` among the tests' 3 partitions.
+fn partition_of(key: &str) -> u32 {
+    (murmur2::murmur2(key.as_bytes(), murmur2::KAFKA_SEED) & 0x7fff_ffff) % 3
+}
+
+/// An entity of tenant `hourly` on another partition than `agent-7`: the next hour's event
+/// lands there, so `agent-7`'s partition, quiet, must learn of the new window from `budget`.
+fn quiet_neighbour() -> String {
+    let held = partition_of("hourly/agent-7");
+    (0..)
+        .map(|i| format!("agent-{i}"))
+        .find(|e| partition_of(&format!("hourly/{e}")) != held)
+        .unwrap()
+}
 /// 2026-11-22T10:00:00Z, the start of an hour window.
 const T0: i64 = 1_763_805_600_000;
 
@@ -205,11 +220,12 @@ secrets = [{ id = "k1", value = "s" }]
         )
     }));
     inputs.sort_by_key(|i| i.occurred_at);
-    // Hour window: 15 events in the first hour (10 fit), then one in the next. One entity, so
-    // one partition: the cap is exact there (across partitions it holds within the bound).
+    // Hour window: 15 events in the first hour (10 fit), then one in the next, on another
+    // partition. One entity, so one partition: the cap is exact there (across partitions it
+    // holds within the bound).
     let hourly: Vec<Input> = (0..15)
         .map(|i| input("hourly", "agent-7", &format!("h-{i}"), T0 + i * 1000))
-        .chain([input("hourly", "agent-7", "h-next", T0 + HOUR + 1)])
+        .chain([input("hourly", &quiet_neighbour(), "h-next", T0 + HOUR + 1)])
         .collect();
     produce(&config.brokers, &config.topic("raw"), &inputs, 0);
     produce(&config.brokers, &config.topic("raw"), &hourly[..15], 0);

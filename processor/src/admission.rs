@@ -5,8 +5,10 @@
 //! * `caps` column family: `t` + tenant → the tenant's [`TenantState`] (JSON), and `u` +
 //!   tenant + event id → the event's [`EventUsage`] (estimate, and actual once reported).
 //! * `held` column family: events a cap deferred until its window resets, keyed by tenant,
-//!   window end, then `raw` offset. The tenant's next event on the partition at or after the
-//!   window's end re-admits them first, in arrival order (with `on_window_reset = "release"`).
+//!   window end, then `raw` offset. With `on_window_reset = "release"` they are re-admitted in
+//!   arrival order by the tenant's next event on the partition at or after the window's end,
+//!   or — on a partition that went quiet — when another partition's budget share shows the
+//!   tenant's window has moved on.
 //!
 //! An event the breaker or a cap defers goes to `deferred` (with the reason and, for caps, the
 //! window's end); alerts go to `alerts`. After each batch the task publishes its share of
@@ -287,7 +289,10 @@ pub fn absorb_usage(
 }
 
 /// Takes other partitions' budget shares into the tenants' stored states (a durable step),
-/// raising the cap alerts they imply (on the tenant's alert partition) at stream time `at`.
+/// raising the cap alerts they imply (on the tenant's alert partition) at stream time `at`,
+/// and re-admitting held events whose window the shares show has ended (returned in order,
+/// for the task to reorder): a partition that went quiet still releases what it holds.
+#[allow(clippy::too_many_arguments)]
 pub fn absorb(
     caps: &Caps,
     partition: i32,
@@ -295,8 +300,10 @@ pub fn absorb(
     txn: &mut Txn<'_>,
     shares: &[BudgetShare],
     at: Option<Millis>,
+    touched: &mut BTreeSet<String>,
     out: &mut Vec<OutRecord>,
-) -> Result<(), ProcessorError> {
+) -> Result<Vec<RawInput>, ProcessorError> {
+    let mut admitted = Admitted::default();
     for share in shares {
         if share.partition == partition || caps.rules(&share.tenant).is_none() {
             continue;
@@ -311,8 +318,28 @@ pub fn absorb(
                 .max(share.day_start);
             let tick = caps.tick(&mut state, &share.tenant, at);
             out.extend(tick.alerts.iter().map(|a| output::alert(a, codecs)));
+            let release_mode = caps
+                .rules(&share.tenant)
+                .and_then(|r| r.caps.as_ref())
+                .is_some_and(|c| c.on_window_reset == OnWindowReset::Release);
+            if release_mode {
+                let before = admitted.inputs.len();
+                release(
+                    caps,
+                    codecs,
+                    txn,
+                    &mut state,
+                    &share.tenant,
+                    at,
+                    out,
+                    &mut admitted,
+                )?;
+                if admitted.inputs.len() > before {
+                    touched.insert(share.tenant.clone());
+                }
+            }
             save(txn, &share.tenant, &state);
         }
     }
-    Ok(())
+    Ok(admitted.inputs)
 }

@@ -220,7 +220,8 @@ impl Pipeline {
                             .filter(|r| owner(r) == *partition)
                             .map(|r| r.usage.clone())
                             .collect();
-                        let pending = task.absorb(*partition, &shares, &own, &mut alerts)?;
+                        let pending =
+                            task.absorb(*partition, &shares, &own, &self.catalog, &mut alerts)?;
                         if !pending.ops.is_empty() {
                             intents.push((*partition, pending));
                         }

@@ -342,6 +342,7 @@ impl PartitionTask {
         partition: i32,
         shares: &[BudgetShare],
         reports: &[UsageRecord],
+        catalog: &SourceCatalog,
         out: &mut Vec<OutRecord>,
     ) -> Result<Pending, ProcessorError> {
         let Some(caps) = self.settings.caps.as_ref().filter(|c| c.any()) else {
@@ -351,8 +352,32 @@ impl PartitionTask {
         let mut txn = Txn::new(&self.store);
         let at = txn.get_i64(STREAM_TIME)?;
         let codecs = &self.settings.codecs;
-        admission::absorb(&caps, partition, codecs, &mut txn, shares, at, out)?;
         let mut touched = BTreeSet::new();
+        let released = admission::absorb(
+            &caps,
+            partition,
+            codecs,
+            &mut txn,
+            shares,
+            at,
+            &mut touched,
+            out,
+        )?;
+        if !released.is_empty() {
+            let queue = Queue {
+                catalog,
+                stream_time: at.unwrap_or(Millis::MIN),
+                advanced: false,
+            };
+            let (mut floor, mut stats) = (Millis::MIN, BatchStats::default());
+            let mut buffered = self.buffered;
+            for input in released {
+                buffered = self.enqueue(
+                    &mut txn, input, &queue, &mut floor, buffered, out, &mut stats,
+                )?;
+            }
+            txn.put_i64(BUFFERED, buffered as i64);
+        }
         admission::absorb_usage(&caps, codecs, &mut txn, reports, at, &mut touched, out)?;
         admission::shares(&caps, &txn, &touched, out)?;
         Ok(Pending {
