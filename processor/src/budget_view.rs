@@ -24,19 +24,8 @@ pub struct BudgetView {
 
 impl BudgetView {
     /// Starts reading `topic`; the thread ends when the view is dropped by everyone else.
-    pub fn start(mut client: ClientConfig, topic: &str) -> Result<Arc<Self>, ProcessorError> {
-        client
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer = client.create()?;
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-        let mut assignment = TopicPartitionList::new();
-        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
-            for p in t.partitions() {
-                assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            }
-        }
-        consumer.assign(&assignment)?;
+    pub fn start(client: ClientConfig, topic: &str) -> Result<Arc<Self>, ProcessorError> {
+        let consumer = read_all(client, topic)?;
         let view = Arc::new(Self::default());
         let weak = Arc::downgrade(&view);
         std::thread::Builder::new()
@@ -79,6 +68,24 @@ impl BudgetView {
             .cloned()
             .collect()
     }
+}
+
+/// A consumer of every partition of `topic` from the beginning, outside any group's
+/// assignment and committing nothing (the side inputs `budget` and `usage`).
+pub fn read_all(mut client: ClientConfig, topic: &str) -> Result<BaseConsumer, ProcessorError> {
+    client
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = client.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let mut assignment = TopicPartitionList::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    Ok(consumer)
 }
 
 impl Drop for BudgetView {

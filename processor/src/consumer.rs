@@ -28,7 +28,7 @@ use crate::error::ProcessorError;
 use crate::input::decode;
 use crate::restore;
 use crate::store::{Op, CHANGELOG_NEXT, EPOCH};
-use crate::task::{Decoded, PartitionTask, Pending, TaskSettings};
+use crate::task::{position, Decoded, PartitionTask, Pending, TaskSettings};
 use crate::usage_view::{partition_of, Report};
 use schemas::records::UsageRecord;
 
@@ -241,7 +241,7 @@ impl Pipeline {
             }
             let first_offsets: Vec<(i32, i64)> = by_partition
                 .iter()
-                .filter_map(|(p, records)| records.first().map(|r| (*p, offset_of(r))))
+                .filter_map(|(p, records)| records.first().map(|r| (*p, position(r).1)))
                 .collect();
             let started = Instant::now();
             let mut outputs = Vec::new();
@@ -418,13 +418,6 @@ enum Durable {
     Yes,
     No,
     Stopped,
-}
-
-fn offset_of(record: &Decoded) -> i64 {
-    match record {
-        Ok(input) => input.offset,
-        Err(bad) => bad.offset,
-    }
 }
 
 fn record_stats(stats: &crate::task::BatchStats) {

@@ -36,6 +36,14 @@ use crate::store::{Cf, Op, StateStore, Txn, BUFFERED, CHECKPOINT, FLUSH_PENDING,
 
 pub type Decoded = Result<RawInput, Box<Undecodable>>;
 
+/// Where a record sits in `raw`: (partition, offset), decodable or not.
+pub fn position(record: &Decoded) -> (i32, i64) {
+    match record {
+        Ok(input) => (input.partition, input.offset),
+        Err(bad) => (bad.partition, bad.offset),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TaskSettings {
     pub dedupe_window_ms: Millis,
@@ -158,10 +166,7 @@ impl PartitionTask {
         // beginning (events released earlier in this batch are still in the store's view).
         let mut floor = Millis::MIN;
         for record in records {
-            let offset = match &record {
-                Ok(input) => input.offset,
-                Err(bad) => bad.offset,
-            };
+            let (_, offset) = position(&record);
             if self.next_offset.is_some_and(|next| offset < next) {
                 stats.already_applied += 1;
                 continue;
@@ -280,10 +285,7 @@ impl PartitionTask {
     /// The caps engine for this batch's partition, when any tenant has caps or a breaker.
     fn caps_for(&self, records: &[Decoded]) -> Option<Caps> {
         let caps = self.settings.caps.as_ref().filter(|c| c.any())?;
-        let partition = match records.first()? {
-            Ok(input) => input.partition,
-            Err(bad) => bad.partition,
-        };
+        let (partition, _) = position(records.first()?);
         Some(caps.for_partition(partition))
     }
 
@@ -467,10 +469,7 @@ enum Scoped {
 }
 
 fn scoped(scope: &Scope, record: &Decoded) -> Scoped {
-    let (partition, offset) = match record {
-        Ok(input) => (input.partition, input.offset),
-        Err(bad) => (bad.partition, bad.offset),
-    };
+    let (partition, offset) = position(record);
     match scope.position(partition, offset) {
         InRange::Before => Scoped::Ignore,
         InRange::After => Scoped::Ended,

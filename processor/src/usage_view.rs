@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use schemas::avro::unframe;
 use schemas::records::UsageRecord;
 use schemas::registry::Decoder;
@@ -41,22 +40,11 @@ pub struct UsageView {
 
 impl UsageView {
     pub fn start(
-        mut client: ClientConfig,
+        client: ClientConfig,
         topic: &str,
         registry: Option<String>,
     ) -> Result<Arc<Self>, ProcessorError> {
-        client
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer = client.create()?;
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-        let mut assignment = TopicPartitionList::new();
-        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
-            for p in t.partitions() {
-                assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            }
-        }
-        consumer.assign(&assignment)?;
+        let consumer = crate::budget_view::read_all(client, topic)?;
         let decoder = registry.map(|url| Decoder::new(&url));
         let runtime = tokio::runtime::Handle::current();
         let view = Arc::new(Self::default());
