@@ -130,10 +130,12 @@ pub fn admit(
     out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
     match decision {
         Decision::Admit(usage) => {
-            if let Some(usage) = usage {
+            let key = usage_key(&tenant, &input.meta.event_id);
+            // A report that arrived before its event keeps its entry (its actual usage).
+            if let (Some(usage), None) = (usage, txn.get(Cf::Caps, &key)?) {
                 txn.put(
                     Cf::Caps,
-                    usage_key(&tenant, &input.meta.event_id),
+                    key,
                     serde_json::to_vec(&usage).expect("usage serializes"),
                 );
             }

@@ -139,6 +139,8 @@ impl Pipeline {
         let mut last_input: HashMap<i32, Instant> = HashMap::new();
         let mut seq = 0u64;
         let mut absorbed = (0u64, Instant::now());
+        // Per newly opened task with caps: the end of `raw` when it opened.
+        let mut catching_up: HashMap<i32, i64> = HashMap::new();
         loop {
             let holding = tasks.values().any(|t| t.buffered() > 0);
             // With caps, the loop also wakes every `budget_absorb` to take in new budget shares
@@ -192,9 +194,24 @@ impl Pipeline {
                     let Some(task) = self.open_task(*partition, &mut stop).await? else {
                         return Ok(());
                     };
+                    if self.budget.is_some() {
+                        let raw = self.topics.name(Topic::Raw);
+                        let (_, high) = tokio::task::block_in_place(|| {
+                            self.consumer.fetch_watermarks(
+                                &raw,
+                                *partition,
+                                Duration::from_secs(30),
+                            )
+                        })?;
+                        catching_up.insert(*partition, high);
+                    }
                     tasks.insert(*partition, task);
                 }
             }
+            let first_offsets: Vec<(i32, i64)> = by_partition
+                .iter()
+                .filter_map(|(p, records)| records.first().map(|r| (*p, position(r).1)))
+                .collect();
             if let Some(view) = &self.budget {
                 let version = view.version();
                 let reports_waiting = self.usage.as_ref().is_some_and(|u| !u.is_empty());
@@ -206,15 +223,24 @@ impl Pipeline {
                     // partitions assigned here but not opened yet wait; the rest belong to
                     // other instances.
                     let owner = |report: &Report| partition_of(&report.key, self.raw_partitions);
+                    // A task absorbs only once it has caught up with what was in `raw` when it
+                    // opened: a batch a crashed predecessor already emitted is re-processed on
+                    // the same state as the first time, so it re-emits the same outputs.
+                    catching_up.retain(|p, until| {
+                        tasks
+                            .get(p)
+                            .is_some_and(|t| t.next_offset().is_none_or(|next| next < *until))
+                    });
+                    let ready = |p: &i32| tasks.contains_key(p) && !catching_up.contains_key(p);
                     let reports = self.usage.as_ref().map_or_else(Vec::new, |usage| {
                         usage.take(|r| {
                             let p = owner(r);
-                            tasks.contains_key(&p) || !context.is_assigned(p)
+                            ready(&p) || !context.is_assigned(p)
                         })
                     });
                     let mut intents: Vec<(i32, Pending)> = Vec::new();
                     let mut alerts = Vec::new();
-                    for (partition, task) in &tasks {
+                    for (partition, task) in tasks.iter().filter(|(p, _)| ready(p)) {
                         let own: Vec<UsageRecord> = reports
                             .iter()
                             .filter(|r| owner(r) == *partition)
@@ -228,7 +254,14 @@ impl Pipeline {
                     }
                     if !intents.is_empty() {
                         match self
-                            .durable(&mut tasks, &mut intents, &alerts, &[], &mut seq, &mut stop)
+                            .durable(
+                                &mut tasks,
+                                &mut intents,
+                                &alerts,
+                                &first_offsets,
+                                &mut seq,
+                                &mut stop,
+                            )
                             .await?
                         {
                             Durable::Yes => {}
@@ -239,10 +272,6 @@ impl Pipeline {
                     absorbed = (version, Instant::now());
                 }
             }
-            let first_offsets: Vec<(i32, i64)> = by_partition
-                .iter()
-                .filter_map(|(p, records)| records.first().map(|r| (*p, position(r).1)))
-                .collect();
             let started = Instant::now();
             let mut outputs = Vec::new();
             let mut pending: Vec<(i32, Pending)> = Vec::new();

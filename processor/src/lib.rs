@@ -166,7 +166,11 @@ impl ProcessorService {
                 None
             },
             budget_absorb: std::time::Duration::from_millis(config.processor.budget_absorb_ms),
-            usage: if config.tenants.iter().any(|t| t.caps.is_some()) {
+            // A rebuild (a scope) does not read live usage reports: they would be applied at
+            // wall-clock moments of the rebuild, not where the live run applied them.
+            usage: if config.processor.scope.is_none()
+                && config.tenants.iter().any(|t| t.caps.is_some())
+            {
                 let mut client = client_config(&config.kafka, Role::Consumer);
                 client.set("group.id", format!("{}-usage", config.processor.group_id));
                 Some(crate::usage_view::UsageView::start(

@@ -171,6 +171,7 @@ impl PartitionTask {
                 stats.already_applied += 1;
                 continue;
             }
+            let before = next_offset;
             next_offset = Some(offset + 1);
             if let Some(scope) = &self.settings.scope {
                 match scoped(scope, &record) {
@@ -181,6 +182,9 @@ impl PartitionTask {
                     }
                     Scoped::Ended => {
                         stats.out_of_scope += 1;
+                        // The checkpoint stops at the range's end, so a group that goes on
+                        // from the rebuild's offsets starts with the first record after it.
+                        next_offset = scope.end_of(position(&record).0).or(before);
                         buffered = flush_all(
                             &mut txn,
                             buffered,

@@ -132,7 +132,7 @@ impl Jobs {
 
 fn cancelled(result: &JobResult) -> bool {
     match result {
-        JobResult::DryRun(_) => false,
+        JobResult::DryRun(counts) => counts.cancelled,
         JobResult::Rebuild(rebuilt) => rebuilt.cancelled,
         JobResult::Redrive { cancelled, .. } => *cancelled,
     }

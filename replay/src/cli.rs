@@ -29,11 +29,21 @@ pub struct SelectArgs {
     pub partitions: Vec<i32>,
     /// First record: `beginning`, `end`, an offset, an RFC 3339 time (first record at or after
     /// it, by the broker's time index) or a relative time such as `-2h`, `-30m`, `-1d`.
-    #[arg(long, default_value = "beginning", value_name = "POSITION")]
+    #[arg(
+        long,
+        default_value = "beginning",
+        value_name = "POSITION",
+        allow_hyphen_values = true
+    )]
     pub start: String,
     /// Stop before this position (same forms as --start); `end` is the end of the topic when
     /// the command starts.
-    #[arg(long, default_value = "end", value_name = "POSITION")]
+    #[arg(
+        long,
+        default_value = "end",
+        value_name = "POSITION",
+        allow_hyphen_values = true
+    )]
     pub end: String,
     /// Only records of this tenant (repeat for several).
     #[arg(long = "tenant", value_name = "ID")]
@@ -325,9 +335,13 @@ pub async fn tail(config: Config, args: TailArgs) -> Result<(), ReplayError> {
             |record| {
                 let avro = match (&decoder, record.value.as_deref().and_then(unframe)) {
                     (Some(decoder), Some((schema_id, _))) => {
+                        // A value that only looks framed (a binary body starting with 0) or
+                        // whose schema is unknown is shown raw, not fatal.
                         let bytes = record.value.as_deref().unwrap_or_default();
-                        let value = runtime.block_on(decoder.decode(bytes))?;
-                        Some(tail::Avro { schema_id, value })
+                        runtime
+                            .block_on(decoder.decode(bytes))
+                            .ok()
+                            .map(|value| tail::Avro { schema_id, value })
                     }
                     _ => None,
                 };
@@ -376,6 +390,31 @@ mod tests {
         assert_eq!(
             resume,
             "hookstream replay -c x.toml --redrive --tenant acme --id r1 --resume 0=120,1=88"
+        );
+    }
+
+    #[test]
+    fn relative_times_parse_as_values_not_flags() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ReplayArgs,
+        }
+        let parsed = <Wrapper as clap::Parser>::try_parse_from([
+            "replay",
+            "--start",
+            "-2h",
+            "--end",
+            "-30m",
+            "--dry-run",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                parsed.args.select.start.as_str(),
+                parsed.args.select.end.as_str()
+            ),
+            ("-2h", "-30m")
         );
     }
 

@@ -22,6 +22,8 @@ pub struct Counts {
     pub tenants: BTreeMap<String, u64>,
     pub scanned: u64,
     pub matched: u64,
+    /// Stopped before the end (Ctrl-C, or cancelled through the admin API): partial counts.
+    pub cancelled: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -78,6 +80,7 @@ pub fn count(
             Ok(ControlFlow::Continue(()))
         },
     )?;
+    counts.cancelled = end.cancelled;
     Ok((counts, end))
 }
 
@@ -109,8 +112,15 @@ impl Counts {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{} of {} records of `{}` match (dry run: nothing written)",
-            self.matched, self.scanned, self.topic
+            "{} of {} records of `{}` match (dry run: nothing written){}",
+            self.matched,
+            self.scanned,
+            self.topic,
+            if self.cancelled {
+                "; STOPPED before the end: partial counts"
+            } else {
+                ""
+            }
         );
         out
     }
@@ -136,6 +146,7 @@ mod tests {
             tenants: [("acme".into(), 2)].into(),
             scanned: 7,
             matched: 2,
+            cancelled: false,
         };
         let table = counts.render();
         assert!(

@@ -89,6 +89,25 @@ fn end() -> String {
     "end".into()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str) -> JobSpec {
+        serde_json::from_value(serde_json::json!({"mode": "redrive", "id": id})).unwrap()
+    }
+
+    #[test]
+    fn ids_cannot_be_paths() {
+        let config = Config::parse_str("").unwrap();
+        assert!(spec("dlq-2026-11-22_a.1").validate(&config).is_ok());
+        for bad in ["x/../..", "..", "", "a b", ".hidden"] {
+            let error = spec(bad).validate(&config).unwrap_err();
+            assert_eq!(error.status(), 400, "{bad}: {error}");
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum JobResult {
@@ -143,7 +162,19 @@ impl JobSpec {
     /// Checks what can be checked without a broker.
     pub fn validate(&self, config: &Config) -> Result<(), ReplayError> {
         self.selection(config)?;
+        if let Some(id) = &self.id {
+            // The id names a consumer group and a state directory: no paths, no surprises.
+            let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if id.is_empty() || id.len() > 128 || !id.chars().all(fine) || id.starts_with('.') {
+                return Err(ReplayError::invalid(format!(
+                    "id `{id}`: use 1 to 128 letters, digits, `.`, `_` or `-` (not starting with `.`)"
+                )));
+            }
+        }
         match self.mode {
+            Mode::Rebuild if self.error.is_some() => Err(ReplayError::invalid(
+                "--error selects dead letters; a rebuild reads `raw`",
+            )),
             Mode::Rebuild if self.into.is_none() => Err(ReplayError::invalid(
                 "a rebuild needs --into PREFIX: the prefix of its fresh output topics",
             )),

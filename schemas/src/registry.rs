@@ -17,6 +17,17 @@ use crate::config::{Config, ValueEncoding};
 use crate::topics::{Topic, TopicNames};
 use crate::SchemasError;
 
+/// `url` without credentials (`https://user:secret@host` → `https://host`), for messages.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) if !userinfo.contains('/') => format!("{scheme}://{host}"),
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// The TopicNameStrategy subject of a topic's values.
 pub fn subject(topic_name: &str) -> String {
     format!("{topic_name}-value")
@@ -50,7 +61,9 @@ async fn register(url: &str, names: &TopicNames, topic: Topic) -> Result<u32, Sc
     let supplied = SuppliedSchema::new(None, SchemaType::Avro, text.to_owned());
     let registered = post_schema(&settings, subject.clone(), supplied)
         .await
-        .map_err(|e| SchemasError::Registry(format!("registering `{subject}` at {url}: {e}")))?;
+        .map_err(|e| {
+            SchemasError::Registry(format!("registering `{subject}` at {}: {e}", redact(url)))
+        })?;
     Ok(registered.id)
 }
 
@@ -62,6 +75,7 @@ async fn check_compatibility(url: &str, subject: &str, schema: &str) -> Result<(
     let body = serde_json::json!({ "schema": schema, "schemaType": "AVRO" }).to_string();
     let answer = tokio::task::spawn_blocking(move || {
         match ureq::post(&endpoint)
+            .timeout(std::time::Duration::from_secs(30))
             .set("content-type", "application/vnd.schemaregistry.v1+json")
             .send_string(&body)
         {
@@ -77,7 +91,7 @@ async fn check_compatibility(url: &str, subject: &str, schema: &str) -> Result<(
     })
     .await
     .map_err(|e| SchemasError::Registry(e.to_string()))?
-    .map_err(|e| SchemasError::Registry(format!("{url}: {e}")))?;
+    .map_err(|e| SchemasError::Registry(format!("{}: {e}", redact(url))))?;
     let (status, text) = answer;
     let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     match status {
@@ -98,6 +112,20 @@ async fn check_compatibility(url: &str, subject: &str, schema: &str) -> Result<(
         _ => Err(SchemasError::Registry(format!(
             "compatibility check of `{subject}` answered {status}: {text}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        assert_eq!(
+            redact("https://key:s3cret@registry.example:8081"),
+            "https://registry.example:8081"
+        );
+        assert_eq!(redact("http://localhost:8081"), "http://localhost:8081");
     }
 }
 

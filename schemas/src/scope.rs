@@ -78,6 +78,11 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The end of `partition`'s range (None: no ranges, or the partition is outside them).
+    pub fn end_of(&self, partition: i32) -> Option<i64> {
+        self.ranges.as_ref()?.get(&partition).map(|r| r.end)
+    }
+
     /// Where `offset` of `partition` stands relative to the scope's range.
     pub fn position(&self, partition: i32, offset: i64) -> InRange {
         let Some(ranges) = &self.ranges else {

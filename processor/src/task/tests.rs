@@ -443,6 +443,11 @@ fn a_scope_ignores_what_is_outside_and_flushes_at_its_end() {
     assert_eq!(ids, ["a", "b"]);
     assert_eq!((stats.events, stats.out_of_scope), (0, 1));
     assert_eq!(task.buffered(), 0);
+    assert_eq!(
+        task.next_offset(),
+        Some(4),
+        "the checkpoint stops at the range's end"
+    );
 }
 
 #[test]
