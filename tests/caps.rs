@@ -173,6 +173,52 @@ fn a_tenant_cap_holds_across_instances_within_the_bound_with_one_alert() {
     assert_eq!(reached.len(), 1, "{alerts:#?}");
     assert_eq!(reached[0]["tenant"], "acme");
     assert_eq!(reached[0]["cap"], "events_per_hour");
+
+    // Deferred events redriven: the original `raw` records go back to `raw`, marked.
+    let (stdout, _) = harness::process::run_ok(&[
+        "replay",
+        "--config",
+        config.path.to_str().unwrap(),
+        "--from-topic",
+        "deferred",
+        "--tenant",
+        "acme",
+        "--redrive",
+        "--id",
+        "rd1",
+    ]);
+    assert!(
+        stdout.contains(&format!("redrive rd1: {0} of {0} selected records of `t.caps.deferred` appended to `t.caps.raw`", held.len())),
+        "{stdout}"
+    );
+    let raw_count = Watermarks::new(&config.brokers, &config.topic("raw")).count();
+    let copies: Vec<Record> = records(&config, "raw", raw_count)
+        .into_iter()
+        .filter(|r| r.header("hs-redrive-id") == Some("rd1"))
+        .collect();
+    assert_eq!(ids(&copies).into_iter().collect::<HashSet<_>>(), held);
+    let bodies: BTreeMap<&str, &str> = inputs
+        .iter()
+        .map(|i| (i.event_id.as_str(), i.body.as_str()))
+        .collect();
+    for copy in &copies {
+        let id = copy.header("hs-event-id").unwrap();
+        assert_eq!(
+            std::str::from_utf8(&copy.value).unwrap(),
+            bodies[id],
+            "{id}: the original body"
+        );
+        assert_eq!(
+            copy.header("hs-tenant"),
+            Some("acme"),
+            "the original headers"
+        );
+        assert!(copy
+            .header("hs-redrive-from")
+            .unwrap()
+            .starts_with("t.caps.deferred/"));
+        assert_eq!(copy.header("hs-attempt"), Some("2"));
+    }
     first.terminate();
 }
 

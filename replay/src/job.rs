@@ -216,11 +216,17 @@ pub async fn execute(
             let to_topic = config.topics().name(Topic::Raw);
             let from_topic = selection.topic.clone();
             let (target, redrive_id, counters) = (to_topic.clone(), id.to_owned(), tracker.clone());
+            let from = spec.from_topic;
             let end = tokio::task::spawn_blocking(move || {
+                let source = match from {
+                    FromTopic::Deferred => redrive::Source::RawOf(&target),
+                    FromTopic::Raw | FromTopic::Dlq => redrive::Source::Selected,
+                };
                 redrive::redrive(
                     reader,
                     producer,
                     &selection,
+                    source,
                     &target,
                     &redrive_id,
                     counters,

@@ -4,23 +4,30 @@
 //! * `hs-redrive-id` — the redrive's id: the processor dedupes a redriven event under (tenant,
 //!   source, event id, redrive id), so running or resuming the same redrive again processes
 //!   nothing twice, while plain redeliveries stay deduped as before;
-//! * `hs-redrive-from` — `topic/partition/offset` of the record copied;
+//! * `hs-redrive-from` — `topic/partition/offset` of the record selected;
 //! * `hs-attempt` — the original's attempt count plus one (absent counts as 1), so a dead
 //!   letter that fails again returns to `dlq` with its count incremented.
+//!
+//! From `deferred`, the record redriven is the original `raw` record the deferred one names
+//! (same partition, `raw_offset`), so the processor handles the event as it first arrived.
 //!
 //! Headers the processor added when it dead-lettered the record (`hs-error`,
 //! `hs-raw-partition`, `hs-raw-offset`) are dropped. A record counts as written once the
 //! broker acknowledged it (acks=all, idempotent producer).
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use schemas::raw::header;
+use schemas::scope::OffsetRange;
 
 use crate::count::total;
 use crate::progress::Tracker;
@@ -40,7 +47,7 @@ const DROPPED: [&str; 6] = [
 ];
 
 /// The headers of the copy of `record` that a redrive appends.
-pub fn headers(record: &Record, redrive_id: &str) -> Vec<(String, Vec<u8>)> {
+pub fn headers(record: &Record, redrive_id: &str, from: &str) -> Vec<(String, Vec<u8>)> {
     let attempt = record
         .header(header::ATTEMPT)
         .and_then(|a| a.parse::<u32>().ok())
@@ -52,10 +59,7 @@ pub fn headers(record: &Record, redrive_id: &str) -> Vec<(String, Vec<u8>)> {
         .cloned()
         .collect();
     headers.push((header::REDRIVE_ID.into(), redrive_id.as_bytes().to_vec()));
-    headers.push((
-        header::REDRIVE_FROM.into(),
-        format!("{}/{}/{}", record.topic, record.partition, record.offset).into_bytes(),
-    ));
+    headers.push((header::REDRIVE_FROM.into(), from.as_bytes().to_vec()));
     headers.push((
         header::ATTEMPT.into(),
         attempt.saturating_add(1).to_string().into_bytes(),
@@ -91,11 +95,70 @@ impl ProducerContext for Delivery {
     }
 }
 
+/// Where a redrive takes its records from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// The selected records themselves (`raw`, `dlq`).
+    Selected,
+    /// `deferred` records name an event by its `raw` partition and offset (`raw_offset`): the
+    /// original `raw` record, from this topic, is redriven.
+    RawOf(&'a str),
+}
+
+fn send(
+    producer: &ThreadedProducer<Delivery>,
+    target: &str,
+    record: &Record,
+    headers: Vec<(String, Vec<u8>)>,
+) -> Result<(), ReplayError> {
+    let mut owned = OwnedHeaders::new();
+    for (name, value) in &headers {
+        owned = owned.insert(Header {
+            key: name,
+            value: Some(value),
+        });
+    }
+    let mut pending = BaseRecord::<Vec<u8>, Vec<u8>>::to(target).headers(owned);
+    if let Some(key) = &record.key {
+        pending = pending.key(key);
+    }
+    if let Some(value) = &record.value {
+        pending = pending.payload(value);
+    }
+    loop {
+        match producer.send(pending) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(Duration::from_millis(50));
+                pending = back;
+            }
+            Err((error, _)) => return Err(error.into()),
+        }
+    }
+}
+
+/// The `raw` offset a `deferred` record names.
+fn raw_offset(record: &Record) -> Result<i64, ReplayError> {
+    record
+        .value
+        .as_deref()
+        .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .and_then(|v| v["raw_offset"].as_i64())
+        .ok_or_else(|| {
+            ReplayError::invalid(format!(
+                "{}/{}/{}: not a JSON `deferred` record with a `raw_offset` (Avro-encoded deferred records cannot be redriven yet)",
+                record.topic, record.partition, record.offset
+            ))
+        })
+}
+
 /// Redrives the selected records into `target` (the live `raw` topic).
+#[allow(clippy::too_many_arguments)]
 pub fn redrive(
     reader_config: rdkafka::ClientConfig,
     producer_config: rdkafka::ClientConfig,
     selection: &Selection,
+    source: Source<'_>,
     target: &str,
     redrive_id: &str,
     tracker: Arc<Tracker>,
@@ -104,7 +167,7 @@ pub fn redrive(
     if redrive_id.trim().is_empty() {
         return Err(ReplayError::invalid("the redrive id must not be empty"));
     }
-    let consumer = reader::consumer(reader_config)?;
+    let consumer = reader::consumer(reader_config.clone())?;
     let ranges = selection.resolve(&consumer)?;
     tracker.total.store(total(&ranges), Ordering::Relaxed);
     let acks = Arc::new(Acks {
@@ -113,6 +176,8 @@ pub fn redrive(
     });
     let producer: ThreadedProducer<Delivery> =
         producer_config.create_with_context(Delivery(acks.clone()))?;
+    // For `deferred`: per raw partition, the offsets to redrive and where each was named.
+    let mut wanted: BTreeMap<i32, BTreeMap<i64, String>> = BTreeMap::new();
     let end = reader::scan(
         &consumer,
         &selection.topic,
@@ -125,39 +190,57 @@ pub fn redrive(
                 return Ok(ControlFlow::Continue(()));
             }
             tracker.matched.fetch_add(1, Ordering::Relaxed);
-            let mut owned = OwnedHeaders::new();
-            for (name, value) in headers(&record, redrive_id) {
-                owned = owned.insert(Header {
-                    key: &name,
-                    value: Some(&value),
-                });
-            }
-            let mut base = BaseRecord::<Vec<u8>, Vec<u8>>::to(target).headers(owned);
-            if let Some(key) = &record.key {
-                base = base.key(key);
-            }
-            if let Some(value) = &record.value {
-                base = base.payload(value);
-            }
-            let mut pending = base;
-            loop {
-                match producer.send(pending) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        back,
-                    )) => {
-                        producer.poll(Duration::from_millis(50));
-                        pending = back;
-                    }
-                    Err((error, _)) => return Err(error.into()),
+            match source {
+                Source::Selected => {
+                    let from = format!("{}/{}/{}", record.topic, record.partition, record.offset);
+                    send(
+                        &producer,
+                        target,
+                        &record,
+                        headers(&record, redrive_id, &from),
+                    )?;
+                }
+                Source::RawOf(_) => {
+                    let from = format!("{}/{}/{}", record.topic, record.partition, record.offset);
+                    wanted
+                        .entry(record.partition)
+                        .or_default()
+                        .insert(raw_offset(&record)?, from);
                 }
             }
             Ok(ControlFlow::Continue(()))
         },
     )?;
+    if let Source::RawOf(raw) = source {
+        let raw_ranges: BTreeMap<i32, OffsetRange> = wanted
+            .iter()
+            .filter_map(|(p, offsets)| {
+                let (first, last) = (offsets.keys().next()?, offsets.keys().next_back()?);
+                Some((
+                    *p,
+                    OffsetRange {
+                        start: *first,
+                        end: last + 1,
+                    },
+                ))
+            })
+            .collect();
+        let originals = reader::consumer(reader_config)?;
+        reader::scan(&originals, raw, &raw_ranges, false, cancel, |record| {
+            if let Some(from) = wanted
+                .get(&record.partition)
+                .and_then(|o| o.get(&record.offset))
+            {
+                send(
+                    &producer,
+                    target,
+                    &record,
+                    headers(&record, redrive_id, from),
+                )?;
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+    }
     producer.flush(Duration::from_secs(60))?;
     let failed = acks.failed.load(Ordering::Relaxed);
     if failed > 0 {
@@ -200,7 +283,7 @@ mod tests {
 
     #[test]
     fn a_redriven_dead_letter_drops_its_error_and_counts_one_more_attempt() {
-        let headers = headers(&dead_letter(), "r7");
+        let headers = headers(&dead_letter(), "r7", "hookstream.dlq/2/17");
         let text: Vec<(&str, &str)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), std::str::from_utf8(v).unwrap()))
@@ -220,7 +303,7 @@ mod tests {
     fn a_first_redrive_is_attempt_two() {
         let mut record = dead_letter();
         record.headers.retain(|(k, _)| k != header::ATTEMPT);
-        let headers = headers(&record, "r1");
+        let headers = headers(&record, "r1", "hookstream.dlq/2/17");
         assert!(headers.contains(&(header::ATTEMPT.into(), b"2".to_vec())));
     }
 }
