@@ -104,6 +104,10 @@ pub struct ReplayArgs {
     /// by a stopped run.
     #[arg(long, value_name = "P=OFFSET,...", value_parser = parse_resume)]
     pub resume: Option<BTreeMap<i32, i64>>,
+    /// Stop these partitions before these offsets instead of --end (`0=500,1=430`), as printed
+    /// by a stopped run, so a resumed run covers exactly what the first one was to cover.
+    #[arg(long, value_name = "P=OFFSET,...", value_parser = parse_resume)]
+    pub until: Option<BTreeMap<i32, i64>>,
     /// Print the result as JSON instead of a table or summary line.
     #[arg(long)]
     pub json: bool,
@@ -145,6 +149,7 @@ impl ReplayArgs {
             start: self.select.start.clone(),
             end: self.select.end.clone(),
             resume: self.resume.clone().unwrap_or_default(),
+            until: self.until.clone().unwrap_or_default(),
             filter: self.select.filter(),
             error: self.error.clone(),
             id: self.id.clone(),
@@ -176,10 +181,12 @@ fn cancel_on_signal() -> Arc<AtomicBool> {
     cancel
 }
 
-/// The command line that resumes a stopped run: the same flags, with `--resume` and `--id`.
+/// The command line that resumes a stopped run: the same flags, with `--id`, `--resume` (where
+/// each partition stopped) and `--until` (where it was to stop), quoted for a POSIX shell.
 fn resume_command(
     command: impl IntoIterator<Item = String>,
     next: &BTreeMap<i32, i64>,
+    until: &BTreeMap<i32, i64>,
     id: &str,
 ) -> String {
     let mut args: Vec<String> = Vec::new();
@@ -189,21 +196,34 @@ fn resume_command(
             skip = false;
             continue;
         }
-        if arg == "--resume" || arg == "--id" {
+        if ["--resume", "--until", "--id"].contains(&arg.as_str()) {
             skip = true;
             continue;
         }
-        if arg.starts_with("--resume=") || arg.starts_with("--id=") {
+        if ["--resume=", "--until=", "--id="]
+            .iter()
+            .any(|f| arg.starts_with(f))
+        {
             continue;
         }
         args.push(arg);
     }
-    let offsets: Vec<String> = next.iter().map(|(p, o)| format!("{p}={o}")).collect();
-    format!(
-        "{} --id {id} --resume {}",
-        args.join(" "),
-        offsets.join(",")
-    )
+    let list = |offsets: &BTreeMap<i32, i64>| {
+        offsets
+            .iter()
+            .map(|(p, o)| format!("{p}={o}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    args.extend([
+        "--id".into(),
+        id.to_owned(),
+        "--resume".into(),
+        list(next),
+        "--until".into(),
+        list(until),
+    ]);
+    shell_words::join(args)
 }
 
 pub async fn replay(config: Config, args: ReplayArgs) -> Result<(), ReplayError> {
@@ -244,6 +264,7 @@ pub async fn replay(config: Config, args: ReplayArgs) -> Result<(), ReplayError>
             written,
             cancelled,
             next,
+            until,
         } => {
             if !args.json {
                 println!(
@@ -253,7 +274,7 @@ pub async fn replay(config: Config, args: ReplayArgs) -> Result<(), ReplayError>
             if cancelled {
                 eprintln!(
                     "stopped before the end; resume with:\n  {}",
-                    resume_command(std::env::args(), &next, &id)
+                    resume_command(std::env::args(), &next, &until, &id)
                 );
             }
         }
@@ -309,6 +330,7 @@ pub async fn tail(config: Config, args: TailArgs) -> Result<(), ReplayError> {
         start: Position::parse(&args.select.start, now)?,
         end: Position::parse(&args.select.end, now)?,
         resume: BTreeMap::new(),
+        until: BTreeMap::new(),
         filter: args.select.filter(),
         error: None,
     };
@@ -381,15 +403,30 @@ mod tests {
 
     #[test]
     fn a_stopped_run_prints_the_same_command_with_its_id_and_offsets() {
-        let command = "hookstream replay -c x.toml --redrive --id r1 --resume 0=5 --tenant acme";
+        let command = [
+            "hookstream",
+            "replay",
+            "-c",
+            "x.toml",
+            "--redrive",
+            "--id",
+            "r1",
+            "--resume",
+            "0=5",
+            "--error",
+            "missing header",
+            "--start",
+            "-2h",
+        ];
         let resume = resume_command(
-            command.split(' ').map(str::to_owned),
+            command.map(str::to_owned),
             &[(0, 120), (1, 88)].into(),
+            &[(0, 500), (1, 430)].into(),
             "r1",
         );
         assert_eq!(
             resume,
-            "hookstream replay -c x.toml --redrive --tenant acme --id r1 --resume 0=120,1=88"
+            "hookstream replay -c x.toml --redrive --error 'missing header' --start -2h --id r1 --resume '0=120,1=88' --until '0=500,1=430'"
         );
     }
 

@@ -64,6 +64,9 @@ pub struct JobSpec {
     pub end: String,
     #[serde(default)]
     pub resume: BTreeMap<i32, i64>,
+    /// Per-partition end offsets overriding `end` (a resumed run keeps the first run's ends).
+    #[serde(default)]
+    pub until: BTreeMap<i32, i64>,
     #[serde(default, flatten)]
     pub filter: RecordFilter,
     /// Regular expression on the `hs-error` header (dead letters).
@@ -122,6 +125,8 @@ pub enum JobResult {
         cancelled: bool,
         /// Per partition, the first offset not read (resume from there).
         next: BTreeMap<i32, i64>,
+        /// Per partition, the end of the range read (resume up to there).
+        until: BTreeMap<i32, i64>,
     },
 }
 
@@ -154,6 +159,7 @@ impl JobSpec {
             start: Position::parse(&self.start, now)?,
             end: Position::parse(&self.end, now)?,
             resume: self.resume.clone(),
+            until: self.until.clone(),
             filter: self.filter.clone(),
             error,
         })
@@ -244,6 +250,7 @@ pub async fn execute(
                 written: now.written,
                 cancelled: end.cancelled,
                 next: end.next,
+                until: end.until,
             })
         }
     }

@@ -21,6 +21,8 @@ use crate::ReplayError;
 pub struct ScanEnd {
     pub cancelled: bool,
     pub next: BTreeMap<i32, i64>,
+    /// The resolved end of each partition's range (to resume with the same ends).
+    pub until: BTreeMap<i32, i64>,
 }
 
 /// A consumer for reading: an unused group id, no commits, partition EOF events on.
@@ -62,6 +64,7 @@ pub fn scan(
             return Ok(ScanEnd {
                 cancelled: true,
                 next,
+                until: ranges.iter().map(|(p, r)| (*p, r.end)).collect(),
             });
         }
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
@@ -102,5 +105,6 @@ pub fn scan(
     Ok(ScanEnd {
         cancelled: false,
         next,
+        until: ranges.iter().map(|(p, r)| (*p, r.end)).collect(),
     })
 }

@@ -27,6 +27,8 @@ pub struct Selection {
     pub end: Position,
     /// Per-partition start offsets that override `start` (resuming a stopped run).
     pub resume: BTreeMap<i32, i64>,
+    /// Per-partition end offsets that override `end` (resuming: the first run's ends).
+    pub until: BTreeMap<i32, i64>,
     pub filter: RecordFilter,
     /// Only records whose `hs-error` header matches (dead letters).
     pub error: Option<Regex>,
@@ -69,7 +71,10 @@ impl Selection {
                 Some(offset) => *offset,
                 None => self.offset(consumer, partition, self.start, low, high)?,
             };
-            let end = self.offset(consumer, partition, self.end, low, high)?;
+            let end = match self.until.get(&partition) {
+                Some(offset) => *offset,
+                None => self.offset(consumer, partition, self.end, low, high)?,
+            };
             ranges.insert(
                 partition,
                 OffsetRange {
