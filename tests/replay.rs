@@ -503,7 +503,8 @@ fn the_admin_api_runs_lists_and_cancels_jobs_behind_its_token() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("stopped before the end; resume with the same command and `--id cli`"),
+        stderr.contains("stopped before the end; resume with the same command and `--id cli`")
+            && stderr.contains("--id cli --resume"),
         "{stderr}"
     );
 }

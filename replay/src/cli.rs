@@ -289,8 +289,13 @@ pub async fn replay(config: Config, args: ReplayArgs) -> Result<(), ReplayError>
                 );
             }
             if rebuilt.cancelled {
+                // The same ranges as this run (not re-resolved); the rebuild's group keeps its
+                // offsets and state, so it goes on where it stopped.
+                let starts = rebuilt.ranges.iter().map(|(p, r)| (*p, r.start)).collect();
+                let ends = rebuilt.ranges.iter().map(|(p, r)| (*p, r.end)).collect();
                 eprintln!(
-                    "stopped before the end; resume with the same command and `--id {id}` (the rebuild's group keeps its offsets and state)"
+                    "stopped before the end; resume with the same command and `--id {id}`:\n  {}",
+                    resume_command(std::env::args(), &starts, &ends, &id)
                 );
             }
         }
