@@ -223,7 +223,7 @@ fn a_tenant_cap_holds_across_instances_within_the_bound_with_one_alert() {
 }
 
 #[test]
-fn a_loop_trips_its_entity_breaker_and_held_events_return_when_the_window_resets() {
+fn a_loop_or_a_spike_trips_a_breaker_and_held_events_return_when_the_window_resets() {
     let broker = Broker::start();
     let settings = Settings {
         tenants: r#"
@@ -242,6 +242,16 @@ id = "hourly"
 [tenants.caps]
 events_per_hour = 10
 on_window_reset = "release"
+[[tenants.sources]]
+id = "orders"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "s" }]
+
+[[tenants]]
+id = "spiky"
+[tenants.breaker]
+tenant_per_minute = 50
+cooldown_secs = 3600
 [[tenants.sources]]
 id = "orders"
 scheme = "hmac"
@@ -275,7 +285,23 @@ secrets = [{ id = "k1", value = "s" }]
         .collect();
     produce(&config.brokers, &config.topic("raw"), &inputs, 0);
     produce(&config.brokers, &config.topic("raw"), &hourly[..15], 0);
-    let all: Vec<Input> = inputs.iter().chain(&hourly[..15]).cloned().collect();
+    // A spike: 120 events on 120 entities of one tenant within 1.2 s (one event per entity, so
+    // no entity loops), against 50 per minute for the tenant. The tenant breaker counts per
+    // partition task (docs/caps.md), so the entities are chosen on one partition.
+    let spike: Vec<Input> = (0..)
+        .map(|i| format!("s-{i}"))
+        .filter(|e| partition_of(&format!("spiky/{e}")) == 0)
+        .take(120)
+        .enumerate()
+        .map(|(i, e)| input("spiky", &e, &format!("spike-{i}"), T0 + i as i64 * 10))
+        .collect();
+    produce(&config.brokers, &config.topic("raw"), &spike, 0);
+    let all: Vec<Input> = inputs
+        .iter()
+        .chain(&hourly[..15])
+        .chain(&spike)
+        .cloned()
+        .collect();
     let (events, deferred) = outcome(&config, &all);
 
     let admitted: HashSet<String> = ids(&events).into_iter().collect();
@@ -302,6 +328,27 @@ secrets = [{ id = "k1", value = "s" }]
         .collect();
     assert_eq!(loops.len(), 1, "{alerts:#?}");
     assert_eq!(loops[0]["entity"], "hot");
+    let spike_admitted = admitted
+        .iter()
+        .filter(|id| id.starts_with("spike-"))
+        .count();
+    assert!(
+        spike_admitted <= 51,
+        "{spike_admitted} events of the spike got through"
+    );
+    for record in deferred
+        .iter()
+        .filter(|r| r.header("hs-event-id").unwrap().starts_with("spike-"))
+    {
+        assert_eq!(record.json()["reason"], "spike_suspected");
+    }
+    let spikes: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["kind"] == "spike_suspected")
+        .collect();
+    assert_eq!(spikes.len(), 1, "{alerts:#?}");
+    assert_eq!(spikes[0]["tenant"], "spiky");
+    assert!(spikes[0]["entity"].is_null());
 
     // The hourly cap: 10 admitted, 5 held; the next hour's first event releases them.
     let hourly_admitted: Vec<&String> = admitted.iter().filter(|id| id.starts_with("h-")).collect();
@@ -343,7 +390,7 @@ secrets = [{ id = "k1", value = "s" }]
         .count();
     assert_eq!(
         (hourly, count),
-        (2, 3),
+        (2, 4),
         "one alert per tenant, window and kind"
     );
 }
