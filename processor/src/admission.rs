@@ -39,7 +39,7 @@ fn tenant_key(tenant: &str) -> Vec<u8> {
 }
 
 /// Usage entries are per (tenant, event id): what a usage report names.
-fn usage_key(tenant: &str, event_id: &str) -> Vec<u8> {
+pub fn usage_key(tenant: &str, event_id: &str) -> Vec<u8> {
     let mut key = b"u".to_vec();
     key.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
     key.extend_from_slice(tenant.as_bytes());

@@ -27,6 +27,18 @@ pub fn key(meta: &RawMeta) -> Vec<u8> {
     key
 }
 
+/// The tenant and event id a dedupe key names (None for a malformed key).
+pub fn tenant_and_event(key: &[u8]) -> Option<(&str, &str)> {
+    let mut parts = Vec::with_capacity(3);
+    let mut rest = key;
+    for _ in 0..3 {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        parts.push(std::str::from_utf8(rest.get(4..4 + len)?).ok()?);
+        rest = &rest[4 + len..];
+    }
+    Some((parts[0], parts[2]))
+}
+
 /// The expiry time a `dedupe` value holds (an unreadable value counts as expired).
 pub fn expires_at(value: &[u8]) -> Millis {
     value
@@ -80,6 +92,15 @@ mod tests {
         assert_ne!(key(&plain), key(&redrive("r1")));
         assert_ne!(key(&redrive("r1")), key(&redrive("r2")));
         assert_eq!(key(&redrive("r1")), key(&redrive("r1")));
+    }
+
+    #[test]
+    fn keys_give_back_tenant_and_event() {
+        assert_eq!(
+            tenant_and_event(&key(&meta("t", "s", "e1"))),
+            Some(("t", "e1"))
+        );
+        assert_eq!(tenant_and_event(b"\0\0"), None);
     }
 
     #[test]

@@ -267,6 +267,13 @@ impl PartitionTask {
                 .get(Cf::Dedupe, &dedupe_key)?
                 .is_some_and(|v| dedupe::expires_at(&v) <= stream_time)
             {
+                // The event's usage entry goes with it: after the dedupe window a report for
+                // it counts as one for an unknown event.
+                if caps.is_some() {
+                    if let Some((tenant, event_id)) = dedupe::tenant_and_event(&dedupe_key) {
+                        txn.delete(Cf::Caps, admission::usage_key(tenant, event_id));
+                    }
+                }
                 txn.delete(Cf::Dedupe, dedupe_key);
                 stats.expired += 1;
             }

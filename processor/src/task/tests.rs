@@ -485,3 +485,43 @@ fn a_redrive_passes_dedupe_once_per_redrive_id() {
         .collect();
     assert_eq!(redriven, ["r1", "r2"]);
 }
+
+/// A tenant's usage entry (estimate, later actual) lives as long as the event's dedupe entry.
+#[test]
+fn usage_entries_expire_with_their_dedupe_entry() {
+    use crate::caps::{Caps, TenantRules};
+    use schemas::config::{CapLimits, OnWindowReset};
+    let limits = CapLimits {
+        events_per_hour: Some(1_000),
+        tokens_per_day: None,
+        cost_per_day_micros: None,
+        timezone: "UTC".parse().unwrap(),
+        on_window_reset: OnWindowReset::Keep,
+        estimates: Vec::new(),
+    };
+    let rules = TenantRules {
+        caps: Some(limits),
+        breaker: None,
+    };
+    let settings = TaskSettings {
+        dedupe_window_ms: 60_000,
+        caps: Some(Arc::new(Caps::from_rules(
+            [("acme".to_owned(), rules)],
+            0,
+            1,
+        ))),
+        ..TaskSettings::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, settings);
+    let entry = admission::usage_key("acme", "a");
+    run(&mut task, vec![input(0, "a", "o1", 10_000, "{}")]);
+    assert!(task.store.get(Cf::Caps, &entry).unwrap().is_some());
+    run(&mut task, vec![input(1, "b", "o2", 10_000 + 60_001, "{}")]);
+    assert!(task.store.get(Cf::Caps, &entry).unwrap().is_none());
+    assert!(task
+        .store
+        .get(Cf::Caps, &admission::usage_key("acme", "b"))
+        .unwrap()
+        .is_some());
+}
