@@ -16,7 +16,7 @@
 //! enter the store only through [`absorb`], a durable step of its own, so a decision never
 //! depends on when a share happened to arrive.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use schemas::avro::Codecs;
 use schemas::config::OnWindowReset;
@@ -80,6 +80,50 @@ fn save(txn: &mut Txn<'_>, tenant: &str, state: &TenantState) {
     );
 }
 
+struct Loaded {
+    state: TenantState,
+    changed: bool,
+    /// The change is this partition's own (admissions, releases, reports): publish its share.
+    publish: bool,
+}
+
+/// The tenant states a batch (or an absorb step) works on: each read from the store once and
+/// written back once, at [`Tenants::finish`], however many events of the tenant it handles.
+#[derive(Default)]
+pub struct Tenants {
+    loaded: BTreeMap<String, Loaded>,
+}
+
+impl Tenants {
+    fn get(&mut self, txn: &Txn<'_>, tenant: &str) -> Result<&mut Loaded, ProcessorError> {
+        if !self.loaded.contains_key(tenant) {
+            let state = load(txn, tenant)?;
+            self.loaded.insert(
+                tenant.to_owned(),
+                Loaded {
+                    state,
+                    changed: false,
+                    publish: false,
+                },
+            );
+        }
+        Ok(self.loaded.get_mut(tenant).expect("inserted above"))
+    }
+
+    /// Writes back the states that changed and publishes this partition's share of the
+    /// tenants it changed itself to `budget` (absorbing others' shares alone publishes nothing,
+    /// or partitions would answer each other's shares forever).
+    pub fn finish(self, caps: &Caps, txn: &mut Txn<'_>, out: &mut Vec<OutRecord>) {
+        for (tenant, loaded) in self.loaded.into_iter().filter(|(_, l)| l.changed) {
+            save(txn, &tenant, &loaded.state);
+            gauges(caps, &tenant, &loaded.state);
+            if loaded.publish {
+                out.push(output::budget(&caps.share(&loaded.state, &tenant)));
+            }
+        }
+    }
+}
+
 /// What admission let through: released held events first (in arrival order), then the event.
 #[derive(Debug, Default)]
 pub struct Admitted {
@@ -93,9 +137,9 @@ pub fn admit(
     caps: &Caps,
     codecs: &Codecs,
     txn: &mut Txn<'_>,
+    tenants: &mut Tenants,
     input: RawInput,
     at: Millis,
-    touched: &mut BTreeSet<String>,
     out: &mut Vec<OutRecord>,
 ) -> Result<Admitted, ProcessorError> {
     let tenant = input.meta.tenant.clone();
@@ -109,24 +153,16 @@ pub fn admit(
         .caps
         .as_ref()
         .is_some_and(|c| c.on_window_reset == OnWindowReset::Release);
-    touched.insert(tenant.clone());
-    let mut state = load(txn, &tenant)?;
+    let loaded = tenants.get(txn, &tenant)?;
+    (loaded.changed, loaded.publish) = (true, true);
+    let state = &mut loaded.state;
     let mut admitted = Admitted::default();
-    let tick = caps.tick(&mut state, &tenant, at);
+    let tick = caps.tick(state, &tenant, at);
     out.extend(tick.alerts.iter().map(|a| output::alert(a, codecs)));
     if release_mode {
-        release(
-            caps,
-            codecs,
-            txn,
-            &mut state,
-            &tenant,
-            at,
-            out,
-            &mut admitted,
-        )?;
+        release(caps, codecs, txn, state, &tenant, at, out, &mut admitted)?;
     }
-    let (decision, alerts) = caps.admit(&mut state, &input.meta, input.body.len(), at);
+    let (decision, alerts) = caps.admit(state, &input.meta, input.body.len(), at);
     out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
     match decision {
         Decision::Admit(usage) => {
@@ -155,12 +191,10 @@ pub fn admit(
             admitted.deferred += 1;
         }
     }
-    save(txn, &tenant, &state);
-    gauges(caps, &tenant, &state);
     Ok(admitted)
 }
 
-/// Per-tenant gauges as of this decision: usage (tenant-wide, as this task sees it), limits,
+/// Per-tenant gauges as of the tenant's last decision: usage (tenant-wide, as this task sees it), limits,
 /// and whether the tenant's breaker is open.
 fn gauges(caps: &Caps, tenant: &str, state: &TenantState) {
     let Some(rules) = caps.rules(tenant) else {
@@ -230,20 +264,6 @@ fn release(
     Ok(())
 }
 
-/// The `budget` records of the tenants a batch touched.
-pub fn shares(
-    caps: &Caps,
-    txn: &Txn<'_>,
-    touched: &BTreeSet<String>,
-    out: &mut Vec<OutRecord>,
-) -> Result<(), ProcessorError> {
-    for tenant in touched {
-        let state = load(txn, tenant)?;
-        out.push(output::budget(&caps.share(&state, tenant)));
-    }
-    Ok(())
-}
-
 /// Applies usage reports of events this partition owns: an event's actual usage replaces its
 /// estimate, once per report (a repeated report counts nothing).
 #[allow(clippy::too_many_arguments)]
@@ -251,9 +271,9 @@ pub fn absorb_usage(
     caps: &Caps,
     codecs: &Codecs,
     txn: &mut Txn<'_>,
+    tenants: &mut Tenants,
     reports: &[UsageRecord],
     at: Option<Millis>,
-    touched: &mut BTreeSet<String>,
     out: &mut Vec<OutRecord>,
 ) -> Result<(), ProcessorError> {
     for report in reports {
@@ -268,14 +288,16 @@ pub fn absorb_usage(
         let previous: Option<EventUsage> = txn
             .get(Cf::Caps, &key)?
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        let mut state = load(txn, &report.tenant)?;
+        let loaded = tenants.get(txn, &report.tenant)?;
+        (loaded.changed, loaded.publish) = (true, true);
+        let state = &mut loaded.state;
         let at = at.unwrap_or(Millis::MIN).max(
             state
                 .ledger
                 .window(crate::caps::CapKind::TokensPerDay)
                 .start_ms,
         );
-        let (entry, alerts) = caps.report(&mut state, previous.as_ref(), report, at);
+        let (entry, alerts) = caps.report(state, previous.as_ref(), report, at);
         out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
         if let Some(entry) = entry {
             txn.put(
@@ -284,8 +306,6 @@ pub fn absorb_usage(
                 serde_json::to_vec(&entry).expect("usage serializes"),
             );
         }
-        save(txn, &report.tenant, &state);
-        touched.insert(report.tenant.clone());
     }
     Ok(())
 }
@@ -300,9 +320,9 @@ pub fn absorb(
     partition: i32,
     codecs: &Codecs,
     txn: &mut Txn<'_>,
+    tenants: &mut Tenants,
     shares: &[BudgetShare],
     at: Option<Millis>,
-    touched: &mut BTreeSet<String>,
     out: &mut Vec<OutRecord>,
 ) -> Result<Vec<RawInput>, ProcessorError> {
     let mut admitted = Admitted::default();
@@ -310,15 +330,17 @@ pub fn absorb(
         if share.partition == partition || caps.rules(&share.tenant).is_none() {
             continue;
         }
-        let mut state = load(txn, &share.tenant)?;
+        let loaded = tenants.get(txn, &share.tenant)?;
+        let state = &mut loaded.state;
         if state.absorb_share(partition, share.clone()) {
+            loaded.changed = true;
             // The share proves the tenant's stream time reached its windows: move ours there
             // too, so the alert partition raises `cap_recovered` without traffic of its own.
             let at = at
                 .unwrap_or(Millis::MIN)
                 .max(share.hour_start)
                 .max(share.day_start);
-            let tick = caps.tick(&mut state, &share.tenant, at);
+            let tick = caps.tick(state, &share.tenant, at);
             out.extend(tick.alerts.iter().map(|a| output::alert(a, codecs)));
             let release_mode = caps
                 .rules(&share.tenant)
@@ -330,17 +352,14 @@ pub fn absorb(
                     caps,
                     codecs,
                     txn,
-                    &mut state,
+                    state,
                     &share.tenant,
                     at,
                     out,
                     &mut admitted,
                 )?;
-                if admitted.inputs.len() > before {
-                    touched.insert(share.tenant.clone());
-                }
+                loaded.publish |= admitted.inputs.len() > before;
             }
-            save(txn, &share.tenant, &state);
         }
     }
     Ok(admitted.inputs)

@@ -26,11 +26,10 @@ pub struct OutRecord {
     pub partition: Option<i32>,
 }
 
-pub fn event(input: &RawInput, late: bool, codecs: &Codecs) -> OutRecord {
+fn event_record(input: &RawInput, late: bool) -> EventRecord {
     let meta = &input.meta;
-    let key = EntityKey::new(&meta.tenant, &meta.entity).encode();
     let payload = Payload::from_body(&input.body);
-    let record = EventRecord {
+    EventRecord {
         tenant: meta.tenant.clone(),
         source: meta.source.clone(),
         event_id: meta.event_id.clone(),
@@ -42,7 +41,13 @@ pub fn event(input: &RawInput, late: bool, codecs: &Codecs) -> OutRecord {
         raw_offset: input.offset,
         payload: payload.payload,
         payload_base64: payload.payload_base64,
-    };
+    }
+}
+
+pub fn event(input: &RawInput, late: bool, codecs: &Codecs) -> OutRecord {
+    let meta = &input.meta;
+    let key = EntityKey::new(&meta.tenant, &meta.entity).encode();
+    let record = event_record(input, late);
     let mut headers = vec![(
         header::EVENT_ID.to_owned(),
         meta.event_id.as_bytes().to_vec(),
@@ -88,21 +93,21 @@ pub fn state(tenant: &str, entity: &str, state: &EntityState, codecs: &Codecs) -
 /// A `deferred` record: the event as `events` would carry it, with why and until when.
 pub fn deferred(input: &RawInput, deferral: &Deferral, codecs: &Codecs) -> OutRecord {
     let meta = &input.meta;
-    let payload = Payload::from_body(&input.body);
+    let event = event_record(input, false);
     let record = DeferredRecord {
-        tenant: meta.tenant.clone(),
-        source: meta.source.clone(),
-        event_id: meta.event_id.clone(),
-        event_type: meta.event_type.clone(),
-        entity: meta.entity.clone(),
-        occurred_at: to_rfc3339(meta.occurred_at),
-        received_at: to_rfc3339(meta.received_at),
-        late: false,
-        raw_offset: input.offset,
+        tenant: event.tenant,
+        source: event.source,
+        event_id: event.event_id,
+        event_type: event.event_type,
+        entity: event.entity,
+        occurred_at: event.occurred_at,
+        received_at: event.received_at,
+        late: event.late,
+        raw_offset: event.raw_offset,
         reason: deferral.reason.as_str().to_owned(),
         window_end: deferral.until.map(to_rfc3339),
-        payload: payload.payload,
-        payload_base64: payload.payload_base64,
+        payload: event.payload,
+        payload_base64: event.payload_base64,
     };
     OutRecord {
         topic: Topic::Deferred,

@@ -12,7 +12,6 @@
 //! and ops, which is what makes re-processing a batch after a crash safe. The commit protocol
 //! around it lives in [`crate::consumer`].
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -161,7 +160,7 @@ impl PartitionTask {
         }
         let mut next_offset = None;
         let caps = self.caps_for(&records);
-        let mut touched = BTreeSet::new();
+        let mut tenants = admission::Tenants::default();
         // No buffered event releases before `floor`: later scans start there, not at the
         // beginning (events released earlier in this batch are still in the store's view).
         let mut floor = Millis::MIN;
@@ -235,9 +234,9 @@ impl PartitionTask {
                         caps,
                         codecs,
                         &mut txn,
+                        &mut tenants,
                         input,
                         stream_time,
-                        &mut touched,
                         out,
                     )?;
                     stats.deferred += admitted.deferred;
@@ -258,7 +257,7 @@ impl PartitionTask {
             }
         }
         if let Some(caps) = &caps {
-            admission::shares(caps, &txn, &touched, out)?;
+            tenants.finish(caps, &mut txn, out);
         }
         for (expiry_key, _) in txn.range(Cf::Expiry, &[0; 8], &reorder::due_bound(stream_time))? {
             let dedupe_key = expiry_key[8..].to_vec();
@@ -365,15 +364,15 @@ impl PartitionTask {
         let mut txn = Txn::new(&self.store);
         let at = txn.get_i64(STREAM_TIME)?;
         let codecs = &self.settings.codecs;
-        let mut touched = BTreeSet::new();
+        let mut tenants = admission::Tenants::default();
         let released = admission::absorb(
             &caps,
             partition,
             codecs,
             &mut txn,
+            &mut tenants,
             shares,
             at,
-            &mut touched,
             out,
         )?;
         if !released.is_empty() {
@@ -391,8 +390,8 @@ impl PartitionTask {
             }
             txn.put_i64(BUFFERED, buffered as i64);
         }
-        admission::absorb_usage(&caps, codecs, &mut txn, reports, at, &mut touched, out)?;
-        admission::shares(&caps, &txn, &touched, out)?;
+        admission::absorb_usage(&caps, codecs, &mut txn, &mut tenants, reports, at, out)?;
+        tenants.finish(&caps, &mut txn, out);
         Ok(Pending {
             ops: txn.into_ops(),
             ..Pending::default()

@@ -21,21 +21,16 @@ pub struct Service {
 impl Service {
     /// Starts `hookstream ingest` and waits for the address it prints.
     pub fn ingest(config: &Path) -> Self {
-        let mut service = Self::spawn("ingest", &["ingest", "--config"], config);
-        let line = service.wait_for_line("listening on http://");
-        let url = line
-            .split("listening on ")
-            .nth(1)
-            .unwrap()
-            .trim()
-            .to_owned();
-        service.base_url = Some(url);
-        service
+        Self::http("ingest", config)
     }
 
     /// Starts `hookstream admin` and waits for the address it prints.
     pub fn admin(config: &Path) -> Self {
-        let mut service = Self::spawn("admin", &["admin", "--config"], config);
+        Self::http("admin", config)
+    }
+
+    fn http(name: &'static str, config: &Path) -> Self {
+        let mut service = Self::spawn(name, &[name, "--config"], config);
         let line = service.wait_for_line("listening on http://");
         let url = line
             .split("listening on ")

@@ -16,6 +16,7 @@
 //! alerts come from the partition whose breaker opened.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use schemas::config::{BreakerConfig, CapLimits, Config, OnWindowReset};
 use schemas::raw::RawMeta;
@@ -110,7 +111,8 @@ pub struct Tick {
 /// The caps of every tenant, for one partition task.
 #[derive(Debug, Clone)]
 pub struct Caps {
-    tenants: HashMap<String, TenantRules>,
+    /// Shared by the tasks of every partition ([`Caps::for_partition`] copies no rules).
+    tenants: Arc<HashMap<String, TenantRules>>,
     partition: i32,
     partitions: i32,
 }
@@ -151,7 +153,7 @@ impl Caps {
         partitions: i32,
     ) -> Self {
         Self {
-            tenants: tenants.into_iter().collect(),
+            tenants: Arc::new(tenants.into_iter().collect()),
             partition,
             partitions,
         }
