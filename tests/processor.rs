@@ -101,6 +101,44 @@ fn kill_9_at_random_points_loses_nothing_and_applies_nothing_twice() {
     );
 }
 
+/// A task whose predecessor consumed all of `raw` but still held events back (waiting for
+/// stream time to pass their grace) releases them after a `kill -9` and restart, although no
+/// record of its partition ever arrives again: tasks open on assignment, not on input.
+#[test]
+fn a_restarted_task_releases_held_events_without_new_input() {
+    let broker = Broker::start();
+    let hour = Settings {
+        idle_flush_ms: 3_600_000,
+        ..settings("partitions = [0, 1, 2]")
+    };
+    let config = TestConfig::write_with(&broker, "held", &hour);
+    let inputs = stream(3_000);
+    let unique = unique(&inputs);
+    Service::processor(&config.path).kill(); // creates the topics
+    produce(&config.brokers, &config.topic("raw"), &inputs, 0);
+    let mut first = Service::processor(&config.path);
+    harness::kafka::wait_caught_up(&config.brokers, "processor-held", &config.topic("raw"));
+    let events = Watermarks::new(&config.brokers, &config.topic("events"));
+    let emitted = events.count();
+    assert!(
+        emitted < unique,
+        "the first run holds the stream's last events back ({emitted} of {unique} emitted)"
+    );
+    first.kill();
+    let quick = config.variant("quick", |text| {
+        text.replace("idle_flush_ms = 3600000", "idle_flush_ms = 300")
+            .replace("state-quick\"", "state\"")
+    });
+    let _second = Service::processor(&quick);
+    events.wait_for(unique, harness::DEADLINE);
+    wait_for_events(&config.brokers, &config.topic("events"), &inputs);
+    check_state(
+        &final_state(&config.brokers, &config.topic("state")),
+        &reference(&inputs),
+    );
+    eprintln!("{emitted} of {unique} events emitted before the kill; the rest after the restart");
+}
+
 /// A second instance joins mid-stream (partitions move to it with their state, restored from
 /// the changelog), then the first leaves: the same final state, nothing applied twice. The
 /// first leaves with SIGTERM: Tansu never evicts a member killed with SIGKILL (the crash test

@@ -1,12 +1,22 @@
 //! The consumer loop: batch → process → make durable → store.
 //!
 //! One consumer in the processor group reads `raw`; each assigned partition gets a
-//! [`PartitionTask`] with its own RocksDB store, opened on the partition's first record (after
-//! its fence is appended and its store restored, see [`crate::restore`]) and closed when the
-//! partition is revoked. Every turn of the loop takes the records available now (at most
-//! `processor.batch_max`), lets each task compute its outputs and store delta (pure and
-//! deterministic), punctuates quiet partitions on wall-clock time (idle flush), and makes the
-//! batch durable as [`crate::commit`] describes before the tasks' stores are written.
+//! [`PartitionTask`] with its own RocksDB store, opened as soon as the partition is assigned
+//! (its fence appended and its store restored, see [`crate::restore`]) and closed when the
+//! partition is revoked. Opening on assignment rather than on the first record matters: a
+//! task whose predecessor consumed all of `raw` may still hold events back, and only an open
+//! task punctuates (idle flush) to release them.
+//!
+//! Every turn of the loop takes the records available now (at most `processor.batch_max`),
+//! lets each task compute its outputs and store delta (pure and deterministic), punctuates
+//! quiet partitions on wall-clock time (idle flush), and makes the batch durable as
+//! [`crate::commit`] describes before the tasks' stores are written.
+//!
+//! A newly opened task first *catches up*: until it has processed what `raw` held when it
+//! opened (or what the consumer had fetched when it reached the partition's end, whichever
+//! is less), it may be re-processing what a crashed predecessor already emitted, so nothing
+//! wall-clock driven (idle flush, budget absorb) touches its state and it re-emits exactly
+//! the same records.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -37,6 +47,9 @@ use schemas::records::UsageRecord;
 pub struct RebalanceContext {
     assigned: Mutex<HashSet<i32>>,
     revoked: Mutex<Vec<i32>>,
+    /// Wakes the loop when partitions are assigned, to open their tasks without waiting for
+    /// a record.
+    changed: tokio::sync::Notify,
 }
 
 impl RebalanceContext {
@@ -50,6 +63,18 @@ impl RebalanceContext {
             .lock()
             .expect("rebalance lock")
             .extend(partitions.iter().copied());
+    }
+
+    fn assigned(&self) -> Vec<i32> {
+        let mut assigned: Vec<i32> = self
+            .assigned
+            .lock()
+            .expect("rebalance lock")
+            .iter()
+            .copied()
+            .collect();
+        assigned.sort_unstable();
+        assigned
     }
 
     fn is_assigned(&self, partition: i32) -> bool {
@@ -71,6 +96,7 @@ impl ConsumerContext for RebalanceContext {
                     assigned.insert(element.partition());
                 }
                 tracing::info!(partitions = ?assigned, "partitions assigned");
+                self.changed.notify_one();
             }
             Rebalance::Revoke(tpl) => {
                 let mut assigned = self.assigned.lock().expect("rebalance lock");
@@ -139,42 +165,50 @@ impl Pipeline {
         let mut last_input: HashMap<i32, Instant> = HashMap::new();
         let mut seq = 0u64;
         let mut absorbed = (0u64, Instant::now());
-        // Per newly opened task with caps: the end of `raw` when it opened.
+        // Per newly opened task: the end of its `raw` partition when it opened. Until it has
+        // caught up with that, the task re-processes what a crashed predecessor may already
+        // have emitted, so nothing wall-clock driven (idle flush, budget absorb) may change
+        // its state in between: it re-emits the same outputs.
         let mut catching_up: HashMap<i32, i64> = HashMap::new();
+        let mut fetched = Fetched::default();
         loop {
             let holding = tasks.values().any(|t| t.buffered() > 0);
             // With caps, the loop also wakes every `budget_absorb` to take in new budget shares
             // (and raise their alerts) without waiting for input.
             let shares_waiting = self.budget.is_some() || self.usage.is_some();
+            let context = self.consumer.context();
+            let unopened = context.assigned().iter().any(|p| !tasks.contains_key(p));
             let first = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
+                _ = std::future::ready(()), if unopened => None,
+                _ = context.changed.notified() => None,
                 message = self.consumer.recv() => Some(message),
                 _ = tokio::time::sleep(self.idle_flush), if holding => None,
                 _ = tokio::time::sleep(self.budget_absorb), if shares_waiting => None,
             };
             let mut messages: Vec<OwnedMessage> = Vec::new();
             match first {
-                Some(Ok(message)) => messages.push(message.detach()),
+                Some(Ok(message)) => messages.push(fetched.message(message.detach())),
                 Some(Err(error)) => {
-                    tracing::warn!(%error, "consumer error");
-                    continue;
+                    fetched.error(error);
                 }
                 None => {}
             }
             while !messages.is_empty() && messages.len() < self.batch_max {
                 match self.consumer.recv().now_or_never() {
-                    Some(Ok(message)) => messages.push(message.detach()),
+                    Some(Ok(message)) => messages.push(fetched.message(message.detach())),
                     Some(Err(error)) => {
-                        tracing::warn!(%error, "consumer error");
-                        break;
+                        if !fetched.error(error) {
+                            break;
+                        }
                     }
                     None => break,
                 }
             }
-            let context = self.consumer.context();
             for partition in context.take_revoked() {
                 last_input.remove(&partition);
+                fetched.forget(partition);
                 if tasks.remove(&partition).is_some() {
                     tracing::info!(partition, "closed partition task");
                 }
@@ -189,25 +223,31 @@ impl Pipeline {
                     .or_default()
                     .push(decode(message));
             }
-            for partition in by_partition.keys() {
+            let mut to_open: Vec<i32> = context.assigned();
+            to_open.extend(by_partition.keys());
+            to_open.sort_unstable();
+            to_open.dedup();
+            for partition in &to_open {
                 if !tasks.contains_key(partition) {
                     let Some(task) = self.open_task(*partition, &mut stop).await? else {
                         return Ok(());
                     };
-                    if self.budget.is_some() {
-                        let raw = self.topics.name(Topic::Raw);
-                        let (_, high) = tokio::task::block_in_place(|| {
-                            self.consumer.fetch_watermarks(
-                                &raw,
-                                *partition,
-                                Duration::from_secs(30),
-                            )
-                        })?;
-                        catching_up.insert(*partition, high);
-                    }
+                    let raw = self.topics.name(Topic::Raw);
+                    let (_, high) = tokio::task::block_in_place(|| {
+                        self.consumer
+                            .fetch_watermarks(&raw, *partition, Duration::from_secs(30))
+                    })?;
+                    catching_up.insert(*partition, high);
+                    last_input.insert(*partition, Instant::now());
                     tasks.insert(*partition, task);
                 }
             }
+            catching_up.retain(|p, until| {
+                let until = fetched.end.get(p).map_or(*until, |end| (*until).min(*end));
+                tasks
+                    .get(p)
+                    .is_some_and(|t| t.next_offset().unwrap_or(0) < until)
+            });
             let first_offsets: Vec<(i32, i64)> = by_partition
                 .iter()
                 .filter_map(|(p, records)| records.first().map(|r| (*p, position(r).1)))
@@ -223,14 +263,7 @@ impl Pipeline {
                     // partitions assigned here but not opened yet wait; the rest belong to
                     // other instances.
                     let owner = |report: &Report| partition_of(&report.key, self.raw_partitions);
-                    // A task absorbs only once it has caught up with what was in `raw` when it
-                    // opened: a batch a crashed predecessor already emitted is re-processed on
-                    // the same state as the first time, so it re-emits the same outputs.
-                    catching_up.retain(|p, until| {
-                        tasks
-                            .get(p)
-                            .is_some_and(|t| t.next_offset().is_none_or(|next| next < *until))
-                    });
+                    // A task absorbs only once it has caught up (see `catching_up`).
                     let ready = |p: &i32| tasks.contains_key(p) && !catching_up.contains_key(p);
                     let reports = self.usage.as_ref().map_or_else(Vec::new, |usage| {
                         usage.take(|r| {
@@ -288,6 +321,7 @@ impl Pipeline {
                 .iter()
                 .filter(|(partition, task)| {
                     task.buffered() > 0
+                        && !catching_up.contains_key(*partition)
                         && !pending.iter().any(|(p, _)| p == *partition)
                         && last_input
                             .get(*partition)
@@ -440,6 +474,46 @@ impl Pipeline {
             "opened partition task"
         );
         Ok(Some(task))
+    }
+}
+
+/// What the consumer handed over, per partition of `raw`.
+#[derive(Default)]
+struct Fetched {
+    /// The offset after the last record received.
+    next: HashMap<i32, i64>,
+    /// Where the consumer last reached the partition's end (`enable.partition.eof`): like the
+    /// high watermark a task catches up with, a bound on what any predecessor can have
+    /// processed, and one that transaction markers at the end do not push out of reach.
+    end: HashMap<i32, i64>,
+}
+
+impl Fetched {
+    fn message(&mut self, message: OwnedMessage) -> OwnedMessage {
+        self.next.insert(message.partition(), message.offset() + 1);
+        message
+    }
+
+    /// Notes a partition's end (true: not an error); logs any other consumer error (false).
+    fn error(&mut self, error: rdkafka::error::KafkaError) -> bool {
+        match error {
+            rdkafka::error::KafkaError::PartitionEOF(partition) => {
+                // Nothing received yet: the consumer found the end where it started, at the
+                // group's committed offset, and no task checkpoint is behind that.
+                let end = self.next.get(&partition).copied().unwrap_or(0);
+                self.end.insert(partition, end);
+                true
+            }
+            error => {
+                tracing::warn!(%error, "consumer error");
+                false
+            }
+        }
+    }
+
+    fn forget(&mut self, partition: i32) {
+        self.next.remove(&partition);
+        self.end.remove(&partition);
     }
 }
 

@@ -96,6 +96,8 @@ impl ProcessorService {
         })?;
         let mut consumer_config = client_config(&config.kafka, Role::Consumer);
         consumer_config.set("group.id", &config.processor.group_id);
+        // A partition task needs to know when it has caught up (see `consumer::Pipeline::run`).
+        consumer_config.set("enable.partition.eof", "true");
         let consumer: GroupConsumer =
             consumer_config.create_with_context(RebalanceContext::default())?;
         let raw = topics.name(Topic::Raw);
