@@ -5,6 +5,7 @@ mod dev;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -160,11 +161,22 @@ async fn run_ingest(path: &Path, discard_appends: bool) -> anyhow::Result<()> {
 
 async fn run_process(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
-    let _metrics = metrics_recorder()?;
+    let metrics = metrics_recorder()?;
     let options = processor::StartOptions {
         create_topics: true,
     };
     let mut service = processor::ProcessorService::start(&config, options).await?;
+    let _status = match &config.processor.listen {
+        Some(listen) => {
+            let metrics = metrics.clone();
+            let status = service.serve_status(listen, Arc::new(move || metrics.render()))?;
+            for addr in &status.addrs {
+                println!("hookstream processor status on http://{addr} (/metrics, /healthz)");
+            }
+            Some(status)
+        }
+        None => None,
+    };
     println!(
         "hookstream processor started (group `{}`)",
         config.processor.group_id

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use harness::kafka::{read_until, Record, Watermarks};
-use harness::{Broker, Service, Settings, TestConfig};
+use harness::{http, wait_until, Broker, Service, Settings, TestConfig};
 use workload::{produce, Input};
 
 const HOUR: i64 = 3_600_000;
@@ -99,12 +99,13 @@ fn a_tenant_cap_holds_across_instances_within_the_bound_with_one_alert() {
     let broker = Broker::start();
     let settings = Settings {
         tenants: "[tenants.caps]\nevents_per_hour = 300\non_window_reset = \"keep\"\n".into(),
+        processor: "listen = \"127.0.0.1:0\"".into(),
         ..Settings::default()
     };
     let config = TestConfig::write_with(&broker, "caps", &settings);
     let mut first = Service::processor(&config.path);
     let second_config = config.variant("second", |t| t);
-    let _second = Service::processor(&second_config);
+    let second = Service::processor(&second_config);
     // 1 000 events of one tenant over 200 entities (so on every partition), all in one hour
     // of event time, written at 100 events/s.
     let inputs: Vec<Input> = (0..1_000)
@@ -173,6 +174,38 @@ fn a_tenant_cap_holds_across_instances_within_the_bound_with_one_alert() {
     assert_eq!(reached.len(), 1, "{alerts:#?}");
     assert_eq!(reached[0]["tenant"], "acme");
     assert_eq!(reached[0]["cap"], "events_per_hour");
+
+    // Each instance's metrics: what it deferred, and the tenant's limit and tenant-wide usage
+    // as its tasks see it (once they have taken in every other task's budget share).
+    let instances = [&first, &second];
+    let acme = [("tenant", "acme"), ("reason", "events_per_hour")];
+    let deferred_total: f64 = instances
+        .iter()
+        .map(|p| {
+            let url = format!("{}/metrics", p.base_url());
+            http::metric(&url, "hookstream_caps_deferred_total", &acme).unwrap_or(0.0)
+        })
+        .sum();
+    assert_eq!(deferred_total as usize, held.len(), "deferred, by metrics");
+    let cap = [("tenant", "acme"), ("cap", "events_per_hour")];
+    for instance in instances {
+        let url = format!("{}/metrics", instance.base_url());
+        assert_eq!(
+            http::metric(&url, "hookstream_caps_limit", &cap),
+            Some(300.0)
+        );
+        wait_until(|| {
+            http::metric(&url, "hookstream_caps_used", &cap) == Some(admitted.len() as f64)
+        })
+        .unwrap_or_else(|| panic!("{url}: hookstream_caps_used is not {}", admitted.len()));
+        let (status, health) = http::get(&format!("{}/healthz", instance.base_url()));
+        assert_eq!(status, 200, "{health}");
+        let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+        assert!(
+            !health["partitions"].as_object().unwrap().is_empty(),
+            "each instance has partition tasks: {health}"
+        );
+    }
 
     // Deferred events redriven: the original `raw` records go back to `raw`, marked.
     let (stdout, _) = harness::process::run_ok(&[
@@ -258,10 +291,12 @@ scheme = "hmac"
 secrets = [{ id = "k1", value = "s" }]
 "#
         .into(),
+        processor: "listen = \"127.0.0.1:0\"".into(),
         ..Settings::default()
     };
     let config = TestConfig::write_with(&broker, "breaker", &settings);
-    let _processor = Service::processor(&config.path);
+    let processor = Service::processor(&config.path);
+    let metrics = format!("{}/metrics", processor.base_url());
     // A loop: 300 events on one entity at 100 events/s of event time; beside it, 60 events on
     // other entities of the same tenant, one per second.
     let mut inputs: Vec<Input> = (0..300)
@@ -349,6 +384,44 @@ secrets = [{ id = "k1", value = "s" }]
     assert_eq!(spikes.len(), 1, "{alerts:#?}");
     assert_eq!(spikes[0]["tenant"], "spiky");
     assert!(spikes[0]["entity"].is_null());
+    let deferred_by = |prefix: &str| {
+        deferred
+            .iter()
+            .filter(|r| r.header("hs-event-id").unwrap().starts_with(prefix))
+            .count() as f64
+    };
+    let deferred_metric = |tenant: &str, reason: &str| {
+        let labels = [("tenant", tenant), ("reason", reason)];
+        http::metric(&metrics, "hookstream_caps_deferred_total", &labels)
+    };
+    assert_eq!(
+        deferred_metric("loopy", "loop_suspected"),
+        Some(deferred_by("hot-"))
+    );
+    assert_eq!(
+        deferred_metric("spiky", "spike_suspected"),
+        Some(deferred_by("spike-"))
+    );
+    let breaker_open = |tenant: &str, partition: u32| {
+        let partition = partition.to_string();
+        let labels = [("tenant", tenant), ("partition", partition.as_str())];
+        http::metric(&metrics, "hookstream_caps_breaker_open", &labels)
+    };
+    assert_eq!(
+        breaker_open("spiky", 0),
+        Some(1.0),
+        "the tenant breaker is open"
+    );
+    assert_eq!(
+        breaker_open("loopy", partition_of("loopy/hot")),
+        Some(0.0),
+        "an entity breaker, not the tenant's"
+    );
+    let hourly_cap = [("tenant", "hourly"), ("cap", "events_per_hour")];
+    assert_eq!(
+        http::metric(&metrics, "hookstream_caps_used", &hourly_cap),
+        Some(10.0)
+    );
 
     // The hourly cap: 10 admitted, 5 held; the next hour's first event releases them.
     let hourly_admitted: Vec<&String> = admitted.iter().filter(|id| id.starts_with("h-")).collect();

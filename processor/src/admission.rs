@@ -194,8 +194,9 @@ pub fn admit(
     Ok(admitted)
 }
 
-/// Per-tenant gauges as of the tenant's last decision: usage (tenant-wide, as this task sees it), limits,
-/// and whether the tenant's breaker is open.
+/// Per-tenant gauges as of the tenant's last decision: usage (tenant-wide, as this task sees
+/// it), limits, and whether the tenant's breaker is open on this task's partition (the tenant
+/// breaker counts per partition task).
 fn gauges(caps: &Caps, tenant: &str, state: &TenantState) {
     let Some(rules) = caps.rules(tenant) else {
         return;
@@ -218,8 +219,11 @@ fn gauges(caps: &Caps, tenant: &str, state: &TenantState) {
     }
     if rules.breaker.is_some() {
         let open = !matches!(state.breaker.tenant.phase, Phase::Closed);
-        metrics::gauge!("hookstream_caps_breaker_open", "tenant" => tenant.to_owned())
-            .set(if open { 1.0 } else { 0.0 });
+        let labels = [
+            ("tenant", tenant.to_owned()),
+            ("partition", caps.partition().to_string()),
+        ];
+        metrics::gauge!("hookstream_caps_breaker_open", &labels).set(if open { 1.0 } else { 0.0 });
     }
 }
 

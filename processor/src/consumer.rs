@@ -209,6 +209,10 @@ impl Pipeline {
             for partition in context.take_revoked() {
                 last_input.remove(&partition);
                 fetched.forget(partition);
+                self.progress
+                    .lock()
+                    .expect("progress lock")
+                    .remove(&partition);
                 if tasks.remove(&partition).is_some() {
                     tracing::info!(partition, "closed partition task");
                 }

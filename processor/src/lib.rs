@@ -25,6 +25,7 @@ pub mod output;
 pub mod reconcile;
 pub mod reorder;
 pub mod restore;
+pub mod status;
 pub mod store;
 pub mod task;
 pub mod usage_view;
@@ -198,6 +199,15 @@ impl ProcessorService {
             stop,
             join,
         })
+    }
+
+    /// Serves `GET /metrics` (rendered by `render`) and `GET /healthz` on `listen`.
+    pub fn serve_status(
+        &self,
+        listen: &str,
+        render: status::Render,
+    ) -> Result<status::StatusServer, ProcessorError> {
+        status::StatusServer::start(listen, render, self.progress.clone())
     }
 
     /// Where each open partition task stands (as of its last durable batch).

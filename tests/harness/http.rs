@@ -93,3 +93,29 @@ pub fn call(
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON reply {status}: {text}"));
     (status, json)
 }
+
+/// The value of the Prometheus sample `name` whose labels include all of `labels`, from the
+/// text exposition at `url`.
+pub fn metric(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (status, text) = get(url);
+    assert_eq!(status, 200, "GET {url}: {text}");
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (sample, label_text) = match series.split_once('{') {
+                Some((sample, rest)) => (sample, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let present: Vec<(&str, &str)> = label_text
+                .split(',')
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    Some((key, value.trim_matches('"')))
+                })
+                .collect();
+            (sample == name && labels.iter().all(|l| present.contains(l)))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}

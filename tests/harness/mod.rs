@@ -200,3 +200,15 @@ impl Pipeline {
         format!("{}{path}", self.ingest.base_url())
     }
 }
+
+/// Polls `condition` until it holds (Some) or [`DEADLINE`] passes (None).
+pub fn wait_until(mut condition: impl FnMut() -> bool) -> Option<()> {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(100)); // polling interval
+    }
+    condition().then_some(())
+}

@@ -14,6 +14,7 @@ pub struct Service {
     name: &'static str,
     child: Child,
     base_url: Option<String>,
+    lines: Option<mpsc::Receiver<String>>,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
 }
@@ -42,10 +43,15 @@ impl Service {
         service
     }
 
-    /// Starts `hookstream process` and waits until it has subscribed.
+    /// Starts `hookstream process` and waits until it has subscribed; its base URL is its
+    /// status endpoint's, when `processor.listen` is set.
     pub fn processor(config: &Path) -> Self {
         let mut service = Self::spawn("processor", &["process", "--config"], config);
-        service.wait_for_line("processor started");
+        let status = service.wait_for_line("status on http://|processor started");
+        if let Some(url) = status.split("status on ").nth(1) {
+            service.base_url = Some(url.split_whitespace().next().unwrap().to_owned());
+            service.wait_for_line("processor started");
+        }
         service
     }
 
@@ -73,29 +79,35 @@ impl Service {
             name,
             child,
             base_url: None,
+            lines: None,
             log,
             _log_dir: log_dir,
         }
     }
 
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        let stdout = self.child.stdout.take().expect("stdout is piped");
-        let (lines, received) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
+    /// Waits for a printed line containing one of `needles` (separated by `|`).
+    fn wait_for_line(&mut self, needles: &str) -> String {
+        if self.lines.is_none() {
+            let stdout = self.child.stdout.take().expect("stdout is piped");
+            let (lines, received) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if lines.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+            self.lines = Some(received);
+        }
+        let received = self.lines.as_ref().unwrap();
         let deadline = Instant::now() + super::DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match received.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
+                Ok(line) if needles.split('|').any(|n| line.contains(n)) => return line,
                 Ok(_) => continue,
                 Err(_) => panic!(
-                    "hookstream {} did not print `{needle}` (exit: {:?}); its log:\n{}",
+                    "hookstream {} did not print `{needles}` (exit: {:?}); its log:\n{}",
                     self.name,
                     self.child.try_wait().ok().flatten(),
                     self.log()
@@ -107,7 +119,7 @@ impl Service {
     pub fn base_url(&self) -> &str {
         self.base_url
             .as_deref()
-            .expect("only the ingest serves HTTP")
+            .expect("a service that serves HTTP (ingest, admin, a processor with `listen`)")
     }
 
     pub fn log(&self) -> String {

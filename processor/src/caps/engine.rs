@@ -270,6 +270,11 @@ impl Caps {
         }
     }
 
+    /// The partition of `raw` whose task this engine decides for.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
     /// Whether any tenant has caps or a breaker (otherwise admission is skipped entirely).
     pub fn any(&self) -> bool {
         self.tenants

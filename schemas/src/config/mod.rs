@@ -267,6 +267,10 @@ pub struct ProcessorConfig {
     /// are enforced on the tenant's usage across all partitions; see docs/caps.md).
     #[serde(default = "default_budget_absorb")]
     pub budget_absorb_ms: u64,
+    /// Serve `GET /metrics` (Prometheus) and `GET /healthz` here (`host:port`, port 0 for any
+    /// free one). Unset: no endpoint.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 fn default_budget_absorb() -> u64 {
@@ -287,6 +291,7 @@ impl Default for ProcessorConfig {
             output_prefix: None,
             scope: None,
             budget_absorb_ms: default_budget_absorb(),
+            listen: None,
         }
     }
 }

@@ -71,6 +71,13 @@ impl Config {
                 self.ingest.listen
             ));
         }
+        if let Some(listen) = &self.processor.listen {
+            if listen.parse::<SocketAddr>().is_err() {
+                p.push(format!(
+                    "processor.listen: `{listen}` is not an address like 127.0.0.1:9465"
+                ));
+            }
+        }
         if self.ingest.max_body_bytes == 0 {
             p.push("ingest.max_body_bytes: must be positive".into());
         }
