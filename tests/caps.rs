@@ -560,3 +560,116 @@ secrets = [{ id = "k1", value = "s" }]
     assert_eq!(deferred[0]["event_id"], "e2");
     assert_eq!(deferred[0]["reason"], "tokens_per_day");
 }
+
+/// Cap decisions are made once, whatever `kill -9` interrupts: a processor killed three times
+/// while 3 000 events of a capped tenant flow admits or defers each event exactly once (never
+/// both, never neither), every re-emitted record is byte-identical to its first emission, and
+/// the cap still holds. Static assignment, as in the processor's crash test.
+#[test]
+fn cap_decisions_survive_kill_9() {
+    let broker = Broker::start();
+    let settings = Settings {
+        tenants: "[tenants.caps]\nevents_per_hour = 1000\non_window_reset = \"keep\"\n".into(),
+        processor: "partitions = [0, 1, 2]".into(),
+        batch_max: 200,
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "capcrash", &settings);
+    Service::processor(&config.path).kill(); // creates the topics
+    let inputs: Vec<Input> = (0..3_000)
+        .map(|i| {
+            input(
+                "acme",
+                &format!("call-{}", i % 300),
+                &format!("e{i}"),
+                T0 + i * 10,
+            )
+        })
+        .collect();
+    let rate_per_sec = 500;
+    let writer = {
+        let (brokers, topic, inputs) =
+            (config.brokers.clone(), config.topic("raw"), inputs.clone());
+        std::thread::spawn(move || {
+            for chunk in inputs.chunks(50) {
+                produce(&brokers, &topic, chunk, 0);
+                std::thread::sleep(Duration::from_millis(100)); // pacing the input
+            }
+        })
+    };
+    let events = Watermarks::new(&config.brokers, &config.topic("events"));
+    let deferred = Watermarks::new(&config.brokers, &config.topic("deferred"));
+    let mut processor = Service::processor(&config.path);
+    for crash in 1..=3 {
+        let target = crash * 700;
+        wait_until(|| events.count() + deferred.count() >= target)
+            .unwrap_or_else(|| panic!("fewer than {target} decisions came out"));
+        processor.kill();
+        eprintln!(
+            "crash {crash} after {} decisions",
+            events.count() + deferred.count()
+        );
+        processor = Service::processor(&config.path);
+    }
+    writer.join().unwrap();
+    let (admitted_records, deferred_records) = outcome(&config, &inputs);
+    let first_emissions = |records: &[Record]| {
+        let mut first: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for record in records {
+            let id = record.header("hs-event-id").unwrap().to_owned();
+            let value = first
+                .entry(id.clone())
+                .or_insert_with(|| record.value.clone());
+            assert_eq!(value, &record.value, "{id}: a re-emission differs");
+        }
+        first
+    };
+    let admitted = first_emissions(&admitted_records);
+    let held = first_emissions(&deferred_records);
+    let both: Vec<&String> = admitted
+        .keys()
+        .filter(|id| held.contains_key(*id))
+        .collect();
+    assert!(both.is_empty(), "admitted and deferred: {both:?}");
+    assert_eq!(
+        admitted.len() + held.len(),
+        inputs.len(),
+        "each event decided"
+    );
+    let bound = (rate_per_sec * PROPAGATION_SECS) as usize;
+    eprintln!(
+        "admitted {} of {} for a cap of 1000 (bound {bound}); re-emitted: {} events, {} deferred",
+        admitted.len(),
+        inputs.len(),
+        admitted_records.len() - admitted.len(),
+        deferred_records.len() - held.len()
+    );
+    assert!(
+        admitted.len() >= 1000 && admitted.len() <= 1000 + bound,
+        "{} admitted for a cap of 1000 (bound {bound})",
+        admitted.len()
+    );
+    let mut last_admitted: BTreeMap<i32, i64> = BTreeMap::new();
+    for record in &admitted_records {
+        let offset = record.json()["raw_offset"].as_i64().unwrap();
+        let last = last_admitted.entry(record.partition).or_default();
+        *last = (*last).max(offset);
+    }
+    for record in &deferred_records {
+        let offset = record.json()["raw_offset"].as_i64().unwrap();
+        assert!(
+            last_admitted
+                .get(&record.partition)
+                .is_none_or(|l| *l < offset),
+            "partition {}: deferred offset {offset} before an admitted one",
+            record.partition
+        );
+    }
+    let reached: HashSet<String> = alerts(&config)
+        .iter()
+        .filter(|a| a["kind"] == "cap_reached")
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(reached.len(), 1, "one cap_reached alert: {reached:#?}");
+    drop(processor);
+}
