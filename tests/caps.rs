@@ -532,7 +532,12 @@ secrets = [{ id = "k1", value = "s" }]
     let config = TestConfig::write_with(&broker, "usage", &settings);
     let _processor = Service::processor(&config.path);
     let e1 = input("agents", "call-1", "e1", T0);
-    produce(&config.brokers, &config.topic("raw"), &[e1.clone()], 0);
+    produce(
+        &config.brokers,
+        &config.topic("raw"),
+        std::slice::from_ref(&e1),
+        0,
+    );
     outcome(&config, &[e1]);
     assert_eq!(
         wait_for_tokens(&config, 10),
@@ -553,7 +558,12 @@ secrets = [{ id = "k1", value = "s" }]
     report(&config, "call-1", "e-big", 400);
     assert_eq!(wait_for_tokens(&config, 1005), 1005);
     let e2 = input("agents", "call-1", "e2", T0 + 1);
-    produce(&config.brokers, &config.topic("raw"), &[e2.clone()], 0);
+    produce(
+        &config.brokers,
+        &config.topic("raw"),
+        std::slice::from_ref(&e2),
+        0,
+    );
     let (_, deferred) = outcome(&config, &[e2]);
     let deferred: Vec<serde_json::Value> = deferred.iter().map(Record::json).collect();
     assert_eq!(deferred.len(), 1, "{deferred:?}");

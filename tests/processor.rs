@@ -213,3 +213,31 @@ fn a_rebuild_into_new_topics_reproduces_the_live_state() {
         &differing[..differing.len().min(3)]
     );
 }
+
+/// Each partition task writes the changelog partition of its `raw` partition: a processor
+/// facing a changelog with fewer partitions than `raw` refuses to start, naming both.
+#[test]
+fn a_changelog_with_fewer_partitions_than_raw_is_refused_at_start() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let broker = Broker::start();
+    let config = TestConfig::write(&broker, "narrow");
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()
+        .unwrap();
+    let changelog = config.topic("changelog");
+    let created = futures::executor::block_on(admin.create_topics(
+        [&NewTopic::new(&changelog, 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    let output = harness::process::run(&["process", "--config", config.path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("`t.narrow.changelog` has 1 partitions but `t.narrow.raw` has 3"),
+        "{stderr}"
+    );
+}

@@ -194,9 +194,13 @@ mod tests {
 
     fn op(i: usize, size: usize) -> Op {
         Op {
-            cf: if i % 2 == 0 { Cf::Entity } else { Cf::Dedupe },
+            cf: if i.is_multiple_of(2) {
+                Cf::Entity
+            } else {
+                Cf::Dedupe
+            },
             key: format!("key-{i}").into_bytes(),
-            value: (i % 3 != 0).then(|| vec![i as u8; size]),
+            value: (!i.is_multiple_of(3)).then(|| vec![i as u8; size]),
         }
     }
 

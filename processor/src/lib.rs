@@ -37,7 +37,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
 use schemas::config::Config;
 use schemas::kafka::{client_config, Role};
-use schemas::topics::Topic;
+use schemas::topics::{Topic, TopicNames};
 use tokio::sync::watch;
 
 pub use error::ProcessorError;
@@ -75,6 +75,50 @@ fn transactional_id(config: &Config) -> String {
     }
 }
 
+/// The partition count of `raw`, which routes usage reports and picks alert partitions
+/// (`kafka.partitions` only says how many partitions topics are *created* with). Each task
+/// writes the changelog partition of its `raw` partition, so the changelog needs as many.
+fn checked_partitions(
+    consumer: &GroupConsumer,
+    config: &Config,
+    topics: &TopicNames,
+) -> Result<i32, ProcessorError> {
+    let count = |topic: Topic| -> Result<i32, ProcessorError> {
+        let name = topics.name(topic);
+        let metadata = tokio::task::block_in_place(|| {
+            consumer.fetch_metadata(Some(&name), std::time::Duration::from_secs(30))
+        })?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map_or(0, |t| t.partitions().len() as i32);
+        if partitions == 0 {
+            return Err(ProcessorError::Startup(format!(
+                "topic `{name}` does not exist (start `hookstream ingest` or `hookstream process` once with topic creation, or create it)"
+            )));
+        }
+        Ok(partitions)
+    };
+    let raw = count(Topic::Raw)?;
+    if raw != config.kafka.partitions {
+        tracing::warn!(
+            configured = config.kafka.partitions,
+            raw,
+            "kafka.partitions differs from the partitions of `raw`; routing by `raw`'s"
+        );
+    }
+    let changelog = count(Topic::Changelog)?;
+    if changelog < raw {
+        return Err(ProcessorError::Startup(format!(
+            "`{}` has {changelog} partitions but `{}` has {raw}: each partition task needs its own changelog partition; add partitions to the changelog",
+            topics.name(Topic::Changelog),
+            topics.name(Topic::Raw),
+        )));
+    }
+    Ok(raw)
+}
+
 /// A running processor; [`ProcessorService::stop`] finishes the current batch and returns.
 pub struct ProcessorService {
     progress: Progress,
@@ -102,6 +146,7 @@ impl ProcessorService {
         let consumer: GroupConsumer =
             consumer_config.create_with_context(RebalanceContext::default())?;
         let raw = topics.name(Topic::Raw);
+        let raw_partitions = checked_partitions(&consumer, config, &topics)?;
         if config.processor.partitions.is_empty() {
             consumer.subscribe(&[&raw])?;
         } else {
@@ -138,11 +183,7 @@ impl ProcessorService {
                     .min(i64::MAX as u64) as i64,
                 max_buffered: config.processor.max_buffered,
                 scope: config.processor.scope.clone().map(Arc::new),
-                caps: Some(Arc::new(caps::Caps::new(
-                    config,
-                    0,
-                    config.kafka.partitions,
-                )?)),
+                caps: Some(Arc::new(caps::Caps::new(config, 0, raw_partitions)?)),
                 codecs: Arc::new(
                     schemas::registry::codecs(
                         config,
@@ -184,7 +225,7 @@ impl ProcessorService {
             } else {
                 None
             },
-            raw_partitions: config.kafka.partitions,
+            raw_partitions,
             restore: {
                 let mut restore = client_config(&config.kafka, Role::Consumer);
                 restore.set("group.id", format!("{}-restore", config.processor.group_id));

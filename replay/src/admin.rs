@@ -17,8 +17,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpResponse, HttpServer};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -163,7 +166,12 @@ fn error(error: &ReplayError) -> HttpResponse {
         .json(serde_json::json!({"error": error.code(), "message": error.to_string()}))
 }
 
-fn authorized(request: &HttpRequest, state: &AdminState) -> Result<(), HttpResponse> {
+/// Every route needs the bearer token; it is compared as SHA-256 digests, in constant time.
+async fn authorized(
+    state: web::Data<AdminState>,
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let presented = request
         .headers()
         .get("authorization")
@@ -172,21 +180,15 @@ fn authorized(request: &HttpRequest, state: &AdminState) -> Result<(), HttpRespo
         .unwrap_or_default();
     if bool::from(digest(presented.as_bytes()).ct_eq(&state.token_digest)) && !presented.is_empty()
     {
-        return Ok(());
+        return Ok(next.call(request).await?.map_into_left_body());
     }
-    Err(HttpResponse::Unauthorized()
+    let denied = HttpResponse::Unauthorized()
         .insert_header(("www-authenticate", "Bearer"))
-        .json(serde_json::json!({"error": "unauthorized", "message": "a valid bearer token (admin.token) is required"})))
+        .json(serde_json::json!({"error": "unauthorized", "message": "a valid bearer token (admin.token) is required"}));
+    Ok(request.into_response(denied).map_into_right_body())
 }
 
-async fn create(
-    request: HttpRequest,
-    state: web::Data<AdminState>,
-    body: web::Bytes,
-) -> HttpResponse {
-    if let Err(denied) = authorized(&request, &state) {
-        return denied;
-    }
+async fn create(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse {
     let spec: JobSpec = match serde_json::from_slice(&body) {
         Ok(spec) => spec,
         Err(e) => return error(&ReplayError::invalid(format!("job body: {e}"))),
@@ -197,35 +199,18 @@ async fn create(
     }
 }
 
-async fn list(request: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Err(denied) = authorized(&request, &state) {
-        return denied;
-    }
+async fn list(state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "jobs": state.jobs.list() }))
 }
 
-async fn show(
-    request: HttpRequest,
-    state: web::Data<AdminState>,
-    id: web::Path<String>,
-) -> HttpResponse {
-    if let Err(denied) = authorized(&request, &state) {
-        return denied;
-    }
+async fn show(state: web::Data<AdminState>, id: web::Path<String>) -> HttpResponse {
     match state.jobs.get(&id) {
         Ok(job) => HttpResponse::Ok().json(job),
         Err(e) => error(&e),
     }
 }
 
-async fn cancel(
-    request: HttpRequest,
-    state: web::Data<AdminState>,
-    id: web::Path<String>,
-) -> HttpResponse {
-    if let Err(denied) = authorized(&request, &state) {
-        return denied;
-    }
+async fn cancel(state: web::Data<AdminState>, id: web::Path<String>) -> HttpResponse {
     match state.jobs.cancel(&id) {
         Ok(job) => HttpResponse::Accepted().json(job),
         Err(e) => error(&e),
@@ -260,6 +245,7 @@ impl AdminServer {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(64 * 1024))
+                .wrap(from_fn(authorized))
                 .route("/v1/jobs", web::post().to(create))
                 .route("/v1/jobs", web::get().to(list))
                 .route("/v1/jobs/{id}", web::get().to(show))

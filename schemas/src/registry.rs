@@ -115,20 +115,6 @@ async fn check_compatibility(url: &str, subject: &str, schema: &str) -> Result<(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_never_reach_messages() {
-        assert_eq!(
-            redact("https://key:s3cret@registry.example:8081"),
-            "https://registry.example:8081"
-        );
-        assert_eq!(redact("http://localhost:8081"), "http://localhost:8081");
-    }
-}
-
 /// Decodes Confluent-framed Avro values to JSON, fetching writer schemas by id (cached).
 pub struct Decoder {
     inner: AvroDecoder,
@@ -149,5 +135,19 @@ impl Decoder {
             .map_err(|e| SchemasError::Registry(format!("decoding an Avro value: {e}")))?;
         serde_json::Value::try_from(decoded.value)
             .map_err(|e| SchemasError::Avro(format!("converting to JSON: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        assert_eq!(
+            redact("https://key:s3cret@registry.example:8081"),
+            "https://registry.example:8081"
+        );
+        assert_eq!(redact("http://localhost:8081"), "http://localhost:8081");
     }
 }

@@ -161,7 +161,8 @@ fn the_compatibility_check_catches_incompatible_changes() {
         Schema::parse_str(&changed.to_string()).unwrap()
     };
     let released_schema = Schema::parse_str(&released.to_string()).unwrap();
-    let forbidden: [(&str, &dyn Fn(&mut Vec<Value>)); 3] = [
+    type Edit<'a> = (&'a str, &'a dyn Fn(&mut Vec<Value>));
+    let forbidden: [Edit<'_>; 3] = [
         ("a new field without a default", &|fields| {
             fields.push(serde_json::json!({"name": "tier", "type": "string"}))
         }),
