@@ -2,6 +2,7 @@
 //! `schemas` crates. Run `hookstream --help` or `hookstream <command> --help`.
 
 mod dev;
+mod topics;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,6 +67,18 @@ enum Command {
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
         config: PathBuf,
     },
+    /// List hookstream's topics (name, partitions, cleanup policy) as the broker has them;
+    /// exits 1 if any is missing.
+    Topics {
+        /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
+        config: PathBuf,
+        /// Create the missing topics first, with `kafka.partitions` and
+        /// `kafka.replication_factor` (`state` and `budget` compacted, `changelog` kept
+        /// forever), as `ingest` and `process` do at start-up.
+        #[arg(long)]
+        create: bool,
+    },
     /// Validate a configuration file and print every problem with the key it concerns.
     CheckConfig {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
@@ -110,6 +123,9 @@ fn main() -> ExitCode {
                 .await
                 .context("tail"),
             Command::Admin { config } => run_admin(&config).await,
+            Command::Topics { config, create } => {
+                return topics::run(&load(&config)?, create).await;
+            }
             Command::CheckConfig { file } => return Ok(check_config(&file)),
         }
         .map(|()| ExitCode::SUCCESS)
@@ -150,10 +166,11 @@ async fn run_ingest(path: &Path, discard_appends: bool) -> anyhow::Result<()> {
         discard_appends,
     };
     let service = ingest::IngestService::start(&config, metrics_recorder()?, options).await?;
+    let shutdown = shutdown_signal();
     for addr in service.addrs() {
         println!("hookstream ingest listening on http://{addr}");
     }
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
     service.stop().await;
     Ok(())
@@ -166,6 +183,7 @@ async fn run_process(path: &Path) -> anyhow::Result<()> {
         create_topics: true,
     };
     let mut service = processor::ProcessorService::start(&config, options).await?;
+    let shutdown = shutdown_signal();
     let _status = match &config.processor.listen {
         Some(listen) => {
             let metrics = metrics.clone();
@@ -183,7 +201,7 @@ async fn run_process(path: &Path) -> anyhow::Result<()> {
     );
     tokio::select! {
         result = service.wait() => return result.context("processor stopped"),
-        () = shutdown_signal() => {}
+        () = shutdown => {}
     }
     tracing::info!("shutting down: finishing the current batch");
     service.stop().await?;
@@ -193,13 +211,14 @@ async fn run_process(path: &Path) -> anyhow::Result<()> {
 async fn run_admin(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     let server = replay::admin::AdminServer::start(config)?;
+    let shutdown = shutdown_signal();
     for addr in &server.addrs {
         println!("hookstream admin listening on http://{addr}");
     }
     let handle = server.handle();
     tokio::select! {
         result = server.run() => return result.context("admin API stopped"),
-        () = shutdown_signal() => {}
+        () = shutdown => {}
     }
     handle.stop(true).await;
     Ok(())
@@ -237,16 +256,24 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// the future is first polled: call it before announcing readiness, so a signal sent right
+/// after the announcement is a clean shutdown rather than the default (immediate) exit.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

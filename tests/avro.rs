@@ -105,7 +105,7 @@ fn avro_events_and_state_decode_independently_to_the_json_values() {
     };
     let config = TestConfig::write_with(&broker, "avro", &settings);
     let brokers = config.brokers.clone();
-    Service::processor(&config.path).kill(); // creates the topics
+    harness::create_topics(&config);
     let inputs = inputs();
     produce(&brokers, &config.topic("raw"), &inputs, 0);
 

@@ -88,6 +88,7 @@ fn every_command_explains_itself() {
         &["ingest", "--help"],
         &["process", "--help"],
         &["check-config", "--help"],
+        &["topics", "--help"],
         &["replay", "-h"],
         &["tail", "-h"],
         &["admin", "-h"],

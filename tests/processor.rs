@@ -54,8 +54,8 @@ fn kill_9_at_random_points_loses_nothing_and_applies_nothing_twice() {
     let inputs = stream(events_count());
     let unique = unique(&inputs);
     let started = Instant::now();
-    Service::processor(&config.path).kill(); // creates the topics
-                                             // The input flows while the processor runs and is killed.
+    harness::create_topics(&config);
+    // The input flows while the processor runs and is killed.
     let writer = writer(&config, &inputs, 300);
     let events = Watermarks::new(&config.brokers, &config.topic("events"));
     let mut processor = Service::processor(&config.path);
@@ -114,7 +114,7 @@ fn a_restarted_task_releases_held_events_without_new_input() {
     let config = TestConfig::write_with(&broker, "held", &hour);
     let inputs = stream(3_000);
     let unique = unique(&inputs);
-    Service::processor(&config.path).kill(); // creates the topics
+    harness::create_topics(&config);
     produce(&config.brokers, &config.topic("raw"), &inputs, 0);
     let mut first = Service::processor(&config.path);
     harness::kafka::wait_caught_up(&config.brokers, "processor-held", &config.topic("raw"));
@@ -184,7 +184,7 @@ fn a_rebuild_into_new_topics_reproduces_the_live_state() {
     };
     let config = TestConfig::write_with(&broker, "rebuild", &settings);
     let inputs = stream(events_count() / 5);
-    Service::processor(&config.path).kill(); // creates the topics
+    harness::create_topics(&config);
     produce(&config.brokers, &config.topic("raw"), &inputs, 0);
     let mut live = Service::processor(&config.path);
     wait_for_events(&config.brokers, &config.topic("events"), &inputs);
@@ -226,6 +226,17 @@ fn a_changelog_with_fewer_partitions_than_raw_is_refused_at_start() {
         .set("bootstrap.servers", &config.brokers)
         .create()
         .unwrap();
+    let listed = harness::process::run(&["topics", "--config", config.path.to_str().unwrap()]);
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !listed.status.success(),
+        "missing topics exit 1:\n{listing}"
+    );
+    assert!(
+        listing.contains("t.narrow.raw  ")
+            && listing.contains("missing (hookstream topics --create)"),
+        "{listing}"
+    );
     let changelog = config.topic("changelog");
     let created = futures::executor::block_on(admin.create_topics(
         [&NewTopic::new(&changelog, 1, TopicReplication::Fixed(1))],

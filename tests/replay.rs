@@ -396,7 +396,7 @@ fn the_admin_api_runs_lists_and_cancels_jobs_behind_its_token() {
     };
     let config = TestConfig::write_with(&broker, "admin", &settings);
     let (brokers, raw) = (config.brokers.clone(), config.topic("raw"));
-    Service::processor(&config.path).kill(); // creates the topics
+    harness::create_topics(&config);
     produce(&brokers, &raw, &events("acme", 300, 1_763_800_000_000), 0);
     let admin = Service::admin(&config.path);
     let url = |path: &str| format!("{}{path}", admin.base_url());

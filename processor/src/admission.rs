@@ -195,8 +195,8 @@ pub fn admit(
 }
 
 /// Per-tenant gauges as of the tenant's last decision: usage (tenant-wide, as this task sees
-/// it), limits, and whether the tenant's breaker is open on this task's partition (the tenant
-/// breaker counts per partition task).
+/// it), limits, and whether the tenant's breaker is open on this task's partition (each task
+/// keeps its own breaker state over the tenant-wide count).
 fn gauges(caps: &Caps, tenant: &str, state: &TenantState) {
     let Some(rules) = caps.rules(tenant) else {
         return;

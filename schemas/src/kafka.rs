@@ -105,3 +105,38 @@ pub async fn ensure_topics(
     }
     Ok(())
 }
+
+/// A hookstream topic as the broker has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicStatus {
+    pub topic: Topic,
+    pub name: String,
+    /// Partitions on the broker; None: the topic does not exist.
+    pub partitions: Option<usize>,
+}
+
+/// Looks up every hookstream topic on the broker (one metadata request).
+pub fn describe_topics(
+    kafka: &KafkaConfig,
+    names: &TopicNames,
+) -> Result<Vec<TopicStatus>, SchemasError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = client_config(kafka, Role::Consumer).create()?;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(30))?;
+    Ok(names
+        .all()
+        .into_iter()
+        .map(|(topic, name)| {
+            let partitions = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.partitions().len());
+            TopicStatus {
+                topic,
+                name,
+                partitions,
+            }
+        })
+        .collect())
+}

@@ -82,6 +82,7 @@ pub async fn run(args: DevArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
         &now.to_rfc3339(),
         now.timestamp(),
     );
+    let shutdown = crate::shutdown_signal();
     println!("hookstream dev is running");
     println!(
         "  broker    {brokers}{}",
@@ -120,7 +121,7 @@ pub async fn run(args: DevArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
     };
     if outcome.is_ok() && !args.exit_after_demo {
         println!("Serving until Ctrl-C.");
-        crate::shutdown_signal().await;
+        shutdown.await;
     }
     ingest.stop().await;
     processor.stop().await?;

@@ -212,3 +212,23 @@ pub fn wait_until(mut condition: impl FnMut() -> bool) -> Option<()> {
     }
     condition().then_some(())
 }
+
+/// Creates the configuration's topics with `hookstream topics --create` (no service started,
+/// so no consumer group is joined) and checks its listing.
+pub fn create_topics(config: &TestConfig) {
+    let (stdout, _) = process::run_ok(&[
+        "topics",
+        "--create",
+        "--config",
+        config.path.to_str().unwrap(),
+    ]);
+    for suffix in ["raw", "events", "state", "changelog", "budget"] {
+        let name = config.topic(suffix);
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) && l.contains(" 3 partitions")),
+            "{name} created with 3 partitions:\n{stdout}"
+        );
+    }
+}

@@ -11,9 +11,15 @@
 //! * **HalfOpen** admits events while those since the probe stay within the threshold; going
 //!   over re-opens it (silently: the same incident), a quiet minute closes it.
 //!
-//! An entity's breaker defers only that entity's events. The tenant's baseline is an
-//! exponentially weighted average of its events per completed minute (integer arithmetic,
-//! so restores on any machine decide alike), never taken below `spike_min_baseline_per_minute`.
+//! An entity's breaker defers only that entity's events (an entity lives on one partition).
+//! The tenant's breaker counts **tenant-wide**: its own arrivals plus every other partition's,
+//! as their last budget shares report them ([`OtherShares::arrivals_since`]); so, like the
+//! caps, it can let through at most the other partitions' arrivals during the shares'
+//! propagation delay. A partition that opens the tenant's breaker while another partition's
+//! is already open does so silently (one `spike_suspected` per incident). The tenant's
+//! baseline is an exponentially weighted average of its tenant-wide events per completed
+//! minute (integer arithmetic, so restores on any machine decide alike), never taken below
+//! `spike_min_baseline_per_minute`.
 //! Memory is bounded: entities idle for a minute whose breaker is not holding events are
 //! evicted by [`BreakerState::evict_idle`], and at most [`MAX_TRACKED_ENTITIES`] are kept.
 
@@ -25,6 +31,7 @@ use schemas::time::Millis;
 use serde::{Deserialize, Serialize};
 
 use super::alerts::breaker_opened;
+use super::budget::OtherShares;
 
 const MINUTE_MS: Millis = 60_000;
 /// Most entities one tenant's breaker tracks; past it the least recently seen closed ones go.
@@ -101,12 +108,20 @@ enum Step {
     Opened,
 }
 
-fn step(phase: &mut Phase, meter: &Meter, threshold: u64, at: Millis, cooldown: Millis) -> Step {
+/// Moves a breaker on at `at`; `arrivals(from)` counts the arrivals from `from` to `at`
+/// within the last minute.
+fn step(
+    phase: &mut Phase,
+    arrivals: impl Fn(Millis) -> u64,
+    threshold: u64,
+    at: Millis,
+    cooldown: Millis,
+) -> Step {
     let open = Phase::Open {
         until: at.saturating_add(cooldown),
     };
     match *phase {
-        Phase::Closed if meter.per_minute(at) > threshold => {
+        Phase::Closed if arrivals(Millis::MIN) > threshold => {
             *phase = open;
             Step::Opened
         }
@@ -116,7 +131,7 @@ fn step(phase: &mut Phase, meter: &Meter, threshold: u64, at: Millis, cooldown: 
             *phase = Phase::HalfOpen { since: at };
             Step::Pass
         }
-        Phase::HalfOpen { since } if meter.since(since, at) > threshold => {
+        Phase::HalfOpen { since } if arrivals(since) > threshold => {
             *phase = open;
             Step::Hold
         }
@@ -147,10 +162,14 @@ pub struct TenantTrack {
 }
 
 impl TenantTrack {
-    fn record(&mut self, config: &BreakerConfig, at: Millis) {
+    /// Counts an arrival here; the minute's tenant-wide count, for the baseline, adds the
+    /// other partitions' arrivals in it.
+    fn record(&mut self, config: &BreakerConfig, at: Millis, others: &OtherShares) {
         let minute = at.div_euclid(MINUTE_MS);
         match self.minute {
             Some(current) if minute > current => {
+                let (start, end) = (current * MINUTE_MS, (current + 1) * MINUTE_MS - 1);
+                self.minute_count += others.arrivals_since(start, end);
                 let keep = decay_ppm(config.baseline_half_life_mins);
                 let blend = |baseline: u64, count: u64| {
                     ((baseline as u128 * keep as u128
@@ -213,13 +232,14 @@ pub struct BreakerState {
 
 impl BreakerState {
     /// Counts one arrival on `entity` at `at`; returns what holds it back (None: admit) and
-    /// the alerts of breakers that opened.
+    /// the alerts of breakers that opened. `others`: the other partitions' last shares.
     pub fn observe(
         &mut self,
         config: &BreakerConfig,
         tenant: &str,
         entity: &str,
         at: Millis,
+        others: &OtherShares,
     ) -> (Option<Held>, Vec<AlertRecord>) {
         let cooldown = (config.cooldown_secs.saturating_mul(1000)).min(i64::MAX as u64) as Millis;
         let mut alerts = Vec::new();
@@ -231,18 +251,27 @@ impl BreakerState {
         track.meter.record(at);
         track.last_seen = track.last_seen.max(at);
         let threshold = config.entity_per_minute;
-        let entity_step = step(&mut track.phase, &track.meter, threshold, at, cooldown);
+        let meter = &track.meter;
+        let entity_step = step(
+            &mut track.phase,
+            |from| meter.since(from, at),
+            threshold,
+            at,
+            cooldown,
+        );
         if entity_step == Step::Opened {
             let rate = track.meter.per_minute(at);
             alerts.push(breaker_opened(tenant, Some(entity), threshold, rate, at));
         }
-        self.tenant.record(config, at);
+        self.tenant.record(config, at, others);
         let tenant_step = match self.tenant.threshold(config) {
             Some(threshold) => {
                 let t = &mut self.tenant;
-                let s = step(&mut t.phase, &t.meter, threshold, at, cooldown);
-                if s == Step::Opened {
-                    let rate = t.meter.per_minute(at);
+                let meter = &t.meter;
+                let arrivals = |from| meter.since(from, at) + others.arrivals_since(from, at);
+                let s = step(&mut t.phase, arrivals, threshold, at, cooldown);
+                if s == Step::Opened && !others.breaker_open(at) {
+                    let rate = arrivals(Millis::MIN);
                     alerts.push(breaker_opened(tenant, None, threshold, rate, at));
                 }
                 s

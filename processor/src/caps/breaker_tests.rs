@@ -1,4 +1,5 @@
 use super::*;
+use crate::caps::budget::OtherShares;
 
 /// The start of a minute.
 const T0: Millis = 1_699_999_980_000;
@@ -23,7 +24,13 @@ fn burst(
     let mut held = Vec::new();
     let mut alerts = Vec::new();
     for i in 0..n {
-        let (h, a) = state.observe(config, "acme", entity, from + i as Millis * gap_ms);
+        let (h, a) = state.observe(
+            config,
+            "acme",
+            entity,
+            from + i as Millis * gap_ms,
+            &OtherShares::default(),
+        );
         held.push(h);
         alerts.extend(a);
     }
@@ -77,10 +84,16 @@ fn after_the_cooldown_a_probe_passes_and_a_quiet_minute_closes() {
             until: opened_at + 120_000
         }
     );
-    let (held, _) = state.observe(&config, "acme", "e", opened_at + 119_999);
+    let (held, _) = state.observe(
+        &config,
+        "acme",
+        "e",
+        opened_at + 119_999,
+        &OtherShares::default(),
+    );
     assert_eq!(held, Some(Held::Entity));
     let probe_at = opened_at + 120_000;
-    let (held, alerts) = state.observe(&config, "acme", "e", probe_at);
+    let (held, alerts) = state.observe(&config, "acme", "e", probe_at, &OtherShares::default());
     assert_eq!((held, alerts.len()), (None, 0));
     assert_eq!(
         state.entities["e"].phase,
@@ -88,7 +101,13 @@ fn after_the_cooldown_a_probe_passes_and_a_quiet_minute_closes() {
     );
     let (held, _) = burst(&mut state, &config, "e", probe_at + 1_000, 10, 5_000);
     assert!(held.iter().all(Option::is_none));
-    let (held, _) = state.observe(&config, "acme", "e", probe_at + 60_000);
+    let (held, _) = state.observe(
+        &config,
+        "acme",
+        "e",
+        probe_at + 60_000,
+        &OtherShares::default(),
+    );
     assert_eq!(held, None);
     assert_eq!(state.entities["e"].phase, Phase::Closed);
 }
@@ -118,8 +137,13 @@ fn a_tenant_spike_over_its_baseline_opens_the_tenant_breaker() {
     let mut state = BreakerState::default();
     // An hour at 30 events/minute, spread over many entities.
     for i in 0..(60 * 30) {
-        let (held, alerts) =
-            state.observe(&config, "acme", &format!("e{}", i % 50), T0 + i * 2_000);
+        let (held, alerts) = state.observe(
+            &config,
+            "acme",
+            &format!("e{}", i % 50),
+            T0 + i * 2_000,
+            &OtherShares::default(),
+        );
         assert!(held.is_none() && alerts.is_empty(), "event {i}");
     }
     let baseline = state.tenant.baseline_milli as f64 / 1000.0;
@@ -131,7 +155,13 @@ fn a_tenant_spike_over_its_baseline_opens_the_tenant_breaker() {
     let mut alerts = Vec::new();
     let mut spiked = 0;
     for i in 0..(threshold as i64 + 50) {
-        let (held, a) = state.observe(&config, "acme", &format!("x{}", i % 500), start + i);
+        let (held, a) = state.observe(
+            &config,
+            "acme",
+            &format!("x{}", i % 500),
+            start + i,
+            &OtherShares::default(),
+        );
         alerts.extend(a);
         spiked += usize::from(held == Some(Held::Tenant));
     }
@@ -166,7 +196,7 @@ fn idle_entities_are_evicted_and_memory_is_bounded() {
     let config = config();
     let mut state = BreakerState::default();
     burst(&mut state, &config, "loop", T0, 101, 10);
-    state.observe(&config, "acme", "quiet", T0);
+    state.observe(&config, "acme", "quiet", T0, &OtherShares::default());
     state.evict_idle(T0 + 61_000);
     assert!(
         state.entities.contains_key("loop"),
@@ -174,7 +204,13 @@ fn idle_entities_are_evicted_and_memory_is_bounded() {
     );
     assert!(!state.entities.contains_key("quiet"));
     for i in 0..(MAX_TRACKED_ENTITIES + 10) {
-        state.observe(&config, "acme", &format!("e{i}"), T0 + 62_000);
+        state.observe(
+            &config,
+            "acme",
+            &format!("e{i}"),
+            T0 + 62_000,
+            &OtherShares::default(),
+        );
     }
     assert!(state.entities.len() <= MAX_TRACKED_ENTITIES);
     assert!(state.entities.contains_key("loop"));
@@ -185,13 +221,170 @@ fn the_baseline_decays_through_quiet_minutes() {
     let config = BreakerConfig::default();
     let mut track = TenantTrack::default();
     for i in 0..600 {
-        track.record(&config, T0 + i * 100); // 600 events/minute for a minute
+        track.record(&config, T0 + i * 100, &OtherShares::default()); // 600 events/minute for a minute
     }
-    track.record(&config, T0 + 60_000);
+    track.record(&config, T0 + 60_000, &OtherShares::default());
     let after_busy_minute = track.baseline_milli;
     assert!(after_busy_minute > 0);
-    track.record(&config, T0 + 60 * 60_000 + 60_000); // an hour later: halved about once
+    track.record(&config, T0 + 60 * 60_000 + 60_000, &OtherShares::default()); // an hour later: halved about once
     let ratio = track.baseline_milli as f64 / after_busy_minute as f64;
     assert!((0.45..0.55).contains(&ratio), "{ratio}");
     assert_eq!(decay_ppm(1), 500_000);
+}
+
+/// Another partition's share of the tenant, with its breaker's arrivals and state.
+fn share_of(partition: i32, other: &BreakerState) -> crate::caps::budget::BudgetShare {
+    use crate::caps::alerts::CapStatus;
+    use crate::caps::ledger::Ledger;
+    crate::caps::budget::BudgetShare::of(
+        "acme",
+        partition,
+        &Ledger::default(),
+        &CapStatus::default(),
+        other,
+    )
+}
+
+fn spike_config() -> BreakerConfig {
+    BreakerConfig {
+        tenant_per_minute: Some(50),
+        ..config()
+    }
+}
+
+#[test]
+fn the_tenant_breaker_counts_every_partitions_arrivals() {
+    let config = spike_config();
+    // Partition 1 saw 40 of the tenant's events this minute; this partition sees 20 more.
+    let mut elsewhere = BreakerState::default();
+    for i in 0..40 {
+        elsewhere.observe(
+            &config,
+            "acme",
+            &format!("a{i}"),
+            T0 + i * 100,
+            &OtherShares::default(),
+        );
+    }
+    let mut others = OtherShares::default();
+    assert!(others.absorb(0, share_of(1, &elsewhere)));
+    let mut state = BreakerState::default();
+    let mut held = Vec::new();
+    let mut alerts = Vec::new();
+    for i in 0..20 {
+        let (h, a) = state.observe(
+            &config,
+            "acme",
+            &format!("b{i}"),
+            T0 + 5_000 + i * 100,
+            &others,
+        );
+        held.push(h);
+        alerts.extend(a);
+    }
+    let admitted = held.iter().filter(|h| h.is_none()).count();
+    assert_eq!(
+        admitted, 10,
+        "40 elsewhere + 10 here reach the 50 per minute"
+    );
+    assert!(held[10..].iter().all(|h| *h == Some(Held::Tenant)));
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].entity, None);
+
+    // Alone, the same 20 pass: the count is tenant-wide, not this partition's.
+    let mut alone = BreakerState::default();
+    for i in 0..20 {
+        let (h, _) = alone.observe(
+            &config,
+            "acme",
+            &format!("b{i}"),
+            T0 + 5_000 + i * 100,
+            &OtherShares::default(),
+        );
+        assert_eq!(h, None);
+    }
+}
+
+#[test]
+fn arrivals_older_than_a_minute_elsewhere_do_not_count() {
+    let config = spike_config();
+    let mut elsewhere = BreakerState::default();
+    for i in 0..45 {
+        elsewhere.observe(
+            &config,
+            "acme",
+            &format!("a{i}"),
+            T0 + i * 10,
+            &OtherShares::default(),
+        );
+    }
+    let mut others = OtherShares::default();
+    others.absorb(0, share_of(1, &elsewhere));
+    let mut state = BreakerState::default();
+    for i in 0..45 {
+        let (h, _) = state.observe(
+            &config,
+            "acme",
+            &format!("b{i}"),
+            T0 + 61_000 + i * 10,
+            &others,
+        );
+        assert_eq!(h, None, "event {i}");
+    }
+}
+
+#[test]
+fn a_second_partition_opening_during_an_incident_raises_no_second_alert() {
+    let config = spike_config();
+    let mut first = BreakerState::default();
+    let mut opened = Vec::new();
+    for i in 0..60 {
+        let (_, a) = first.observe(
+            &config,
+            "acme",
+            &format!("a{i}"),
+            T0 + i * 100,
+            &OtherShares::default(),
+        );
+        opened.extend(a);
+    }
+    assert_eq!(opened.len(), 1);
+    let mut others = OtherShares::default();
+    others.absorb(0, share_of(1, &first));
+    assert!(others.breaker_open(T0 + 7_000));
+    let mut second = BreakerState::default();
+    let (held, alerts) = second.observe(&config, "acme", "b", T0 + 7_000, &others);
+    assert_eq!(held, Some(Held::Tenant), "the tenant-wide count is over");
+    assert!(alerts.is_empty(), "{alerts:?}");
+}
+
+#[test]
+fn the_baseline_counts_the_tenant_everywhere() {
+    let config = BreakerConfig::default();
+    let mut elsewhere = BreakerState::default();
+    for i in 0..59 {
+        elsewhere.observe(
+            &config,
+            "acme",
+            &format!("a{i}"),
+            T0 + i * 1_000,
+            &OtherShares::default(),
+        );
+    }
+    let mut others = OtherShares::default();
+    others.absorb(0, share_of(1, &elsewhere));
+    let mut here = TenantTrack::default();
+    let mut alone = TenantTrack::default();
+    for i in 0..60 {
+        here.record(&config, T0 + i * 1_000, &others);
+        alone.record(&config, T0 + i * 1_000, &OtherShares::default());
+    }
+    here.record(&config, T0 + 60_000, &others);
+    alone.record(&config, T0 + 60_000, &OtherShares::default());
+    assert!(alone.baseline_milli > 0);
+    let ratio = here.baseline_milli as f64 / alone.baseline_milli as f64;
+    assert!(
+        (1.9..2.1).contains(&ratio),
+        "{ratio}: 60 here + 59 elsewhere vs 60"
+    );
 }

@@ -13,6 +13,7 @@ use schemas::time::Millis;
 use serde::{Deserialize, Serialize};
 
 use super::alerts::CapStatus;
+use super::breaker::{BreakerState, Meter, Phase};
 use super::ledger::{Ledger, Used};
 use super::window::{Window, WindowKind};
 use super::CapKind;
@@ -32,11 +33,30 @@ pub struct BudgetShare {
     /// Caps that deferred an event on this partition in their current window, so that the
     /// partition raising the tenant's cap alerts learns of them.
     pub deferred: Vec<CapKind>,
+    /// The tenant's arrivals on this partition per second of its last minute (the tenant
+    /// breaker counts tenant-wide).
+    #[serde(default)]
+    pub arrivals: Meter,
+    /// Until when this partition's tenant breaker holds events back (open, or half-open for
+    /// its probe minute): another partition opening it meanwhile raises no second alert.
+    #[serde(default)]
+    pub breaker_until: Option<Millis>,
 }
 
 impl BudgetShare {
-    pub fn of(tenant: &str, partition: i32, ledger: &Ledger, status: &CapStatus) -> Self {
+    pub fn of(
+        tenant: &str,
+        partition: i32,
+        ledger: &Ledger,
+        status: &CapStatus,
+        breaker: &BreakerState,
+    ) -> Self {
         let used = ledger.used();
+        let breaker_until = match breaker.tenant.phase {
+            Phase::Closed => None,
+            Phase::Open { until } => Some(until),
+            Phase::HalfOpen { since } => Some(since.saturating_add(60_000)),
+        };
         Self {
             tenant: tenant.to_owned(),
             partition,
@@ -46,6 +66,8 @@ impl BudgetShare {
             tokens: used.tokens,
             cost_micros: used.cost_micros,
             deferred: status.deferred_here(),
+            arrivals: breaker.tenant.meter.clone(),
+            breaker_until,
         }
     }
 
@@ -96,6 +118,22 @@ impl OtherShares {
             .any(|s| s.window_start(cap) == window.start_ms && s.deferred.contains(&cap))
     }
 
+    /// The tenant's arrivals on the other partitions from `from` to `at` (their seconds within
+    /// the minute ending at `at`).
+    pub fn arrivals_since(&self, from: Millis, at: Millis) -> u64 {
+        self.by_partition
+            .values()
+            .map(|s| s.arrivals.since(from, at))
+            .sum()
+    }
+
+    /// Whether another partition's tenant breaker holds events back at `at`.
+    pub fn breaker_open(&self, at: Millis) -> bool {
+        self.by_partition
+            .values()
+            .any(|s| s.breaker_until.is_some_and(|until| at < until))
+    }
+
     /// The other partitions' usage in the given windows.
     pub fn used_in(&self, hour: Window, day: Window) -> Used {
         self.by_partition.values().fold(Used::default(), |sum, s| {
@@ -141,6 +179,8 @@ mod tests {
             tokens: events * 10,
             cost_micros: events,
             deferred: vec![CapKind::EventsPerHour],
+            arrivals: Meter::default(),
+            breaker_until: None,
         }
     }
 
@@ -189,7 +229,10 @@ mod tests {
         assert!(others.deferred_in(CapKind::EventsPerHour, ledger.hour));
         assert!(!others.deferred_in(CapKind::TokensPerDay, ledger.day));
         let status = CapStatus::default();
-        assert_eq!(BudgetShare::of("acme", 3, &ledger, &status).key(), "acme/3");
+        assert_eq!(
+            BudgetShare::of("acme", 3, &ledger, &status, &BreakerState::default()).key(),
+            "acme/3"
+        );
     }
 
     /// Partitions admitting at their own rates, each publishing its share every `publish` ms,
@@ -220,8 +263,13 @@ mod tests {
                     }
                 }
                 if (t - start) % publish == 0 {
-                    let share =
-                        BudgetShare::of("acme", p as i32, &ledgers[p], &CapStatus::default());
+                    let share = BudgetShare::of(
+                        "acme",
+                        p as i32,
+                        &ledgers[p],
+                        &CapStatus::default(),
+                        &BreakerState::default(),
+                    );
                     published.push((t, share));
                 }
             }

@@ -174,9 +174,10 @@ impl Caps {
         let mut alerts = Vec::new();
         let breaker = self.rules(&meta.tenant).and_then(|r| r.breaker.as_ref());
         if let Some(breaker) = breaker {
-            let (held, opened) = state
-                .breaker
-                .observe(breaker, &meta.tenant, &meta.entity, at);
+            let (held, opened) =
+                state
+                    .breaker
+                    .observe(breaker, &meta.tenant, &meta.entity, at, &state.others);
             alerts.extend(opened);
             if let Some(held) = held {
                 let reason = match held {
@@ -284,7 +285,13 @@ impl Caps {
 
     /// This task's share of the tenant's usage, to publish to `budget`.
     pub fn share(&self, state: &TenantState, tenant: &str) -> BudgetShare {
-        BudgetShare::of(tenant, self.partition, &state.ledger, &state.status)
+        BudgetShare::of(
+            tenant,
+            self.partition,
+            &state.ledger,
+            &state.status,
+            &state.breaker,
+        )
     }
 
     /// The state of the entity's and the tenant's breakers (for metrics).
