@@ -245,10 +245,18 @@ impl Pipeline {
                         return Ok(());
                     };
                     let raw = self.topics.name(Topic::Raw);
-                    let (_, high) = tokio::task::block_in_place(|| {
+                    let high = tokio::task::block_in_place(|| {
                         self.consumer
-                            .fetch_watermarks(&raw, *partition, Duration::from_secs(30))
-                    })?;
+                            .fetch_watermarks(&raw, *partition, Duration::from_secs(10))
+                    })
+                    .map_or_else(
+                        |error| {
+                            // The partition's end, when the consumer reports it, bounds it too.
+                            tracing::warn!(partition, %error, "no high watermark for the new task: it catches up to the partition's end");
+                            i64::MAX
+                        },
+                        |(_, high)| high,
+                    );
                     catching_up.insert(*partition, high);
                     last_input.insert(*partition, Instant::now());
                     tasks.insert(*partition, task);
@@ -314,7 +322,13 @@ impl Pipeline {
                             Durable::No => continue,
                         }
                     }
-                    absorbed = (version, Instant::now());
+                    // Tasks still catching up took in nothing: the same shares are due to them.
+                    let taken = if catching_up.is_empty() {
+                        version
+                    } else {
+                        absorbed.0
+                    };
+                    absorbed = (taken, Instant::now());
                 }
             }
             let started = Instant::now();

@@ -85,14 +85,23 @@ fn checked_partitions(
 ) -> Result<i32, ProcessorError> {
     let count = |topic: Topic| -> Result<i32, ProcessorError> {
         let name = topics.name(topic);
-        let metadata = tokio::task::block_in_place(|| {
-            consumer.fetch_metadata(Some(&name), std::time::Duration::from_secs(30))
+        // A topic just created may take a moment to show in every broker's metadata.
+        let partitions = tokio::task::block_in_place(|| {
+            for attempt in 0.. {
+                let metadata =
+                    consumer.fetch_metadata(Some(&name), std::time::Duration::from_secs(30))?;
+                let partitions = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == name && t.error().is_none())
+                    .map_or(0, |t| t.partitions().len() as i32);
+                if partitions > 0 || attempt == 4 {
+                    return Ok::<_, ProcessorError>(partitions);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500)); // metadata retry
+            }
+            unreachable!("the loop returns by its fifth attempt")
         })?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == name && t.error().is_none())
-            .map_or(0, |t| t.partitions().len() as i32);
         if partitions == 0 {
             return Err(ProcessorError::Startup(format!(
                 "topic `{name}` does not exist (start `hookstream ingest` or `hookstream process` once with topic creation, or create it)"

@@ -74,8 +74,10 @@ impl StatusServer {
 
 impl Drop for StatusServer {
     fn drop(&mut self) {
-        let handle = self.handle.clone();
-        tokio::spawn(async move { handle.stop(true).await });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let handle = self.handle.clone();
+            runtime.spawn(async move { handle.stop(true).await });
+        }
     }
 }
 

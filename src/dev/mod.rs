@@ -114,15 +114,24 @@ pub async fn run(args: DevArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
     println!("{}", sample_invoice.curl(&base));
     println!();
 
+    let mut shutdown = std::pin::pin!(shutdown);
     let outcome = if args.demo {
-        demo::run(&base, &config).await
+        tokio::select! {
+            outcome = demo::run(&base, &config) => Some(outcome),
+            () = &mut shutdown => None,
+        }
     } else {
-        Ok(())
+        Some(Ok(()))
     };
-    if outcome.is_ok() && !args.exit_after_demo {
-        println!("Serving until Ctrl-C.");
-        shutdown.await;
-    }
+    let outcome = match outcome {
+        Some(outcome) if outcome.is_ok() && !args.exit_after_demo => {
+            println!("Serving until Ctrl-C.");
+            shutdown.await;
+            outcome
+        }
+        Some(outcome) => outcome,
+        None => Ok(()),
+    };
     ingest.stop().await;
     processor.stop().await?;
     outcome

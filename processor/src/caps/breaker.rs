@@ -16,10 +16,13 @@
 //! as their last budget shares report them ([`OtherShares::arrivals_since`]); so, like the
 //! caps, it can let through at most the other partitions' arrivals during the shares'
 //! propagation delay. A partition that opens the tenant's breaker while another partition's
-//! is already open does so silently (one `spike_suspected` per incident). The tenant's
-//! baseline is an exponentially weighted average of its tenant-wide events per completed
-//! minute (integer arithmetic, so restores on any machine decide alike), never taken below
-//! `spike_min_baseline_per_minute`.
+//! is already open does so silently (one `spike_suspected` per incident). Each partition
+//! keeps a baseline of its own arrivals, an exponentially weighted average of its events per
+//! completed minute (integer arithmetic, so restores on any machine decide alike), and
+//! publishes it with its share; the tenant's baseline is the sum over partitions, never taken
+//! below `spike_min_baseline_per_minute`. (Summing per-partition baselines, rather than
+//! folding the others' arrivals into one partition's minutes, keeps a partition that rarely
+//! sees the tenant from judging the tenant's usual traffic a spike.)
 //! Memory is bounded: entities idle for a minute whose breaker is not holding events are
 //! evicted by [`BreakerState::evict_idle`], and at most [`MAX_TRACKED_ENTITIES`] are kept.
 
@@ -162,14 +165,11 @@ pub struct TenantTrack {
 }
 
 impl TenantTrack {
-    /// Counts an arrival here; the minute's tenant-wide count, for the baseline, adds the
-    /// other partitions' arrivals in it.
-    fn record(&mut self, config: &BreakerConfig, at: Millis, others: &OtherShares) {
+    /// Counts an arrival here (and this partition's baseline).
+    fn record(&mut self, config: &BreakerConfig, at: Millis) {
         let minute = at.div_euclid(MINUTE_MS);
         match self.minute {
             Some(current) if minute > current => {
-                let (start, end) = (current * MINUTE_MS, (current + 1) * MINUTE_MS - 1);
-                self.minute_count += others.arrivals_since(start, end);
                 let keep = decay_ppm(config.baseline_half_life_mins);
                 let blend = |baseline: u64, count: u64| {
                     ((baseline as u128 * keep as u128
@@ -194,11 +194,13 @@ impl TenantTrack {
         self.meter.record(at);
     }
 
-    /// The tenant's threshold in events per minute, if it has one.
-    pub fn threshold(&self, config: &BreakerConfig) -> Option<u64> {
+    /// The tenant's threshold in events per minute, if it has one; `others_baseline_milli`:
+    /// the other partitions' baselines.
+    pub fn threshold(&self, config: &BreakerConfig, others_baseline_milli: u64) -> Option<u64> {
         let spike = config.spike_multiple.map(|multiple| {
             let floor = config.spike_min_baseline_per_minute.saturating_mul(MILLI);
-            let baseline = self.baseline_milli.max(floor) as f64 / MILLI as f64;
+            let tenant = self.baseline_milli.saturating_add(others_baseline_milli);
+            let baseline = tenant.max(floor) as f64 / MILLI as f64;
             (multiple * baseline).ceil() as u64
         });
         match (config.tenant_per_minute, spike) {
@@ -263,8 +265,8 @@ impl BreakerState {
             let rate = track.meter.per_minute(at);
             alerts.push(breaker_opened(tenant, Some(entity), threshold, rate, at));
         }
-        self.tenant.record(config, at, others);
-        let tenant_step = match self.tenant.threshold(config) {
+        self.tenant.record(config, at);
+        let tenant_step = match self.tenant.threshold(config, others.baseline_milli()) {
             Some(threshold) => {
                 let t = &mut self.tenant;
                 let meter = &t.meter;

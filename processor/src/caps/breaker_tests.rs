@@ -148,7 +148,7 @@ fn a_tenant_spike_over_its_baseline_opens_the_tenant_breaker() {
     }
     let baseline = state.tenant.baseline_milli as f64 / 1000.0;
     assert!((20.0..=30.0).contains(&baseline), "baseline {baseline}");
-    let threshold = state.tenant.threshold(&config).unwrap();
+    let threshold = state.tenant.threshold(&config, 0).unwrap();
     assert_eq!(threshold, (10.0 * baseline).ceil() as u64);
     // Then a burst across entities: the tenant breaker opens, with one alert.
     let start = T0 + 3_600_000;
@@ -182,13 +182,13 @@ fn a_new_tenant_is_judged_against_the_baseline_floor() {
         ..config()
     };
     let state = BreakerState::default();
-    assert_eq!(state.tenant.threshold(&config), Some(60));
+    assert_eq!(state.tenant.threshold(&config, 0), Some(60));
     let only_fixed = BreakerConfig {
         tenant_per_minute: Some(1_000),
         ..self::config()
     };
-    assert_eq!(state.tenant.threshold(&only_fixed), Some(1_000));
-    assert_eq!(state.tenant.threshold(&self::config()), None);
+    assert_eq!(state.tenant.threshold(&only_fixed, 0), Some(1_000));
+    assert_eq!(state.tenant.threshold(&self::config(), 0), None);
 }
 
 #[test]
@@ -221,12 +221,12 @@ fn the_baseline_decays_through_quiet_minutes() {
     let config = BreakerConfig::default();
     let mut track = TenantTrack::default();
     for i in 0..600 {
-        track.record(&config, T0 + i * 100, &OtherShares::default()); // 600 events/minute for a minute
+        track.record(&config, T0 + i * 100); // 600 events/minute for a minute
     }
-    track.record(&config, T0 + 60_000, &OtherShares::default());
+    track.record(&config, T0 + 60_000);
     let after_busy_minute = track.baseline_milli;
     assert!(after_busy_minute > 0);
-    track.record(&config, T0 + 60 * 60_000 + 60_000, &OtherShares::default()); // an hour later: halved about once
+    track.record(&config, T0 + 60 * 60_000 + 60_000); // an hour later: halved about once
     let ratio = track.baseline_milli as f64 / after_busy_minute as f64;
     assert!((0.45..0.55).contains(&ratio), "{ratio}");
     assert_eq!(decay_ppm(1), 500_000);
@@ -359,32 +359,41 @@ fn a_second_partition_opening_during_an_incident_raises_no_second_alert() {
 }
 
 #[test]
-fn the_baseline_counts_the_tenant_everywhere() {
-    let config = BreakerConfig::default();
+fn a_partition_that_rarely_sees_the_tenant_judges_by_the_tenants_baseline() {
+    let config = BreakerConfig {
+        spike_multiple: Some(3.0),
+        spike_min_baseline_per_minute: 10,
+        baseline_half_life_mins: 1,
+        ..config()
+    };
+    // Elsewhere the tenant runs at 600 events a minute, steadily, for five minutes.
     let mut elsewhere = BreakerState::default();
-    for i in 0..59 {
+    for i in 0..3_000 {
         elsewhere.observe(
             &config,
             "acme",
-            &format!("a{i}"),
-            T0 + i * 1_000,
+            &format!("a{}", i % 500),
+            T0 + i * 100,
             &OtherShares::default(),
         );
     }
+    assert!(elsewhere.tenant.baseline_milli > 400_000);
+    let usual = share_of(1, &elsewhere);
+    // Here: one event of the tenant in that usual traffic is no spike.
     let mut others = OtherShares::default();
-    others.absorb(0, share_of(1, &elsewhere));
-    let mut here = TenantTrack::default();
-    let mut alone = TenantTrack::default();
-    for i in 0..60 {
-        here.record(&config, T0 + i * 1_000, &others);
-        alone.record(&config, T0 + i * 1_000, &OtherShares::default());
-    }
-    here.record(&config, T0 + 60_000, &others);
-    alone.record(&config, T0 + 60_000, &OtherShares::default());
-    assert!(alone.baseline_milli > 0);
-    let ratio = here.baseline_milli as f64 / alone.baseline_milli as f64;
-    assert!(
-        (1.9..2.1).contains(&ratio),
-        "{ratio}: 60 here + 59 elsewhere vs 60"
+    others.absorb(0, usual.clone());
+    let mut here = BreakerState::default();
+    let (held, alerts) = here.observe(&config, "acme", "b", T0 + 299_900, &others);
+    assert_eq!((held, alerts.len()), (None, 0));
+    // Non-vacuity: had the other partition no baseline, the same arrivals would be a spike.
+    let mut without = OtherShares::default();
+    without.absorb(
+        0,
+        crate::caps::budget::BudgetShare {
+            baseline_milli: 0,
+            ..usual
+        },
     );
+    let (held, _) = BreakerState::default().observe(&config, "acme", "b", T0 + 299_900, &without);
+    assert_eq!(held, Some(Held::Tenant));
 }

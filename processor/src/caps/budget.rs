@@ -41,6 +41,10 @@ pub struct BudgetShare {
     /// its probe minute): another partition opening it meanwhile raises no second alert.
     #[serde(default)]
     pub breaker_until: Option<Millis>,
+    /// This partition's baseline of the tenant's events per minute, in thousandths (the
+    /// tenant's is the sum over partitions).
+    #[serde(default)]
+    pub baseline_milli: u64,
 }
 
 impl BudgetShare {
@@ -68,6 +72,7 @@ impl BudgetShare {
             deferred: status.deferred_here(),
             arrivals: breaker.tenant.meter.clone(),
             breaker_until,
+            baseline_milli: breaker.tenant.baseline_milli,
         }
     }
 
@@ -127,6 +132,13 @@ impl OtherShares {
             .sum()
     }
 
+    /// The other partitions' baselines of the tenant's events per minute, in thousandths.
+    pub fn baseline_milli(&self) -> u64 {
+        self.by_partition
+            .values()
+            .fold(0u64, |sum, s| sum.saturating_add(s.baseline_milli))
+    }
+
     /// Whether another partition's tenant breaker holds events back at `at`.
     pub fn breaker_open(&self, at: Millis) -> bool {
         self.by_partition
@@ -181,6 +193,7 @@ mod tests {
             deferred: vec![CapKind::EventsPerHour],
             arrivals: Meter::default(),
             breaker_until: None,
+            baseline_milli: 0,
         }
     }
 
