@@ -61,10 +61,12 @@ impl UsageView {
                 };
                 let bytes = message.payload().unwrap_or_default();
                 let usage = match (unframe(bytes), &decoder) {
-                    (Some(_), Some(decoder)) => runtime
-                        .block_on(decoder.decode(bytes))
-                        .ok()
-                        .and_then(|json| serde_json::from_value::<UsageRecord>(json).ok()),
+                    (Some(_), Some(decoder)) => {
+                        let Some(json) = decode_waiting(&runtime, decoder, bytes, &view) else {
+                            return;
+                        };
+                        json.and_then(|json| serde_json::from_value::<UsageRecord>(json).ok())
+                    }
                     _ => serde_json::from_slice::<UsageRecord>(bytes).ok(),
                 };
                 match usage {
@@ -97,6 +99,41 @@ impl UsageView {
         let (taken, left): (Vec<Report>, Vec<Report>) = queue.drain(..).partition(keep);
         *queue = left;
         taken
+    }
+}
+
+/// Decodes an Avro report, waiting out a registry that cannot be reached (reports after it
+/// wait too: none is skipped for that). `Some(None)`: the value itself is undecodable;
+/// `None`: the view was dropped meanwhile.
+fn decode_waiting(
+    runtime: &tokio::runtime::Handle,
+    decoder: &Decoder,
+    bytes: &[u8],
+    view: &Arc<UsageView>,
+) -> Option<Option<serde_json::Value>> {
+    // The reading thread holds the last reference once the processor let go of the view.
+    let dropped = || view.stop.load(Ordering::Relaxed) || Arc::strong_count(view) == 1;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match runtime.block_on(decoder.decode(bytes)) {
+            Ok(json) => return Some(Some(json)),
+            Err(error) if error.is_retriable() => {
+                metrics::counter!("hookstream_processor_usage_decode_retries_total").increment(1);
+                tracing::warn!(%error, retry_in = ?backoff, "usage reports wait for the schema registry");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "undecodable usage report");
+                return Some(None);
+            }
+        }
+        let until = std::time::Instant::now() + backoff;
+        while std::time::Instant::now() < until {
+            if dropped() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50)); // backoff, checking for stop
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -127,12 +127,17 @@ impl Decoder {
         }
     }
 
+    /// Decodes a framed value. A registry that cannot be reached (or answers 502/503) is a
+    /// retriable [`SchemasError::Registry`]; a value that cannot be decoded is
+    /// [`SchemasError::Avro`], which retrying does not change.
     pub async fn decode(&self, bytes: &[u8]) -> Result<serde_json::Value, SchemasError> {
-        let decoded = self
-            .inner
-            .decode(Some(bytes))
-            .await
-            .map_err(|e| SchemasError::Registry(format!("decoding an Avro value: {e}")))?;
+        let decoded = self.inner.decode(Some(bytes)).await.map_err(|e| {
+            if e.retriable {
+                SchemasError::Registry(format!("decoding an Avro value: {e}"))
+            } else {
+                SchemasError::Avro(format!("decoding an Avro value: {e}"))
+            }
+        })?;
         serde_json::Value::try_from(decoded.value)
             .map_err(|e| SchemasError::Avro(format!("converting to JSON: {e}")))
     }
@@ -141,6 +146,21 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_retriable_and_a_bad_value_is_not() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(); // bound and released: nothing listens there
+        let framed = [0u8, 0, 0, 0, 7, 2, 4];
+        let down = Decoder::new(&format!("http://127.0.0.1:{port}"));
+        let error = down.decode(&framed).await.unwrap_err();
+        assert!(error.is_retriable(), "{error}");
+        let unframed = down.decode(b"{\"json\": true}").await.unwrap_err();
+        assert!(!unframed.is_retriable(), "{unframed}");
+    }
 
     #[test]
     fn credentials_never_reach_messages() {
