@@ -470,19 +470,24 @@ secrets = [{ id = "k1", value = "s" }]
 
 /// Writes usage reports (JSON) as a downstream worker would, keyed `tenant/entity`.
 fn report(config: &TestConfig, entity: &str, event_id: &str, tokens: u64) {
+    let value = serde_json::json!({
+        "tenant": "agents", "event_id": event_id, "tokens": tokens, "cost_micros": 0
+    })
+    .to_string();
+    write_report(config, entity, value.as_bytes());
+}
+
+/// Writes a usage report's value bytes, keyed `agents/entity`.
+fn write_report(config: &TestConfig, entity: &str, value: &[u8]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .set("partitioner", "murmur2_random")
         .create()
         .unwrap();
-    let value = serde_json::json!({
-        "tenant": "agents", "event_id": event_id, "tokens": tokens, "cost_micros": 0
-    })
-    .to_string();
     let key = format!("agents/{entity}");
     let topic = config.topic("usage");
-    let record = FutureRecord::to(&topic).key(&key).payload(&value);
+    let record = FutureRecord::to(&topic).key(&key).payload(value);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -509,11 +514,7 @@ fn wait_for_tokens(config: &TestConfig, at_least: u64) -> u64 {
     tokens
 }
 
-#[test]
-fn usage_reports_count_once_and_a_token_cap_trips_on_actual_usage() {
-    let broker = Broker::start();
-    let settings = Settings {
-        tenants: r#"
+const AGENTS: &str = r#"
 [[tenants]]
 id = "agents"
 [tenants.caps]
@@ -525,8 +526,77 @@ fixed_tokens = 10
 id = "orders"
 scheme = "hmac"
 secrets = [{ id = "k1", value = "s" }]
-"#
-        .into(),
+"#;
+
+/// Usage reports in Avro, as a worker writes them with a schema registry: the `usage` schema
+/// registered under `<topic>-value`, values in the Confluent wire format. The processor
+/// decodes them through the registry; a repeated report still counts once.
+#[test]
+fn avro_usage_reports_decode_through_the_registry_and_count_once() {
+    use schemas::avro::Codec;
+    use schemas::records::UsageRecord;
+    use schemas::topics::Topic;
+    let registry = harness::registry::Registry::start();
+    let broker = Broker::start();
+    let settings = Settings {
+        tenants: AGENTS.into(),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "avrousage", &settings);
+    let with_registry = config.variant("registry", |text| {
+        format!("{text}\n[schema_registry]\nurl = \"{}\"\n", registry.url)
+    });
+    let subject = format!("{}-value", config.topic("usage"));
+    let registered: serde_json::Value =
+        ureq::post(&format!("{}/subjects/{subject}/versions", registry.url))
+            .set("content-type", "application/vnd.schemaregistry.v1+json")
+            .send_json(serde_json::json!({
+                "schema": schemas::avro::schema_text(Topic::Usage).unwrap()
+            }))
+            .unwrap()
+            .into_json()
+            .unwrap();
+    let codec = Codec::avro(Topic::Usage, registered["id"].as_u64().unwrap() as u32).unwrap();
+    let avro = |event_id: &str, tokens: u64| {
+        codec.encode(&UsageRecord {
+            tenant: "agents".into(),
+            event_id: event_id.into(),
+            tokens,
+            cost_micros: 0,
+            source: None,
+        })
+    };
+    let _processor = Service::processor(&with_registry);
+    let e1 = input("agents", "call-1", "e1", T0);
+    produce(
+        &config.brokers,
+        &config.topic("raw"),
+        std::slice::from_ref(&e1),
+        0,
+    );
+    outcome(&config, &[e1]);
+    assert_eq!(
+        wait_for_tokens(&config, 10),
+        10,
+        "the estimate counts first"
+    );
+    let value = avro("e1", 600);
+    assert_eq!(value[0], 0, "Confluent framing");
+    write_report(&config, "call-1", &value);
+    write_report(&config, "call-1", &value);
+    write_report(&config, "call-1", &avro("e-other", 5));
+    assert_eq!(
+        wait_for_tokens(&config, 605),
+        605,
+        "Avro reports applied once each"
+    );
+}
+
+#[test]
+fn usage_reports_count_once_and_a_token_cap_trips_on_actual_usage() {
+    let broker = Broker::start();
+    let settings = Settings {
+        tenants: AGENTS.into(),
         ..Settings::default()
     };
     let config = TestConfig::write_with(&broker, "usage", &settings);
