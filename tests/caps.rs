@@ -259,38 +259,21 @@ fn a_tenant_cap_holds_across_instances_within_the_bound_with_one_alert() {
 fn a_loop_or_a_spike_trips_a_breaker_and_held_events_return_when_the_window_resets() {
     let broker = Broker::start();
     let settings = Settings {
-        tenants: r#"
-[[tenants]]
-id = "loopy"
-[tenants.breaker]
-entity_per_minute = 30
-cooldown_secs = 3600
-[[tenants.sources]]
-id = "orders"
-scheme = "hmac"
-secrets = [{ id = "k1", value = "s" }]
-
-[[tenants]]
-id = "hourly"
-[tenants.caps]
-events_per_hour = 10
-on_window_reset = "release"
-[[tenants.sources]]
-id = "orders"
-scheme = "hmac"
-secrets = [{ id = "k1", value = "s" }]
-
-[[tenants]]
-id = "spiky"
-[tenants.breaker]
-tenant_per_minute = 50
-cooldown_secs = 3600
-[[tenants.sources]]
-id = "orders"
-scheme = "hmac"
-secrets = [{ id = "k1", value = "s" }]
-"#
-        .into(),
+        tenants: [
+            tenant(
+                "loopy",
+                "[tenants.breaker]\nentity_per_minute = 30\ncooldown_secs = 3600",
+            ),
+            tenant(
+                "hourly",
+                "[tenants.caps]\nevents_per_hour = 10\non_window_reset = \"release\"",
+            ),
+            tenant(
+                "spiky",
+                "[tenants.breaker]\ntenant_per_minute = 50\ncooldown_secs = 3600",
+            ),
+        ]
+        .concat(),
         processor: "listen = \"127.0.0.1:0\"".into(),
         ..Settings::default()
     };
@@ -514,19 +497,19 @@ fn wait_for_tokens(config: &TestConfig, at_least: u64) -> u64 {
     tokens
 }
 
-const AGENTS: &str = r#"
-[[tenants]]
-id = "agents"
-[tenants.caps]
-tokens_per_day = 1000
-on_window_reset = "keep"
-[[tenants.caps.estimates]]
-fixed_tokens = 10
-[[tenants.sources]]
-id = "orders"
-scheme = "hmac"
-secrets = [{ id = "k1", value = "s" }]
-"#;
+/// A tenant `id` with `rules` (TOML tables) and one `orders` source.
+fn tenant(id: &str, rules: &str) -> String {
+    format!(
+        "\n[[tenants]]\nid = \"{id}\"\n{rules}\n[[tenants.sources]]\nid = \"orders\"\nscheme = \"hmac\"\nsecrets = [{{ id = \"k1\", value = \"s\" }}]\n"
+    )
+}
+
+fn agents() -> String {
+    tenant(
+        "agents",
+        "[tenants.caps]\ntokens_per_day = 1000\non_window_reset = \"keep\"\n[[tenants.caps.estimates]]\nfixed_tokens = 10",
+    )
+}
 
 /// Usage reports in Avro, as a worker writes them with a schema registry: the `usage` schema
 /// registered under `<topic>-value`, values in the Confluent wire format. The processor
@@ -539,7 +522,7 @@ fn avro_usage_reports_decode_through_the_registry_and_count_once() {
     let registry = harness::registry::Registry::start();
     let broker = Broker::start();
     let settings = Settings {
-        tenants: AGENTS.into(),
+        tenants: agents(),
         ..Settings::default()
     };
     let config = TestConfig::write_with(&broker, "avrousage", &settings);
@@ -596,7 +579,7 @@ fn avro_usage_reports_decode_through_the_registry_and_count_once() {
 fn usage_reports_count_once_and_a_token_cap_trips_on_actual_usage() {
     let broker = Broker::start();
     let settings = Settings {
-        tenants: AGENTS.into(),
+        tenants: agents(),
         ..Settings::default()
     };
     let config = TestConfig::write_with(&broker, "usage", &settings);
@@ -762,18 +745,10 @@ fn cap_decisions_survive_kill_9() {
 fn the_tenant_breaker_counts_arrivals_on_every_partition() {
     let broker = Broker::start();
     let settings = Settings {
-        tenants: r#"
-[[tenants]]
-id = "wide"
-[tenants.breaker]
-tenant_per_minute = 50
-cooldown_secs = 3600
-[[tenants.sources]]
-id = "orders"
-scheme = "hmac"
-secrets = [{ id = "k1", value = "s" }]
-"#
-        .into(),
+        tenants: tenant(
+            "wide",
+            "[tenants.breaker]\ntenant_per_minute = 50\ncooldown_secs = 3600",
+        ),
         ..Settings::default()
     };
     let config = TestConfig::write_with(&broker, "wide", &settings);

@@ -18,19 +18,21 @@
 //! wall-clock driven (idle flush, budget absorb) touches its state and it re-emits exactly
 //! the same records.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use schemas::topics::{Topic, TopicNames};
 use tokio::sync::watch;
 
+use crate::assignment::{Fetched, RebalanceContext};
 use crate::catalog::SourceCatalog;
 use crate::changelog;
 use crate::commit::Outcome;
@@ -41,84 +43,6 @@ use crate::store::{Op, CHANGELOG_NEXT, EPOCH};
 use crate::task::{position, Decoded, PartitionTask, Pending, TaskSettings};
 use crate::usage_view::{partition_of, Report};
 use schemas::records::UsageRecord;
-
-/// Tracks assignment changes reported by librdkafka during `recv`.
-#[derive(Default)]
-pub struct RebalanceContext {
-    assigned: Mutex<HashSet<i32>>,
-    revoked: Mutex<Vec<i32>>,
-    /// Wakes the loop when partitions are assigned, to open their tasks without waiting for
-    /// a record.
-    changed: tokio::sync::Notify,
-}
-
-impl RebalanceContext {
-    fn take_revoked(&self) -> Vec<i32> {
-        std::mem::take(&mut *self.revoked.lock().expect("rebalance lock"))
-    }
-
-    /// Records a manual assignment (no group rebalance callbacks happen then).
-    pub fn assign_manually(&self, partitions: &[i32]) {
-        self.assigned
-            .lock()
-            .expect("rebalance lock")
-            .extend(partitions.iter().copied());
-    }
-
-    fn assigned(&self) -> Vec<i32> {
-        let mut assigned: Vec<i32> = self
-            .assigned
-            .lock()
-            .expect("rebalance lock")
-            .iter()
-            .copied()
-            .collect();
-        assigned.sort_unstable();
-        assigned
-    }
-
-    fn is_assigned(&self, partition: i32) -> bool {
-        self.assigned
-            .lock()
-            .expect("rebalance lock")
-            .contains(&partition)
-    }
-}
-
-impl ClientContext for RebalanceContext {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        // The end of a partition (`enable.partition.eof`) is news for the loop, not an error.
-        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
-            return;
-        }
-        tracing::error!("librdkafka: {error}: {reason}");
-    }
-}
-
-impl ConsumerContext for RebalanceContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let mut assigned = self.assigned.lock().expect("rebalance lock");
-                for element in tpl.elements() {
-                    assigned.insert(element.partition());
-                }
-                tracing::info!(partitions = ?assigned, "partitions assigned");
-                self.changed.notify_one();
-            }
-            Rebalance::Revoke(tpl) => {
-                let mut assigned = self.assigned.lock().expect("rebalance lock");
-                let mut revoked = self.revoked.lock().expect("rebalance lock");
-                for element in tpl.elements() {
-                    assigned.remove(&element.partition());
-                    revoked.push(element.partition());
-                }
-                tracing::info!(partitions = ?revoked, "partitions revoked");
-            }
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
-        }
-    }
-}
 
 pub type GroupConsumer = StreamConsumer<RebalanceContext>;
 
@@ -151,7 +75,7 @@ pub struct Pipeline {
 /// its last durable batch.
 pub type Progress = Arc<Mutex<BTreeMap<i32, TaskProgress>>>;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TaskProgress {
     pub next_offset: Option<i64>,
     pub buffered: usize,
@@ -235,31 +159,15 @@ impl Pipeline {
                     .or_default()
                     .push(decode(message));
             }
-            let mut to_open: Vec<i32> = context.assigned();
-            to_open.extend(by_partition.keys());
-            to_open.sort_unstable();
-            to_open.dedup();
-            for partition in &to_open {
-                if !tasks.contains_key(partition) {
-                    let Some(task) = self.open_task(*partition, &mut stop).await? else {
+            // Every record here is of an assigned partition (filtered above).
+            for partition in context.assigned() {
+                if let Entry::Vacant(slot) = tasks.entry(partition) {
+                    let Some((task, raw_end)) = self.open_task(partition, &mut stop).await? else {
                         return Ok(());
                     };
-                    let raw = self.topics.name(Topic::Raw);
-                    let high = tokio::task::block_in_place(|| {
-                        self.consumer
-                            .fetch_watermarks(&raw, *partition, Duration::from_secs(10))
-                    })
-                    .map_or_else(
-                        |error| {
-                            // The partition's end, when the consumer reports it, bounds it too.
-                            tracing::warn!(partition, %error, "no high watermark for the new task: it catches up to the partition's end");
-                            i64::MAX
-                        },
-                        |(_, high)| high,
-                    );
-                    catching_up.insert(*partition, high);
-                    last_input.insert(*partition, Instant::now());
-                    tasks.insert(*partition, task);
+                    catching_up.insert(partition, raw_end);
+                    last_input.insert(partition, Instant::now());
+                    slot.insert(task);
                 }
             }
             catching_up.retain(|p, until| {
@@ -466,11 +374,12 @@ impl Pipeline {
 
     /// Opens the task of `partition`: appends its fence, then restores its store up to it.
     /// None when asked to stop first.
+    /// Also returns the end of the `raw` partition as the task opens: what it catches up with.
     async fn open_task(
         &self,
         partition: i32,
         stop: &mut watch::Receiver<bool>,
-    ) -> Result<Option<PartitionTask>, ProcessorError> {
+    ) -> Result<Option<(PartitionTask, i64)>, ProcessorError> {
         let Some(fenced) = self.append(&[changelog::fence(partition)], stop).await else {
             return Ok(None);
         };
@@ -499,47 +408,19 @@ impl Pipeline {
             dir = %dir.display(),
             "opened partition task"
         );
-        Ok(Some(task))
-    }
-}
-
-/// What the consumer handed over, per partition of `raw`.
-#[derive(Default)]
-struct Fetched {
-    /// The offset after the last record received.
-    next: HashMap<i32, i64>,
-    /// Where the consumer last reached the partition's end (`enable.partition.eof`): like the
-    /// high watermark a task catches up with, a bound on what any predecessor can have
-    /// processed, and one that transaction markers at the end do not push out of reach.
-    end: HashMap<i32, i64>,
-}
-
-impl Fetched {
-    fn message(&mut self, message: OwnedMessage) -> OwnedMessage {
-        self.next.insert(message.partition(), message.offset() + 1);
-        message
-    }
-
-    /// Notes a partition's end (true: not an error); logs any other consumer error (false).
-    fn error(&mut self, error: rdkafka::error::KafkaError) -> bool {
-        match error {
-            rdkafka::error::KafkaError::PartitionEOF(partition) => {
-                // Nothing received yet: the consumer found the end where it started, at the
-                // group's committed offset, and no task checkpoint is behind that.
-                let end = self.next.get(&partition).copied().unwrap_or(0);
-                self.end.insert(partition, end);
-                true
-            }
-            error => {
-                tracing::warn!(%error, "consumer error");
-                false
-            }
-        }
-    }
-
-    fn forget(&mut self, partition: i32) {
-        self.next.remove(&partition);
-        self.end.remove(&partition);
+        let raw_end = tokio::task::block_in_place(|| {
+            self.consumer
+                .fetch_watermarks(&raw, partition, Duration::from_secs(10))
+        })
+        .map_or_else(
+            |error| {
+                // The partition's end, when the consumer reports it, bounds it too.
+                tracing::warn!(partition, %error, "no high watermark for the new task: it catches up to the partition's end");
+                i64::MAX
+            },
+            |(_, high)| high,
+        );
+        Ok(Some((task, raw_end)))
     }
 }
 

@@ -12,6 +12,7 @@
 //! not be decoded, with the reason in `hs-error`).
 
 pub mod admission;
+pub mod assignment;
 pub mod budget_view;
 pub mod caps;
 pub mod catalog;
@@ -42,9 +43,10 @@ use tokio::sync::watch;
 
 pub use error::ProcessorError;
 
+use crate::assignment::RebalanceContext;
 use crate::catalog::SourceCatalog;
 pub use crate::consumer::TaskProgress;
-use crate::consumer::{GroupConsumer, Pipeline, Progress, RebalanceContext};
+use crate::consumer::{GroupConsumer, Pipeline, Progress};
 use crate::task::TaskSettings;
 
 #[derive(Debug, Clone, Default)]

@@ -17,7 +17,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::Serialize;
 
-use crate::consumer::Progress;
+use crate::consumer::{Progress, TaskProgress};
 use crate::error::ProcessorError;
 
 /// Renders the metrics registry as Prometheus text.
@@ -37,13 +37,7 @@ struct State {
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
-    partitions: std::collections::BTreeMap<i32, PartitionHealth>,
-}
-
-#[derive(Serialize)]
-struct PartitionHealth {
-    next_offset: Option<i64>,
-    buffered: usize,
+    partitions: std::collections::BTreeMap<i32, TaskProgress>,
 }
 
 impl StatusServer {
@@ -88,21 +82,7 @@ async fn metrics(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn health(state: web::Data<State>) -> HttpResponse {
-    let partitions = state
-        .progress
-        .lock()
-        .expect("progress lock")
-        .iter()
-        .map(|(partition, task)| {
-            (
-                *partition,
-                PartitionHealth {
-                    next_offset: task.next_offset,
-                    buffered: task.buffered,
-                },
-            )
-        })
-        .collect();
+    let partitions = state.progress.lock().expect("progress lock").clone();
     HttpResponse::Ok().json(Health {
         status: "running",
         partitions,
