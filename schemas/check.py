@@ -127,6 +127,10 @@ for name, (schema, v) in validators.items():
     example = load(ROOT / "examples" / f"{name}.json")
     errors = [e.message for e in v.iter_errors(example)]
     check(not errors, f"example valid: examples/{name}.json {errors or ''}")
+    if name == "dlq.headers":  # the ingest's dead letters too
+        extra = load(ROOT / "examples" / "dlq.ingest.headers.json")
+        errors = [e.message for e in v.iter_errors(extra)]
+        check(not errors, f"example valid: examples/dlq.ingest.headers.json {errors or ''}")
     expected_id = f"https://hookstream.io/schemas/v1/{name}.schema.json"
     check(schema.get("$id") == expected_id, f"$id of {name}: {schema.get('$id')}")
 
@@ -154,6 +158,18 @@ bad = {
     "dlq headers without hs-error": (
         "dlq.headers",
         {k: v for k, v in load(ROOT / "examples" / "dlq.headers.json").items() if k != "hs-error"},
+    ),
+    "ingest dlq headers without hs-tenant": (
+        "dlq.headers",
+        {k: v for k, v in load(ROOT / "examples" / "dlq.ingest.headers.json").items() if k != "hs-tenant"},
+    ),
+    "processor dlq headers without hs-raw-offset": (
+        "dlq.headers",
+        {k: v for k, v in load(ROOT / "examples" / "dlq.headers.json").items() if k != "hs-raw-offset"},
+    ),
+    "rejected with status 200": (
+        "rejected",
+        {**load(ROOT / "examples" / "rejected.json"), "status": 200},
     ),
 }
 for what, (name, value) in bad.items():

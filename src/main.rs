@@ -234,7 +234,7 @@ fn check_config(path: &Path) -> ExitCode {
     };
     let mut problems = config.problems();
     if problems.is_empty() {
-        problems = ingest::check_sources(&config);
+        problems = ingest::check(&config);
     }
     if !problems.is_empty() {
         eprintln!("{}: {} problem(s):", path.display(), problems.len());

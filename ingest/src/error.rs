@@ -1,6 +1,9 @@
 //! The ingest's one error type and its one mapping to HTTP answers. Every answer is JSON
 //! `{"error": "<code>", "message": "…"}`; client mistakes are 4xx, broker trouble is 503 with
-//! `Retry-After`. Messages never contain secrets, signatures or bodies.
+//! `Retry-After`. A record the producer or broker refuses for good (too large, invalid) is a
+//! permanent condition: 413 `payload_too_large`, never 503 (a provider would retry it forever).
+//! A verified request the extraction rules cannot read is not an error at all: it is kept in
+//! `dlq` and answered 202 (see [`crate::dead_letter`]). Messages never contain secrets, signatures or bodies.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -20,6 +23,10 @@ pub enum IngestError {
     Unauthorized(#[from] VerifyError),
     #[error("body is larger than the {limit} byte limit")]
     TooLarge { limit: usize },
+    /// The producer or the broker refused the record for good (too large for
+    /// `message.max.bytes`, an invalid record): retrying the same request cannot succeed.
+    #[error("the event cannot be stored: {reason}")]
+    NotAppendable { reason: String },
     #[error("request cannot be read by the source's extraction rules: {0}")]
     Unreadable(#[from] ExtractError),
     #[error("request body could not be read: {0}")]
@@ -45,7 +52,7 @@ impl IngestError {
             IngestError::Unauthorized(VerifyError::Stale { .. }) => "stale_signature",
             IngestError::Unauthorized(VerifyError::MissingHeader(_)) => "missing_signature",
             IngestError::Unauthorized(_) => "invalid_signature",
-            IngestError::TooLarge { .. } => "payload_too_large",
+            IngestError::TooLarge { .. } | IngestError::NotAppendable { .. } => "payload_too_large",
             IngestError::Unreadable(_) => "unreadable_request",
             IngestError::BadBody(_) => "bad_request",
             IngestError::RateLimited { .. } => "rate_limited",
@@ -80,7 +87,9 @@ impl ResponseError for IngestError {
             | IngestError::NotFound => StatusCode::NOT_FOUND,
             IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::TooLarge { .. } | IngestError::NotAppendable { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             IngestError::Unreadable(_) | IngestError::BadBody(_) => StatusCode::BAD_REQUEST,
             IngestError::QueueFull { .. } | IngestError::Unavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -111,6 +120,12 @@ mod tests {
             (IngestError::UnknownTenant("x".into()), 404),
             (IngestError::Unauthorized(VerifyError::NoMatch), 401),
             (IngestError::TooLarge { limit: 1 }, 413),
+            (
+                IngestError::NotAppendable {
+                    reason: "too large".into(),
+                },
+                413,
+            ),
             (
                 IngestError::Unreadable(ExtractError {
                     field: "entity",

@@ -129,6 +129,38 @@ fn extract_one(
     })
 }
 
+/// What the rules could read of a request whose extraction failed, field by field (each
+/// field's rules tried on their own), for the headers of its dead letter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Partial {
+    pub event_id: Option<(String, bool)>,
+    pub event_type: Option<String>,
+    pub entity: Option<String>,
+    pub occurred_at: Option<i64>,
+}
+
+pub fn partial(request: &Request<Verified>, rules: &Rules) -> Partial {
+    let mut source = Source {
+        request,
+        body: request.body().as_ref(),
+        json: None,
+        form: None,
+        index: None,
+    };
+    Partial {
+        event_id: source.text_with_rule("event_id", &rules.event_id).ok(),
+        event_type: source
+            .text_with_rule("event_type", &rules.event_type)
+            .ok()
+            .map(|(t, _)| t),
+        entity: source
+            .text_with_rule("entity", &rules.entity)
+            .ok()
+            .map(|(e, _)| e),
+        occurred_at: source.time(&rules.occurred_at).ok(),
+    }
+}
+
 struct Source<'a> {
     request: &'a Request<Verified>,
     body: &'a [u8],
@@ -370,6 +402,66 @@ mod tests {
         let answered = one(&answered, &rules(Scheme::Twilio, &[])).unwrap();
         assert!(ringing.event_id_derived && ringing.event_id != answered.event_id);
         assert_eq!(ringing.entity, answered.entity);
+    }
+
+    #[test]
+    fn twilio_json_bodies_are_read_with_the_default_rules() {
+        let json = || Headers::new().with("content-type", "application/json");
+        // Event Streams: an array of CloudEvents.
+        let streams = verified(
+            json(),
+            r#"[{"specversion":"1.0","type":"com.twilio.voice.insights.call-summary.complete","source":"/v1/Voice/CA77/Summary","id":"EZ1","data":{"callSid":"CA77"}}]"#,
+        );
+        let meta = one(&streams, &rules(Scheme::Twilio, &[])).unwrap();
+        assert_eq!(
+            (
+                meta.event_id.as_str(),
+                meta.event_type.as_str(),
+                meta.entity.as_str()
+            ),
+            (
+                "EZ1",
+                "com.twilio.voice.insights.call-summary.complete",
+                "CA77"
+            )
+        );
+        assert!(!meta.event_id_derived);
+        // One CloudEvent, the idempotency token winning over the body's id.
+        let message = verified(
+            json().with("I-Twilio-Idempotency-Token", "tok-9"),
+            r#"{"type":"com.twilio.messaging.message.delivered","id":"EZ2","data":{"messageSid":"SM5"}}"#,
+        );
+        let meta = one(&message, &rules(Scheme::Twilio, &[])).unwrap();
+        assert_eq!(
+            (meta.event_id.as_str(), meta.entity.as_str()),
+            ("tok-9", "SM5")
+        );
+        // Voice Insights style snake case, no id or type: hash id, no type.
+        let summary = verified(json(), r#"{"call_sid":"CA1","account_sid":"AC1"}"#);
+        let meta = one(&summary, &rules(Scheme::Twilio, &[])).unwrap();
+        assert_eq!(
+            (meta.entity.as_str(), meta.event_type.as_str()),
+            ("CA1", "")
+        );
+        assert!(meta.event_id_derived);
+        // Anything with just an account is still readable.
+        let account = verified(json(), r#"{"AccountSid":"AC9","Payload":"x"}"#);
+        assert_eq!(
+            one(&account, &rules(Scheme::Twilio, &[])).unwrap().entity,
+            "AC9"
+        );
+    }
+
+    #[test]
+    fn partial_reads_each_field_on_its_own() {
+        let request = verified(Headers::new().with("x-event", "e1"), r#"{"type":"t"}"#);
+        let rules = rules(Scheme::Hmac, &[("event_id", "header:x-event")]);
+        assert!(one(&request, &rules).is_err());
+        let known = partial(&request, &rules);
+        assert_eq!(known.event_id, Some(("e1".into(), false)));
+        assert_eq!(known.event_type.as_deref(), Some("t"));
+        assert_eq!(known.entity, None);
+        assert_eq!(known.occurred_at, Some(5_000));
     }
 
     #[test]

@@ -8,7 +8,17 @@
 //!
 //! Order of checks, cheapest first: route → tenant/source (404) → rate limit (429) → declared
 //! size (413, before reading) → body (413 as soon as it passes the limit) → signature (401) →
-//! extraction (400) → append (503 or 202).
+//! extraction → append (202; 413 if the broker refuses the record for good, 503 if it is
+//! unavailable).
+//!
+//! The body limit is `min(ingest.max_body_bytes, message.max.bytes - overhead)` (see
+//! [`crate::append::Limits`]), so a body that passes it fits in one producer message.
+//!
+//! A verified request whose extraction fails is not refused: it is appended to `dlq` and
+//! answered 202 `{"status":"dead_lettered","reason":"unreadable","message","event_id"?,
+//! "topic":"dlq","partition","offset"}` after the broker acknowledged it, audited to
+//! `rejected` (status 202, reason `unreadable`) and counted in
+//! `hookstream_ingest_dead_lettered_total{tenant,source,reason}`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,8 +39,9 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::append::{Appended, Appender};
+use crate::dead_letter::{self, UNREADABLE};
 use crate::error::IngestError;
-use crate::extract::extract;
+use crate::extract::{extract, ExtractError};
 use crate::handshake;
 use crate::request::{Headers, Request, Target, Unverified};
 use crate::telemetry::IngestEvent;
@@ -40,6 +51,8 @@ pub struct SourceRuntime {
     pub verifier: Verifier,
     pub rules: Rules,
     pub batch: bool,
+    /// The `hmac` scheme's configured signature header (never copied to a dead letter).
+    pub signature_header: Option<String>,
 }
 
 pub struct TenantRuntime {
@@ -75,6 +88,18 @@ struct AcceptedOne<'a> {
 }
 
 #[derive(Serialize)]
+struct DeadLettered<'a> {
+    status: &'static str,
+    reason: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<&'a str>,
+    topic: &'static str,
+    partition: i32,
+    offset: i64,
+}
+
+#[derive(Serialize)]
 struct AcceptedEvent {
     event_id: String,
     partition: i32,
@@ -99,6 +124,12 @@ enum Outcome {
     },
     /// A provider handshake, answered 200 with this body; nothing appended.
     Handshake(serde_json::Value),
+    /// Verified, but the extraction rules could not read it: kept in `dlq`.
+    DeadLettered {
+        error: ExtractError,
+        event_id: Option<String>,
+        appended: Appended,
+    },
 }
 
 /// What is known of the body when a request is refused (for the audit record). The body is
@@ -125,6 +156,47 @@ async fn receive(
     let _entered = span.enter();
     let (response, outcome_label) = match outcome {
         Ok(Outcome::Handshake(answer)) => (HttpResponse::Ok().json(answer), "handshake"),
+        Ok(Outcome::DeadLettered {
+            error,
+            event_id,
+            appended,
+        }) => {
+            IngestEvent::DeadLettered {
+                tenant: &tenant,
+                source: &source,
+                reason: UNREADABLE,
+                error: &error,
+                partition: appended.partition,
+                offset: appended.offset,
+            }
+            .emit();
+            state.appender.audit(&RejectedRecord {
+                tenant: tenant.clone(),
+                source: source.clone(),
+                status: 202,
+                reason: UNREADABLE.to_owned(),
+                message: dead_letter::error_text(&error),
+                remote_addr: request
+                    .peer_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                body_sha256: seen.body.map(|body| hex::encode(Sha256::digest(&body))),
+                body_bytes: seen.bytes,
+                received_at: to_rfc3339(now_millis()),
+            });
+            let response = HttpResponse::Accepted().json(DeadLettered {
+                status: "dead_lettered",
+                reason: UNREADABLE,
+                message: format!(
+                    "verified, but the source's extraction rules cannot read it ({error}); kept in dlq for redrive"
+                ),
+                event_id: event_id.as_deref(),
+                topic: "dlq",
+                partition: appended.partition,
+                offset: appended.offset,
+            });
+            (response, "dead_lettered")
+        }
         Ok(Outcome::Appended {
             events,
             bytes,
@@ -243,12 +315,36 @@ async fn accept(
     if let Some(answer) = handshake::answer(source_runtime.verifier.scheme(), &verified) {
         return Ok(Outcome::Handshake(answer));
     }
-    let events = extract(
+    let scheme = source_runtime.verifier.scheme();
+    let events = match extract(
         &verified,
-        source_runtime.verifier.scheme(),
+        scheme,
         &source_runtime.rules,
         source_runtime.batch,
-    )?;
+    ) {
+        Ok(events) => events,
+        Err(error) => {
+            // Verified: the sender's data is kept even though our rules cannot read it.
+            let letter = dead_letter::dead_letter(
+                &verified,
+                scheme,
+                &source_runtime.rules,
+                &error,
+                source_runtime.signature_header.as_deref(),
+            );
+            let event_id = letter
+                .headers
+                .iter()
+                .find(|(n, _)| n == schemas::raw::header::EVENT_ID)
+                .and_then(|(_, v)| String::from_utf8(v.clone()).ok());
+            let appended = state.appender.dead_letter(&verified, &letter).await?;
+            return Ok(Outcome::DeadLettered {
+                error,
+                event_id,
+                appended,
+            });
+        }
+    };
     tracing::Span::current().record("event_id", events[0].meta.event_id.as_str());
     let appended = state.appender.append(&verified, &events).await?;
     Ok(Outcome::Appended {

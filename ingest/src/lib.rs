@@ -11,6 +11,7 @@
 //! once), creates the topics it writes, binds, and serves until [`IngestService::stop`].
 
 pub mod append;
+pub mod dead_letter;
 pub mod error;
 pub mod extract;
 pub mod handshake;
@@ -62,6 +63,15 @@ pub fn check_sources(config: &Config) -> Vec<String> {
     build_tenants(config).err().unwrap_or_default()
 }
 
+/// Everything the ingest refuses to start with, beyond [`Config::problems`]: a
+/// `max_body_bytes` that cannot be appended in one producer message, and
+/// [`check_sources`]'s problems (for `check-config`).
+pub fn check(config: &Config) -> Vec<String> {
+    let mut problems: Vec<String> = append::Limits::problem(config).into_iter().collect();
+    problems.extend(check_sources(config));
+    problems
+}
+
 fn build_tenants(config: &Config) -> Result<HashMap<String, TenantRuntime>, Vec<String>> {
     let mut problems = Vec::new();
     let mut tenants = HashMap::new();
@@ -80,6 +90,8 @@ fn build_tenants(config: &Config) -> Result<HashMap<String, TenantRuntime>, Vec<
                         verifier,
                         rules,
                         batch: source.is_batch(),
+                        signature_header: (source.scheme == schemas::config::Scheme::Hmac)
+                            .then(|| source.hmac.header.to_ascii_lowercase()),
                     },
                 );
             }
@@ -105,12 +117,25 @@ impl IngestService {
         options: StartOptions,
     ) -> Result<Self, IngestError> {
         let startup = |e: String| IngestError::Startup(e);
+        if let Some(problem) = append::Limits::problem(config) {
+            return Err(startup(problem));
+        }
         if options.create_topics {
             let names = config.topics();
-            schemas::kafka::ensure_topics(&config.kafka, &names, &[Topic::Raw, Topic::Rejected])
-                .await
-                .map_err(|e| startup(e.to_string()))?;
+            schemas::kafka::ensure_topics(
+                &config.kafka,
+                &names,
+                &[Topic::Raw, Topic::Rejected, Topic::Dlq],
+            )
+            .await
+            .map_err(|e| startup(e.to_string()))?;
         }
+        let limits = append::Limits::of(config);
+        tracing::info!(
+            body_limit = limits.body_bytes,
+            message_max_bytes = limits.message_max_bytes,
+            "body limit"
+        );
         let tenants = build_tenants(config).map_err(|problems| startup(problems.join("; ")))?;
         let codecs = schemas::registry::codecs(config, &[Topic::Rejected])
             .await
@@ -125,7 +150,7 @@ impl IngestService {
         let state = Arc::new(AppState {
             tenants,
             appender: appender.clone(),
-            max_body_bytes: config.ingest.max_body_bytes,
+            max_body_bytes: limits.body_bytes,
             public_base_url: config.ingest.public_base_url.clone(),
             trust_forwarded_headers: config.ingest.trust_forwarded_headers,
             metrics,

@@ -25,6 +25,11 @@ impl Headers {
     }
 
     /// The first value of `name` as text.
+    /// Every header as received: lowercase name, value bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -99,6 +104,22 @@ impl Request<Unverified> {
             target: self.target,
             state: Verified { key_id },
         }
+    }
+}
+
+impl Request<Verified> {
+    /// A request this ingest verified earlier and kept (a `dlq` record it wrote as
+    /// unreadable), read back for re-extraction on redrive. Crate-private like
+    /// [`Request::into_verified`]: only ingest code that reads its own dead letters uses it.
+    pub(crate) fn kept(
+        tenant: impl Into<String>,
+        source: impl Into<String>,
+        headers: Headers,
+        body: Bytes,
+        received_at: Millis,
+        key_id: String,
+    ) -> Self {
+        Request::<Unverified>::new(tenant, source, headers, body, received_at).into_verified(key_id)
     }
 }
 

@@ -4,11 +4,15 @@
 //! * `hookstream_ingest_requests_total{tenant,source,outcome}` — every webhook request, by
 //!   outcome (`accepted` or the error code);
 //! * `hookstream_ingest_append_seconds` — time from request to broker acknowledgement;
-//! * `hookstream_ingest_body_bytes` — accepted body sizes.
+//! * `hookstream_ingest_body_bytes` — accepted body sizes;
+//! * `hookstream_ingest_dead_lettered_total{tenant,source,reason}` — verified requests kept in
+//!   `dlq` instead of `raw` (reason `unreadable`: the extraction rules could not read them);
+//!   they also count in `hookstream_ingest_requests_total` with outcome `dead_lettered`.
 
 use std::time::Duration;
 
 use crate::error::IngestError;
+use crate::extract::ExtractError;
 
 pub enum IngestEvent<'a> {
     Accepted {
@@ -24,6 +28,14 @@ pub enum IngestEvent<'a> {
         tenant: &'a str,
         source: &'a str,
         error: &'a IngestError,
+    },
+    DeadLettered {
+        tenant: &'a str,
+        source: &'a str,
+        reason: &'static str,
+        error: &'a ExtractError,
+        partition: i32,
+        offset: i64,
     },
 }
 
@@ -44,6 +56,18 @@ impl IngestEvent<'_> {
                 metrics::histogram!("hookstream_ingest_append_seconds")
                     .record(elapsed.as_secs_f64());
                 metrics::histogram!("hookstream_ingest_body_bytes").record(bytes as f64);
+            }
+            IngestEvent::DeadLettered {
+                tenant,
+                source,
+                reason,
+                error,
+                partition,
+                offset,
+            } => {
+                tracing::warn!(tenant, source, reason, %error, partition, offset, "verified but unreadable: kept in dlq");
+                metrics::counter!("hookstream_ingest_dead_lettered_total", "tenant" => tenant.to_owned(), "source" => source.to_owned(), "reason" => reason).increment(1);
+                metrics::counter!("hookstream_ingest_requests_total", "tenant" => tenant.to_owned(), "source" => source.to_owned(), "outcome" => "dead_lettered").increment(1);
             }
             IngestEvent::Refused {
                 tenant,

@@ -119,11 +119,21 @@ impl Rules {
             Scheme::Twilio => [
                 // One call or message sends many status callbacks, so its Sid is not an event
                 // id; the idempotency token is unique per callback and stable across retries.
-                &["header:i-twilio-idempotency-token", "body:sha256"],
+                // Form rules read form bodies only, pointers JSON bodies only (Twilio's JSON
+                // webhooks: Event Streams CloudEvents, alone or as an array, Voice Insights,
+                // other JSON callbacks with `bodySHA256` in the URL).
+                &[
+                    "header:i-twilio-idempotency-token",
+                    "/id",
+                    "/0/id",
+                    "body:sha256",
+                ],
                 &[
                     "form:MessageStatus",
                     "form:CallStatus",
                     "form:SmsStatus",
+                    "/type",
+                    "/0/type",
                     "none",
                 ],
                 &[
@@ -131,6 +141,21 @@ impl Rules {
                     "form:MessageSid",
                     "form:SmsSid",
                     "form:From",
+                    "/data/callSid",
+                    "/data/messageSid",
+                    "/data/conversationSid",
+                    "/0/data/callSid",
+                    "/0/data/messageSid",
+                    "/0/data/conversationSid",
+                    "/call_sid",
+                    "/CallSid",
+                    "/MessageSid",
+                    "/source",
+                    "/0/source",
+                    "/data/accountSid",
+                    "/0/data/accountSid",
+                    "/account_sid",
+                    "/AccountSid",
                 ],
                 &["received"],
             ],
