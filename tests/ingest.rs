@@ -391,3 +391,442 @@ fn readyz_follows_the_broker_and_metrics_expose_request_and_append_latency() {
     let (status, _) = http::get(&pipeline.url("/healthz"));
     assert_eq!(status, 200, "liveness does not depend on the broker");
 }
+
+fn signed_orders(body: &[u8]) -> Vec<(String, String)> {
+    vec![(
+        "x-signature".into(),
+        orders_signature(harness::signing::ORDERS_SECRET, body),
+    )]
+}
+
+/// A JSON `orders` body of exactly `size` bytes.
+fn orders_body(id: &str, size: usize) -> Vec<u8> {
+    let head = format!(
+        r#"{{"id":"{id}","type":"t","order_id":"o-{id}","occurred_at":"2026-11-22T10:00:00Z","pad":""#
+    );
+    let mut body = head.into_bytes();
+    body.resize(size - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    body
+}
+
+#[test]
+fn bodies_up_to_the_limit_are_appended_and_larger_ones_get_413_never_5xx() {
+    // A source whose rules read headers only: any bytes are a readable body.
+    let tenants = r#"
+[[tenants]]
+id = "bin"
+[[tenants.sources]]
+id = "blobs"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "blob-secret" }]
+hmac = { header = "x-signature", prefix = "sha256=" }
+extract = { event_id = "header:x-id", event_type = "none", entity = "header:x-entity" }
+"#;
+    let pipeline = Pipeline::start_with(
+        "limits",
+        false,
+        &Settings {
+            tenants: tenants.into(),
+            ..Settings::default()
+        },
+    );
+    let limit = 1024 * 1024;
+    // The ~1 MB JSON body that used to get 503, and one of exactly the limit.
+    for (id, size) in [("near", 1_000_000), ("exact", limit)] {
+        let body = orders_body(id, size);
+        let reply = http::post(
+            &pipeline.url("/v1/hooks/acme/orders"),
+            &signed_orders(&body),
+            &body,
+        );
+        assert_eq!(
+            (reply.status, reply.json["status"].as_str()),
+            (202, Some("accepted")),
+            "{size}: {}",
+            reply.json
+        );
+    }
+    // One byte over: 413 with a clear reason, before anything is appended.
+    let body = orders_body("over", limit + 1);
+    let reply = http::post(
+        &pipeline.url("/v1/hooks/acme/orders"),
+        &signed_orders(&body),
+        &body,
+    );
+    assert_eq!(
+        (reply.status, reply.json["error"].as_str()),
+        (413, Some("payload_too_large")),
+        "{}",
+        reply.json
+    );
+    assert!(
+        reply.json["message"].as_str().unwrap().contains("1048576"),
+        "{}",
+        reply.json
+    );
+    // An 800 KB body of arbitrary (non-UTF-8) bytes is kept byte for byte.
+    let blob: Vec<u8> = (0..800_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let headers = vec![
+        (
+            "x-signature".to_owned(),
+            format!(
+                "sha256={}",
+                hex::encode(hmac_sha256(b"blob-secret", &[&blob]))
+            ),
+        ),
+        ("x-id".to_owned(), "blob-1".to_owned()),
+        ("x-entity".to_owned(), "b1".to_owned()),
+        (
+            "content-type".to_owned(),
+            "application/octet-stream".to_owned(),
+        ),
+    ];
+    let reply = http::post(&pipeline.url("/v1/hooks/bin/blobs"), &headers, &blob);
+    assert_eq!(reply.status, 202, "{}", reply.json);
+    let raw = read_until(
+        &pipeline.config.brokers,
+        &pipeline.config.topic("raw"),
+        |r| r.len() >= 3,
+    );
+    let find = |id: &str| {
+        raw.iter()
+            .find(|r| r.header("hs-event-id") == Some(id))
+            .unwrap_or_else(|| panic!("{id}"))
+    };
+    assert_eq!(find("exact").value, orders_body("exact", limit));
+    assert_eq!(find("blob-1").value, blob);
+    assert_eq!(find("blob-1").key_str(), "bin/b1");
+    assert!(!raw.iter().any(|r| r.header("hs-event-id") == Some("over")));
+}
+
+#[test]
+fn a_record_the_producer_refuses_is_413_and_an_unappendable_limit_is_refused_at_start() {
+    // message.max.bytes set by hand, with room for an 80 000 byte body and its headers.
+    let broker = harness::Broker::start();
+    let config = harness::TestConfig::write_with(
+        &broker,
+        "msgmax",
+        &Settings {
+            max_body_bytes: 80_000,
+            ..Settings::default()
+        },
+    );
+    let path = config.variant("msgmax", |text| {
+        text.replace(
+            "[kafka.producer]\n",
+            "[kafka.producer]\n\"message.max.bytes\" = \"100000\"\n",
+        )
+    });
+    let ingest = harness::Service::ingest(&path);
+    let pipeline = Pipeline {
+        config,
+        ingest,
+        processor: None,
+        broker,
+    };
+    let body = orders_body("fits", 79_000);
+    let ok = http::post(
+        &pipeline.url("/v1/hooks/acme/orders"),
+        &signed_orders(&body),
+        &body,
+    );
+    assert_eq!(ok.status, 202, "{}", ok.json);
+    // A huge header makes the record larger than message.max.bytes: permanent, so 413.
+    let mut headers = signed_orders(&body);
+    headers.push((
+        "content-type".into(),
+        format!("application/json; x={}", "a".repeat(30_000)),
+    ));
+    let refused = http::post(&pipeline.url("/v1/hooks/acme/orders"), &headers, &body);
+    assert_eq!(
+        (refused.status, refused.json["error"].as_str()),
+        (413, Some("payload_too_large")),
+        "{}",
+        refused.json
+    );
+    assert!(refused.retry_after.is_none());
+
+    // A max_body_bytes that cannot fit: check-config lists it and the ingest does not start.
+    let bad = pipeline.config.variant("bad", |text| {
+        text.replace("max_body_bytes = 80000", "max_body_bytes = 1048576")
+            .replace(
+                "[kafka.producer]\n",
+                "[kafka.producer]\n\"message.max.bytes\" = \"100000\"\n",
+            )
+    });
+    let output = harness::process::run(&["check-config", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("ingest.max_body_bytes: 1048576 does not fit in one producer message"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("message.max.bytes is 100000"), "{stderr}");
+}
+
+#[test]
+fn a_verified_but_unreadable_request_is_kept_in_dlq_audited_and_redriven_once_the_rules_are_fixed()
+{
+    let tenants = r#"
+[[tenants]]
+id = "shop"
+[[tenants.sources]]
+id = "orders"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "shop-secret" }]
+hmac = { header = "x-signature", prefix = "sha256=" }
+extract = { event_id = "header:x-event-id", event_type = "none", entity = "/order_id" }
+"#;
+    let pipeline = Pipeline::start_with(
+        "unreadable",
+        false,
+        &Settings {
+            tenants: tenants.into(),
+            ..Settings::default()
+        },
+    );
+    let url = pipeline.url("/v1/hooks/shop/orders");
+    let body = br#"{"order":{"id":"o-9"},"total":12}"#;
+    let signature = format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(b"shop-secret", &[body]))
+    );
+    let headers = vec![
+        ("x-signature".to_owned(), signature.clone()),
+        ("x-event-id".to_owned(), "ev-77".to_owned()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("authorization".to_owned(), "Bearer do-not-keep".to_owned()),
+    ];
+    let reply = http::post(&url, &headers, body);
+    assert_eq!(reply.status, 202, "{}", reply.json);
+    assert_eq!(reply.json["status"], "dead_lettered");
+    assert_eq!(reply.json["reason"], "unreadable");
+    assert_eq!(reply.json["event_id"], "ev-77");
+    assert_eq!(reply.json["topic"], "dlq");
+    assert!(reply.json["offset"].as_i64().unwrap() >= 0);
+    // A forged request is refused, not kept.
+    let forged = http::post(
+        &url,
+        &[("x-signature".into(), "sha256=00".into())],
+        b"not json at all",
+    );
+    assert_eq!(forged.status, 401);
+    // Non-JSON, non-UTF-8 bytes that verify are kept too.
+    let binary = [0xffu8, 0x00, 0xfe, b'{'];
+    let headers_binary = vec![(
+        "x-signature".to_owned(),
+        format!(
+            "sha256={}",
+            hex::encode(hmac_sha256(b"shop-secret", &[&binary]))
+        ),
+    )];
+    let reply = http::post(&url, &headers_binary, &binary);
+    assert_eq!(
+        (reply.status, reply.json["status"].as_str()),
+        (202, Some("dead_lettered")),
+        "{}",
+        reply.json
+    );
+
+    let dlq = read_until(
+        &pipeline.config.brokers,
+        &pipeline.config.topic("dlq"),
+        |r| r.len() >= 2,
+    );
+    let letter = dlq
+        .iter()
+        .find(|r| r.value == body)
+        .expect("the body, byte for byte");
+    assert_eq!(letter.key_str(), "shop");
+    assert_eq!(letter.header("hs-tenant"), Some("shop"));
+    assert_eq!(letter.header("hs-source"), Some("orders"));
+    assert_eq!(letter.header("hs-event-id"), Some("ev-77"));
+    assert_eq!(letter.header("hs-dead-lettered-by"), Some("ingest"));
+    assert!(
+        letter
+            .header("hs-error")
+            .unwrap()
+            .starts_with("unreadable: entity: "),
+        "{:?}",
+        letter.header("hs-error")
+    );
+    assert_eq!(letter.header("hs-request-x-event-id"), Some("ev-77"));
+    assert!(dlq.iter().any(|r| r.value == binary));
+    for record in &dlq {
+        for (name, value) in &record.headers {
+            assert!(
+                !value.contains("do-not-keep")
+                    && !value.contains(&signature)
+                    && !value.contains("shop-secret"),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(
+        harness::kafka::record_count(&pipeline.config.brokers, &pipeline.config.topic("raw")),
+        0
+    );
+
+    // Audited without the body, counted per tenant.
+    let rejected = read_until(
+        &pipeline.config.brokers,
+        &pipeline.config.topic("rejected"),
+        |r| {
+            r.iter()
+                .filter(|r| r.json()["reason"] == "unreadable")
+                .count()
+                >= 2
+        },
+    );
+    let audit = rejected
+        .iter()
+        .map(|r| r.json())
+        .find(|j| j["body_sha256"] == hex::encode(Sha256::digest(body)))
+        .unwrap();
+    assert_eq!(
+        (audit["status"].as_u64(), audit["tenant"].as_str()),
+        (Some(202), Some("shop"))
+    );
+    assert!(!audit.to_string().contains("o-9"));
+    let (_, metrics) = http::get(&pipeline.url("/metrics"));
+    assert!(
+        metrics.contains("hookstream_ingest_dead_lettered_total{tenant=\"shop\",source=\"orders\",reason=\"unreadable\"} 2"),
+        "{metrics}"
+    );
+
+    // The operator fixes the rule and redrives: the request becomes the raw record it should
+    // have been; the binary one is still unreadable, stays in dlq, and the command says so.
+    let fixed = pipeline.config.variant("fixed", |text| {
+        text.replace("entity = \"/order_id\"", "entity = \"/order/id\"")
+    });
+    let output = harness::process::run(&[
+        "replay",
+        "--config",
+        fixed.to_str().unwrap(),
+        "--from-topic",
+        "dlq",
+        "--error",
+        "^unreadable",
+        "--redrive",
+        "--id",
+        "fix1",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "one record is still unreadable");
+    assert!(
+        stderr.contains("still") || stderr.contains("unreadable"),
+        "{stderr}"
+    );
+    let raw = read_until(
+        &pipeline.config.brokers,
+        &pipeline.config.topic("raw"),
+        |r| !r.is_empty(),
+    );
+    assert_eq!(raw.len(), 1);
+    let redriven = &raw[0];
+    assert_eq!(redriven.value, body);
+    assert_eq!(redriven.key_str(), "shop/o-9");
+    assert_eq!(redriven.header("hs-event-id"), Some("ev-77"));
+    assert_eq!(redriven.header("hs-entity"), Some("o-9"));
+    assert_eq!(redriven.header("hs-key-id"), Some("k1"));
+    assert_eq!(
+        redriven.header("hs-received-at"),
+        letter.header("hs-received-at")
+    );
+    assert_eq!(redriven.header("hs-redrive-id"), Some("fix1"));
+    assert_eq!(redriven.header("hs-attempt"), Some("2"));
+    assert!(
+        redriven.header("hs-error").is_none() && redriven.header("hs-request-x-event-id").is_none()
+    );
+}
+
+#[test]
+fn a_signed_twilio_json_webhook_is_accepted_with_the_default_rules() {
+    let settings = Settings {
+        ingest: "public_base_url = \"https://hooks.example.com\"".into(),
+        tenants: PROVIDERS.into(),
+        ..Settings::default()
+    };
+    let pipeline = Pipeline::start_with("twiliojson", false, &settings);
+    let send = |body: &[u8], token_header: Option<&str>| {
+        let hash = hex::encode(Sha256::digest(body));
+        let path = format!("/v1/hooks/voice/twilio?bodySHA256={hash}");
+        let mut mac = Hmac::<Sha1>::new_from_slice(b"twilio-test-token").unwrap();
+        mac.update(format!("https://hooks.example.com{path}").as_bytes());
+        let mut headers = vec![
+            (
+                "x-twilio-signature".to_owned(),
+                B64.encode(mac.finalize().into_bytes()),
+            ),
+            ("content-type".to_owned(), "application/json".to_owned()),
+        ];
+        if let Some(token) = token_header {
+            headers.push(("i-twilio-idempotency-token".to_owned(), token.to_owned()));
+        }
+        http::post(&pipeline.url(&path), &headers, body)
+    };
+    // Event Streams: an array of CloudEvents.
+    let streams = br#"[{"specversion":"1.0","type":"com.twilio.voice.insights.call-summary.complete","source":"/v1/Voice/CA77/Summary","id":"EZ0001","time":"2026-11-22T10:00:00.000Z","datacontenttype":"application/json","data":{"callSid":"CA77","accountSid":"AC1"}}]"#;
+    let reply = send(streams, None);
+    assert_eq!(
+        (
+            reply.status,
+            reply.json["status"].as_str(),
+            reply.json["event_id"].as_str()
+        ),
+        (202, Some("accepted"), Some("EZ0001")),
+        "{}",
+        reply.json
+    );
+    // A single JSON object (e.g. Messaging), with the idempotency token.
+    let message = br#"{"type":"com.twilio.messaging.message.delivered","id":"EZ0002","data":{"messageSid":"SM5","accountSid":"AC1"}}"#;
+    let reply = send(message, Some("idem-json-1"));
+    assert_eq!(
+        (reply.status, reply.json["event_id"].as_str()),
+        (202, Some("idem-json-1")),
+        "{}",
+        reply.json
+    );
+    // A body that does not hash to the URL's bodySHA256 is refused.
+    let hash = hex::encode(Sha256::digest(b"other"));
+    let path = format!("/v1/hooks/voice/twilio?bodySHA256={hash}");
+    let mut mac = Hmac::<Sha1>::new_from_slice(b"twilio-test-token").unwrap();
+    mac.update(format!("https://hooks.example.com{path}").as_bytes());
+    let forged = http::post(
+        &pipeline.url(&path),
+        &[(
+            "x-twilio-signature".to_owned(),
+            B64.encode(mac.finalize().into_bytes()),
+        )],
+        message,
+    );
+    assert_eq!(forged.status, 401);
+
+    let raw = read_until(
+        &pipeline.config.brokers,
+        &pipeline.config.topic("raw"),
+        |r| r.len() >= 2,
+    );
+    let first = raw
+        .iter()
+        .find(|r| r.header("hs-event-id") == Some("EZ0001"))
+        .unwrap();
+    assert_eq!(first.key_str(), "voice/CA77");
+    assert_eq!(
+        first.header("hs-event-type"),
+        Some("com.twilio.voice.insights.call-summary.complete")
+    );
+    assert_eq!(first.value, streams);
+    let second = raw
+        .iter()
+        .find(|r| r.header("hs-event-id") == Some("idem-json-1"))
+        .unwrap();
+    assert_eq!(second.key_str(), "voice/SM5");
+    assert_eq!(
+        second.header("hs-event-type"),
+        Some("com.twilio.messaging.message.delivered")
+    );
+}

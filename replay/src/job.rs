@@ -219,6 +219,9 @@ pub async fn execute(
         }
         Mode::Redrive => {
             let producer = client_config(&config.kafka, Role::Producer);
+            // Ingest dead letters are read again with the current extraction rules.
+            let reextractor =
+                ingest::dead_letter::Reextractor::new(config).map_err(ReplayError::invalid)?;
             let to_topic = config.topics().name(Topic::Raw);
             let from_topic = selection.topic.clone();
             let (target, redrive_id, counters) = (to_topic.clone(), id.to_owned(), tracker.clone());
@@ -235,6 +238,7 @@ pub async fn execute(
                     source,
                     &target,
                     &redrive_id,
+                    Some(&reextractor),
                     counters,
                     &cancel,
                 )

@@ -11,6 +11,14 @@
 //! From `deferred`, the record redriven is the original `raw` record the deferred one names
 //! (same partition, `raw_offset`), so the processor handles the event as it first arrived.
 //!
+//! A dead letter the **ingest** wrote (`hs-dead-lettered-by: ingest`: a verified request its
+//! extraction rules could not read) has no event id or entity to copy: it is read again with
+//! the configuration's current rules ([`ingest::dead_letter::Reextractor`]) and redriven as the
+//! `raw` record(s) the ingest would have appended had the rules been right (a batch source's
+//! body becomes one record per element), with the redrive headers above. One that the current
+//! rules still cannot read is not written; it counts as a failure (the command fails with the
+//! count and the first reason) and stays in `dlq`.
+//!
 //! Headers the processor added when it dead-lettered the record (`hs-error`,
 //! `hs-raw-partition`, `hs-raw-offset`) are dropped. A record counts as written once the
 //! broker acknowledged it (acks=all, idempotent producer).
@@ -35,6 +43,7 @@ use crate::reader::{self, ScanEnd};
 use crate::record::Record;
 use crate::select::Selection;
 use crate::ReplayError;
+use ingest::dead_letter::{is_unreadable, Reextractor};
 
 /// Headers that describe a previous handling and are replaced or dropped on redrive.
 const DROPPED: [&str; 6] = [
@@ -137,6 +146,36 @@ fn send(
     }
 }
 
+/// The `raw` records of an ingest dead letter, read with the current rules; each keeps the
+/// dead letter's `hs-attempt` so the redrive counts one more.
+fn reextracted(reextractor: &Reextractor, record: &Record) -> Result<Vec<Record>, String> {
+    let body = bytes::Bytes::from(record.value.clone().unwrap_or_default());
+    let events = reextractor.reextract(&record.headers, body.clone())?;
+    let attempt = record
+        .headers
+        .iter()
+        .rev()
+        .find(|(name, _)| name == header::ATTEMPT)
+        .cloned();
+    Ok(events
+        .into_iter()
+        .map(|event| {
+            let mut headers: Vec<(String, Vec<u8>)> = event
+                .headers
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value.into_bytes()))
+                .collect();
+            headers.extend(attempt.clone());
+            Record {
+                key: Some(event.key.into_bytes()),
+                value: Some(body[event.body].to_vec()),
+                headers,
+                ..record.clone()
+            }
+        })
+        .collect())
+}
+
 /// The `raw` offset a `deferred` record names.
 fn raw_offset(record: &Record) -> Result<i64, ReplayError> {
     record
@@ -161,6 +200,7 @@ pub fn redrive(
     source: Source<'_>,
     target: &str,
     redrive_id: &str,
+    reextractor: Option<&Reextractor>,
     tracker: Arc<Tracker>,
     cancel: &AtomicBool,
 ) -> Result<ScanEnd, ReplayError> {
@@ -193,12 +233,32 @@ pub fn redrive(
             match source {
                 Source::Selected => {
                     let from = format!("{}/{}/{}", record.topic, record.partition, record.offset);
-                    send(
-                        &producer,
-                        target,
-                        &record,
-                        headers(&record, redrive_id, &from),
-                    )?;
+                    match reextractor.filter(|_| is_unreadable(&record.headers)) {
+                        None => send(
+                            &producer,
+                            target,
+                            &record,
+                            headers(&record, redrive_id, &from),
+                        )?,
+                        Some(reextractor) => match reextracted(reextractor, &record) {
+                            Ok(copies) => {
+                                for copy in copies {
+                                    send(
+                                        &producer,
+                                        target,
+                                        &copy,
+                                        headers(&copy, redrive_id, &from),
+                                    )?;
+                                }
+                            }
+                            Err(why) => {
+                                tracing::warn!(%from, reason = %why, "dead letter still unreadable; not redriven");
+                                acks.failed.fetch_add(1, Ordering::Relaxed);
+                                let mut first = acks.first_failure.lock().expect("failure lock");
+                                first.get_or_insert_with(|| format!("{from}: {why}"));
+                            }
+                        },
+                    }
                 }
                 Source::RawOf(_) => {
                     let from = format!("{}/{}/{}", record.topic, record.partition, record.offset);
