@@ -26,6 +26,7 @@ use schemas::time::Millis;
 use crate::caps::breaker::Phase;
 use crate::caps::budget::tenant_used;
 use crate::caps::{BudgetShare, CapKind, Caps, Decision, EventUsage, TenantState};
+use crate::clock;
 use crate::error::ProcessorError;
 use crate::input::RawInput;
 use crate::output::{self, OutRecord};
@@ -131,7 +132,7 @@ pub struct Admitted {
     pub deferred: usize,
 }
 
-/// Applies the caps engine to `input` at stream time `at`.
+/// Applies the caps engine to `input` at the tenant's stream time `at`.
 #[allow(clippy::too_many_arguments)]
 pub fn admit(
     caps: &Caps,
@@ -269,15 +270,13 @@ fn release(
 }
 
 /// Applies usage reports of events this partition owns: an event's actual usage replaces its
-/// estimate, once per report (a repeated report counts nothing).
-#[allow(clippy::too_many_arguments)]
+/// estimate, once per report (a repeated report counts nothing), at the tenant's stream time.
 pub fn absorb_usage(
     caps: &Caps,
     codecs: &Codecs,
     txn: &mut Txn<'_>,
     tenants: &mut Tenants,
     reports: &[UsageRecord],
-    at: Option<Millis>,
     out: &mut Vec<OutRecord>,
 ) -> Result<(), ProcessorError> {
     for report in reports {
@@ -292,6 +291,7 @@ pub fn absorb_usage(
         let previous: Option<EventUsage> = txn
             .get(Cf::Caps, &key)?
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let at = clock::tenant_time(txn, &report.tenant)?;
         let loaded = tenants.get(txn, &report.tenant)?;
         (loaded.changed, loaded.publish) = (true, true);
         let state = &mut loaded.state;
@@ -315,7 +315,8 @@ pub fn absorb_usage(
 }
 
 /// Takes other partitions' budget shares into the tenants' stored states (a durable step),
-/// raising the cap alerts they imply (on the tenant's alert partition) at stream time `at`,
+/// raising the cap alerts they imply (on the tenant's alert partition) at the tenant's stream
+/// time,
 /// and re-admitting held events whose window the shares show has ended (returned in order,
 /// for the task to reorder): a partition that went quiet still releases what it holds.
 #[allow(clippy::too_many_arguments)]
@@ -326,7 +327,6 @@ pub fn absorb(
     txn: &mut Txn<'_>,
     tenants: &mut Tenants,
     shares: &[BudgetShare],
-    at: Option<Millis>,
     out: &mut Vec<OutRecord>,
 ) -> Result<Vec<RawInput>, ProcessorError> {
     let mut admitted = Admitted::default();
@@ -334,6 +334,7 @@ pub fn absorb(
         if share.partition == partition || caps.rules(&share.tenant).is_none() {
             continue;
         }
+        let at = clock::tenant_time(txn, &share.tenant)?;
         let loaded = tenants.get(txn, &share.tenant)?;
         let state = &mut loaded.state;
         if state.absorb_share(partition, share.clone()) {

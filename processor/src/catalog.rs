@@ -1,4 +1,5 @@
-//! Per-source settings the cores need — delete types and reorder grace — looked up by tenant
+//! Per-source settings the cores need — delete types, reorder grace and the future skew an
+//! event time may have — looked up by tenant
 //! and source. Events of sources no longer configured get the defaults.
 
 use std::collections::HashMap;
@@ -11,6 +12,11 @@ pub const DEFAULT_GRACE_MS: Millis = 5_000;
 struct SourceSettings {
     delete_types: Vec<String>,
     grace_ms: Millis,
+    max_future_skew_ms: Millis,
+}
+
+fn millis(n: u64) -> Millis {
+    n.min(i64::MAX as u64) as Millis
 }
 
 pub struct SourceCatalog {
@@ -26,7 +32,8 @@ impl SourceCatalog {
                 t.sources.iter().map(move |s| {
                     let settings = SourceSettings {
                         delete_types: s.delete_types.clone(),
-                        grace_ms: s.grace_ms.min(i64::MAX as u64) as Millis,
+                        grace_ms: millis(s.grace_ms),
+                        max_future_skew_ms: millis(s.max_future_skew_secs.saturating_mul(1000)),
                     };
                     ((t.id.clone(), s.id.clone()), settings)
                 })
@@ -51,6 +58,14 @@ impl SourceCatalog {
             Some(s) => schemas::config::matches_delete_type(&s.delete_types, event_type),
             None => schemas::config::matches_delete_type(&["*.deleted".to_owned()], event_type),
         }
+    }
+
+    /// How far ahead of its receive time an event time may be and still be trusted.
+    pub fn max_future_skew(&self, tenant: &str, source: &str) -> Millis {
+        self.get(tenant, source).map_or(
+            millis(schemas::config::DEFAULT_MAX_FUTURE_SKEW_SECS * 1000),
+            |s| s.max_future_skew_ms,
+        )
     }
 
     pub fn grace(&self, tenant: &str, source: &str) -> Millis {

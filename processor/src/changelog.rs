@@ -90,19 +90,34 @@ struct WireOpIn {
     value: Option<ByteBuf>,
 }
 
+fn fence_key() -> Vec<u8> {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    format!("fence-{:016x}{:016x}", hasher.finish(), nanos as u64).into_bytes()
+}
+
 fn encode(wire: &WireOut<'_>) -> Vec<u8> {
     postcard::to_extend(wire, vec![FORMAT]).expect("changelog records serialize")
 }
 
-/// The record that opens an incarnation of the task of `partition`.
+/// The record that opens an incarnation of the task of `partition`. Its key is unique
+/// (`fence-` and 32 hex digits): a store remembers the key and offset of the fence it
+/// caught up to, which tells whether the changelog it meets again is the one it came from.
 pub fn fence(partition: i32) -> OutRecord {
     OutRecord {
         topic: Topic::Changelog,
-        key: b"fence".to_vec(),
+        key: fence_key(),
         value: Some(encode(&WireOut::Fence)),
         headers: Vec::new(),
         timestamp: None,
         partition: Some(partition),
+        origin: None,
     }
 }
 
@@ -147,6 +162,7 @@ pub fn frames(partition: i32, epoch: i64, seq: u64, ops: &[Op]) -> Vec<OutRecord
                 headers: Vec::new(),
                 timestamp: None,
                 partition: Some(partition),
+                origin: None,
             }
         })
         .collect()

@@ -23,12 +23,16 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::TopicPartitionList;
 use tokio::sync::watch;
 
+use schemas::topics::Topic;
+
 use crate::consumer::Pipeline;
+use crate::error::{ProcessorError, RetryClass};
 use crate::output::OutRecord;
 
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,7 +44,28 @@ pub enum Outcome {
     Committed(Vec<(i32, i64)>),
     /// Not committed: close the batch's tasks, rewinding the consumer when `rewind`.
     Failed { rewind: bool },
+    /// The producer or broker refused these records for good: not committed; the inputs they
+    /// came from go to `dlq` when the batch is processed again.
+    Refused(Vec<Refusal>),
     /// Asked to stop first.
+    Stopped,
+}
+
+/// A record refused for good.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub topic: Topic,
+    /// The input the record was derived from (None: a changelog frame, an alert, a share).
+    pub origin: Option<(i32, i64)>,
+    pub reason: String,
+}
+
+/// How producing a set of records ended.
+pub(crate) enum Produced {
+    /// Every record acknowledged: its (partition, offset), in order.
+    All(Vec<(i32, i64)>),
+    /// These records (index in the set, error) were refused for good.
+    Refused(Vec<(usize, KafkaError)>),
     Stopped,
 }
 
@@ -56,12 +81,16 @@ impl Pipeline {
             return self.transaction(outputs, frames, offsets).await;
         }
         let started = std::time::Instant::now();
-        if self.produce_all(outputs, stop).await.is_none() {
-            return Outcome::Stopped;
+        match self.produce_all(outputs, stop).await {
+            Produced::All(_) => {}
+            Produced::Refused(refused) => return Outcome::Refused(refusals(outputs, refused)),
+            Produced::Stopped => return Outcome::Stopped,
         }
         let produced = started.elapsed();
-        let Some(positions) = self.produce_all(frames, stop).await else {
-            return Outcome::Stopped;
+        let positions = match self.produce_all(frames, stop).await {
+            Produced::All(positions) => positions,
+            Produced::Refused(refused) => return Outcome::Refused(refusals(frames, refused)),
+            Produced::Stopped => return Outcome::Stopped,
         };
         let framed = started.elapsed();
         if offsets.count() > 0 {
@@ -84,20 +113,32 @@ impl Pipeline {
         &self,
         records: &[OutRecord],
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<Vec<(i32, i64)>> {
+    ) -> Result<Option<Vec<(i32, i64)>>, ProcessorError> {
         if !self.exactly_once {
-            return self.produce_all(records, stop).await;
+            return match self.produce_all(records, stop).await {
+                Produced::All(positions) => Ok(Some(positions)),
+                Produced::Stopped => Ok(None),
+                Produced::Refused(refused) => Err(refused_for_good(records, refused)),
+            };
         }
         let mut backoff = Duration::from_millis(100);
         loop {
-            if let Outcome::Committed(positions) = self
+            match self
                 .transaction(&[], records, &TopicPartitionList::new())
                 .await
             {
-                return Some(positions);
+                Outcome::Committed(positions) => return Ok(Some(positions)),
+                Outcome::Refused(refusals) => {
+                    let first = &refusals[0];
+                    return Err(ProcessorError::Refused {
+                        topic: self.topics.name(first.topic),
+                        reason: first.reason.clone(),
+                    });
+                }
+                Outcome::Failed { .. } | Outcome::Stopped => {}
             }
             tokio::select! {
-                _ = stop.changed() => return None,
+                _ = stop.changed() => return Ok(None),
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -113,11 +154,28 @@ impl Pipeline {
         let producer = &self.producer;
         let result = async {
             producer.begin_transaction()?;
-            let outputs = self.send_all(outputs);
-            let frames = self.send_all(frames);
-            let (outputs, frames) = futures::join!(outputs, frames);
-            outputs?;
-            let positions = frames?;
+            let (outputs_sent, frames_sent) =
+                futures::join!(self.send_each(outputs), self.send_each(frames));
+            let mut refused = Vec::new();
+            let mut failed = None;
+            for (records, sent) in [(outputs, &outputs_sent), (frames, &frames_sent)] {
+                for (index, result) in sent.iter().enumerate() {
+                    if let Err(error) = result {
+                        if RetryClass::of_kafka(error) == RetryClass::Permanent {
+                            refused.push(refusal(&records[index], error));
+                        } else {
+                            failed.get_or_insert_with(|| error.clone());
+                        }
+                    }
+                }
+            }
+            if !refused.is_empty() {
+                return Err(TransactionError::Refused(refused));
+            }
+            if let Some(error) = failed {
+                return Err(error.into());
+            }
+            let positions = frames_sent.into_iter().map(|r| r.expect("checked above")).collect();
             if offsets.count() > 0 {
                 let group = self.consumer.group_metadata().ok_or_else(|| {
                     "the consumer has no group metadata to commit offsets with".to_owned()
@@ -135,58 +193,123 @@ impl Pipeline {
                 if let Err(error) = producer.abort_transaction(TRANSACTION_TIMEOUT) {
                     tracing::warn!(%error, "aborting the transaction failed");
                 }
-                Outcome::Failed { rewind: true }
+                match error {
+                    TransactionError::Refused(refusals) => Outcome::Refused(refusals),
+                    _ => Outcome::Failed { rewind: true },
+                }
             }
         }
     }
 
-    /// Sends every record and waits for all acknowledgements; the first error wins.
-    async fn send_all(
-        &self,
-        records: &[OutRecord],
-    ) -> Result<Vec<(i32, i64)>, rdkafka::error::KafkaError> {
+    /// Sends every record and waits for its acknowledgement; one result per record. A full
+    /// producer queue is backpressure: the send waits for room instead of failing.
+    async fn send_each(&self, records: &[OutRecord]) -> Vec<Result<(i32, i64), KafkaError>> {
         let mut deliveries = Vec::with_capacity(records.len());
         for record in records {
             let topic = self.topics.name(record.topic);
-            let delivery = self
-                .producer
-                .send_result(future_record(&topic, record))
-                .map_err(|(error, _)| error)?;
+            let mut waited = Duration::ZERO;
+            let delivery = loop {
+                match self.producer.send_result(future_record(&topic, record)) {
+                    Ok(delivery) => break Ok(delivery),
+                    Err((error, _)) if RetryClass::of_kafka(&error) == RetryClass::Backpressure => {
+                        if waited.is_zero() {
+                            metrics::counter!("hookstream_processor_produce_backpressure_total")
+                                .increment(1);
+                        }
+                        let pause = Duration::from_millis(5);
+                        tokio::time::sleep(pause).await; // the queue drains in librdkafka's thread
+                        waited += pause;
+                    }
+                    Err((error, _)) => break Err(error),
+                }
+            };
             deliveries.push(delivery);
         }
-        let mut positions = Vec::with_capacity(records.len());
-        for delivery in futures::future::join_all(deliveries).await {
-            match delivery {
-                Ok(Ok(delivered)) => positions.push((delivered.partition, delivered.offset)),
-                Ok(Err((error, _))) => return Err(error),
-                Err(_) => return Err(rdkafka::error::KafkaError::Canceled),
-            }
+        let mut results = Vec::with_capacity(records.len());
+        for delivery in deliveries {
+            results.push(match delivery {
+                Err(error) => Err(error),
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(delivered)) => Ok((delivered.partition, delivered.offset)),
+                    Ok(Err((error, _))) => Err(error),
+                    Err(_) => Err(KafkaError::Canceled),
+                },
+            });
         }
-        Ok(positions)
+        results
     }
 
-    /// Sends all records and waits for every acknowledgement; retries the whole set on any
-    /// failure. Returns each record's (partition, offset), or None when asked to stop before
-    /// all were acknowledged.
+    /// Produces all records, in order. Retriable failures are sent again, with backoff, from
+    /// the first failed record on: the acknowledged records before it stay as they are, and
+    /// those after it are re-sent (identical bytes) so that every key's records end in the
+    /// order they were produced — a compacted `state` must never end on an older version.
+    /// Permanent failures are never retried: they end the attempt as [`Produced::Refused`].
     pub(crate) async fn produce_all(
         &self,
         records: &[OutRecord],
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<Vec<(i32, i64)>> {
+    ) -> Produced {
+        let mut positions: Vec<(i32, i64)> = Vec::with_capacity(records.len());
         let mut backoff = Duration::from_millis(100);
         loop {
-            let error = match self.send_all(records).await {
-                Ok(positions) => return Some(positions),
-                Err(error) => error,
+            let start = positions.len();
+            let sent = tokio::select! {
+                _ = stop.changed() => return Produced::Stopped,
+                sent = self.send_each(&records[start..]) => sent,
+            };
+            let mut refused = Vec::new();
+            let mut retry: Option<KafkaError> = None;
+            for (i, result) in sent.into_iter().enumerate() {
+                match result {
+                    Ok(position) if retry.is_none() && refused.is_empty() => positions.push(position),
+                    Ok(_) => {}
+                    Err(error) if RetryClass::of_kafka(&error) == RetryClass::Permanent => {
+                        refused.push((start + i, error));
+                    }
+                    Err(error) => {
+                        retry.get_or_insert(error);
+                    }
+                }
+            }
+            if !refused.is_empty() {
+                metrics::counter!("hookstream_processor_produce_refused_total")
+                    .increment(refused.len() as u64);
+                return Produced::Refused(refused);
+            }
+            let Some(error) = retry else {
+                return Produced::All(positions);
             };
             metrics::counter!("hookstream_processor_produce_retries_total").increment(1);
-            tracing::warn!(%error, retry_in = ?backoff, "records not acknowledged; sending them again");
+            tracing::warn!(%error, retry_in = ?backoff, acknowledged = positions.len(), of = records.len(), "records not acknowledged; sending them again from the first one that failed");
             tokio::select! {
-                _ = stop.changed() => return None,
+                _ = stop.changed() => return Produced::Stopped,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
+    }
+}
+
+fn refusal(record: &OutRecord, error: &KafkaError) -> Refusal {
+    Refusal {
+        topic: record.topic,
+        origin: record.origin,
+        reason: format!("refused: {error}"),
+    }
+}
+
+fn refusals(records: &[OutRecord], refused: Vec<(usize, KafkaError)>) -> Vec<Refusal> {
+    refused
+        .into_iter()
+        .map(|(index, error)| refusal(&records[index], &error))
+        .collect()
+}
+
+fn refused_for_good(records: &[OutRecord], refused: Vec<(usize, KafkaError)>) -> ProcessorError {
+    let (index, error) = &refused[0];
+    ProcessorError::Refused {
+        topic: format!("{:?}", records[*index].topic),
+        reason: error.to_string(),
     }
 }
 
@@ -195,6 +318,8 @@ impl Pipeline {
 enum TransactionError {
     #[error(transparent)]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("records refused for good: {0:?}")]
+    Refused(Vec<Refusal>),
     #[error("{0}")]
     Other(String),
 }

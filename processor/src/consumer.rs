@@ -40,7 +40,7 @@ use crate::error::ProcessorError;
 use crate::input::decode;
 use crate::restore;
 use crate::store::{Op, CHANGELOG_NEXT, EPOCH};
-use crate::task::{position, Decoded, PartitionTask, Pending, TaskSettings};
+use crate::task::{position, Decoded, Flush, PartitionTask, Pending, TaskSettings};
 use crate::usage_view::{partition_of, Report};
 use schemas::records::UsageRecord;
 
@@ -69,6 +69,11 @@ pub struct Pipeline {
     pub usage: Option<Arc<crate::usage_view::UsageView>>,
     /// Partitions of `raw` (`kafka.partitions`), to route usage reports by key.
     pub raw_partitions: i32,
+    /// Inputs whose records the broker refused for good (see [`PartitionTask::refuse`]):
+    /// kept across task reopenings, so re-processing sends them to `dlq`.
+    pub refused: Mutex<BTreeMap<(i32, i64), String>>,
+    /// Partitions whose task waits to open again after broker trouble (`/healthz`).
+    pub waiting: crate::retry::Waiting,
 }
 
 /// Per partition of `raw`: the task's next offset and how many events it holds back, as of
@@ -94,7 +99,6 @@ fn report(progress: &Progress, partition: i32, task: &PartitionTask) {
 impl Pipeline {
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), ProcessorError> {
         let mut tasks: HashMap<i32, PartitionTask> = HashMap::new();
-        let mut last_input: HashMap<i32, Instant> = HashMap::new();
         let mut seq = 0u64;
         let mut absorbed = (0u64, Instant::now());
         // Per newly opened task: the end of its `raw` partition when it opened. Until it has
@@ -103,17 +107,24 @@ impl Pipeline {
         // its state in between: it re-emits the same outputs.
         let mut catching_up: HashMap<i32, i64> = HashMap::new();
         let mut fetched = Fetched::default();
+        let mut reopen = crate::retry::Reopen::new(self.waiting.clone());
         loop {
             let holding = tasks.values().any(|t| t.buffered() > 0);
             // With caps, the loop also wakes every `budget_absorb` to take in new budget shares
             // (and raise their alerts) without waiting for input.
             let shares_waiting = self.budget.is_some() || self.usage.is_some();
             let context = self.consumer.context();
-            let unopened = context.assigned().iter().any(|p| !tasks.contains_key(p));
+            let now = Instant::now();
+            let unopened = context
+                .assigned()
+                .iter()
+                .any(|p| !tasks.contains_key(p) && reopen.due(*p, now));
+            let retry_at = reopen.next_attempt().map(tokio::time::Instant::from_std);
             let first = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
                 _ = std::future::ready(()), if unopened => None,
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => None,
                 _ = context.changed.notified() => None,
                 message = self.consumer.recv() => Some(message),
                 _ = tokio::time::sleep(self.idle_flush), if holding => None,
@@ -139,7 +150,7 @@ impl Pipeline {
                 }
             }
             for partition in context.take_revoked() {
-                last_input.remove(&partition);
+                reopen.forget(partition);
                 fetched.forget(partition);
                 self.progress
                     .lock()
@@ -162,14 +173,42 @@ impl Pipeline {
             // Every record here is of an assigned partition (filtered above).
             for partition in context.assigned() {
                 if let Entry::Vacant(slot) = tasks.entry(partition) {
-                    let Some((task, raw_end)) = self.open_task(partition, &mut stop).await? else {
-                        return Ok(());
+                    if !reopen.due(partition, Instant::now()) {
+                        continue;
+                    }
+                    let (task, raw_end) = match self.open_task(partition, &mut stop).await {
+                        Ok(Some(opened)) => opened,
+                        Ok(None) => return Ok(()),
+                        Err(error) if error.is_retriable() => {
+                            reopen.failed(partition, &error, Instant::now());
+                            continue;
+                        }
+                        Err(error) => return Err(error),
                     };
+                    if let Some(offset) = reopen.opened(partition) {
+                        self.consumer.seek(
+                            &self.topics.name(Topic::Raw),
+                            partition,
+                            Offset::Offset(offset),
+                            Duration::from_secs(10),
+                        )?;
+                        // What was fetched in this turn is fetched again after the rewind.
+                        by_partition.remove(&partition);
+                    }
                     catching_up.insert(partition, raw_end);
-                    last_input.insert(partition, Instant::now());
                     slot.insert(task);
                 }
             }
+            // Partitions whose task could not open: their records are fetched again later.
+            by_partition.retain(|partition, records| {
+                let open = tasks.contains_key(partition);
+                if !open {
+                    if let Some(first) = records.first() {
+                        reopen.skipped(*partition, position(first).1);
+                    }
+                }
+                open
+            });
             catching_up.retain(|p, until| {
                 let until = fetched.end.get(p).map_or(*until, |end| (*until).min(*end));
                 tasks
@@ -240,47 +279,60 @@ impl Pipeline {
                 }
             }
             let started = Instant::now();
-            let mut outputs = Vec::new();
-            let mut pending: Vec<(i32, Pending)> = Vec::new();
-            for (partition, records) in by_partition {
-                let task = tasks.get(&partition).expect("task opened above");
-                last_input.insert(partition, started);
-                let batch = task.process(records, &self.catalog, &mut outputs)?;
-                record_stats(&batch.stats);
-                pending.push((partition, batch));
+            // Punctuate on wall clock: sources quiet for `idle_flush` release what they hold,
+            // once the decision to do so is durable (see `PartitionTask::flush_intent`); a
+            // task with records in this turn carries it out before them.
+            let mut flushing: Vec<i32> = Vec::new();
+            let mut intents: Vec<(i32, Pending)> = Vec::new();
+            for (partition, task) in tasks.iter().filter(|(p, _)| !catching_up.contains_key(*p)) {
+                let quiet = task.quiet_sources(started, self.idle_flush);
+                if quiet.is_empty() {
+                    continue;
+                }
+                let flush = if task.all_quiet(&quiet) {
+                    Flush::All
+                } else {
+                    Flush::Sources(quiet)
+                };
+                intents.push((*partition, task.flush_intent(&flush)));
             }
-            // Punctuate on wall clock: partitions quiet for `idle_flush` release what they hold,
-            // once the decision to do so is durable (see `PartitionTask::flush_intent`).
-            let quiet: Vec<i32> = tasks
-                .iter()
-                .filter(|(partition, task)| {
-                    task.buffered() > 0
-                        && !catching_up.contains_key(*partition)
-                        && !pending.iter().any(|(p, _)| p == *partition)
-                        && last_input
-                            .get(*partition)
-                            .is_none_or(|t| started.duration_since(*t) >= self.idle_flush)
-                })
-                .map(|(partition, _)| *partition)
-                .collect();
-            if !quiet.is_empty() {
-                let mut intents: Vec<(i32, Pending)> = quiet
-                    .iter()
-                    .map(|p| (*p, tasks[p].flush_intent()))
-                    .collect();
+            if !intents.is_empty() {
                 let durable = self
                     .durable(&mut tasks, &mut intents, &[], &[], &mut seq, &mut stop)
                     .await?;
                 match durable {
-                    Durable::Yes => {
-                        for partition in quiet {
-                            let flushed = tasks[&partition].flush(&self.catalog, &mut outputs)?;
-                            record_stats(&flushed.stats);
-                            pending.push((partition, flushed));
-                        }
-                    }
+                    Durable::Yes => flushing.extend(intents.iter().map(|(p, _)| *p)),
                     Durable::Stopped => break,
                     Durable::No => {}
+                }
+            }
+            let mut outputs = Vec::new();
+            let mut pending: Vec<(i32, Pending)> = Vec::new();
+            for (partition, records) in by_partition {
+                let Some(task) = tasks.get(&partition) else {
+                    // Closed by a failed flush intent: its records are fetched again.
+                    if let Some(first) = records.first() {
+                        self.consumer.seek(
+                            &self.topics.name(Topic::Raw),
+                            partition,
+                            Offset::Offset(position(first).1),
+                            Duration::from_secs(10),
+                        )?;
+                    }
+                    continue;
+                };
+                let batch = task.process(records, &self.catalog, &mut outputs)?;
+                record_stats(&batch.stats);
+                pending.push((partition, batch));
+            }
+            for partition in flushing {
+                if pending.iter().any(|(p, _)| *p == partition) {
+                    continue; // flushed first thing in its batch
+                }
+                if let Some(task) = tasks.get(&partition) {
+                    let flushed = task.flush(&self.catalog, &mut outputs)?;
+                    record_stats(&flushed.stats);
+                    pending.push((partition, flushed));
                 }
             }
             pending.retain(|(partition, batch)| {
@@ -302,12 +354,7 @@ impl Pipeline {
             {
                 Durable::Yes => {}
                 Durable::Stopped => break,
-                Durable::No => {
-                    for (partition, _) in &pending {
-                        last_input.remove(partition);
-                    }
-                    continue;
-                }
+                Durable::No => continue,
             }
             metrics::histogram!("hookstream_processor_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -344,6 +391,35 @@ impl Pipeline {
         let positions = match self.make_durable(outputs, &frames, &offsets, stop).await {
             Outcome::Committed(positions) => positions,
             Outcome::Stopped => return Ok(Durable::Stopped),
+            Outcome::Refused(refusals) => {
+                // Only a record derived from one input can be dead-lettered; anything else
+                // refused for good is a limit of the broker below the configured one.
+                if let Some(blameless) = refusals.iter().find(|r| r.origin.is_none()) {
+                    return Err(ProcessorError::Refused {
+                        topic: self.topics.name(blameless.topic),
+                        reason: blameless.reason.clone(),
+                    });
+                }
+                let mut refused = self.refused.lock().expect("refused lock");
+                for refusal in refusals {
+                    let origin = refusal.origin.expect("checked above");
+                    tracing::warn!(partition = origin.0, offset = origin.1, topic = %self.topics.name(refusal.topic), reason = %refusal.reason, "the broker refused a record for good; its input goes to the dead-letter topic and the batch is processed again");
+                    refused.entry(origin).or_insert(refusal.reason);
+                }
+                drop(refused);
+                for (partition, _) in pending.iter() {
+                    tasks.remove(partition);
+                }
+                for (partition, offset) in first_offsets {
+                    self.consumer.seek(
+                        &raw,
+                        *partition,
+                        Offset::Offset(*offset),
+                        Duration::from_secs(10),
+                    )?;
+                }
+                return Ok(Durable::No);
+            }
             Outcome::Failed { rewind } => {
                 for (partition, _) in pending.iter() {
                     tasks.remove(partition);
@@ -380,7 +456,8 @@ impl Pipeline {
         partition: i32,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<(PartitionTask, i64)>, ProcessorError> {
-        let Some(fenced) = self.append(&[changelog::fence(partition)], stop).await else {
+        let fence = changelog::fence(partition);
+        let Some(fenced) = self.append(std::slice::from_ref(&fence), stop).await? else {
             return Ok(None);
         };
         let epoch = fenced[0].1;
@@ -389,9 +466,18 @@ impl Pipeline {
         let topic = self.topics.name(Topic::Changelog);
         let started = Instant::now();
         let (store, restored) = tokio::task::block_in_place(|| {
-            restore::open(&dir, &self.restore, &topic, partition, epoch)
+            let own = restore::Fence {
+                offset: epoch,
+                key: &fence.key,
+            };
+            restore::open(&dir, &self.restore, &topic, partition, own)
         })?;
-        let task = PartitionTask::from_store(store, self.settings.clone(), epoch)?;
+        let mut task = PartitionTask::from_store(store, self.settings.clone(), epoch)?;
+        for (origin, reason) in self.refused.lock().expect("refused lock").iter() {
+            if origin.0 == partition {
+                task.refuse(*origin, reason.clone());
+            }
+        }
         report(&self.progress, partition, &task);
         metrics::counter!("hookstream_processor_restored_batches_total")
             .increment(restored.batches);

@@ -1,6 +1,7 @@
 //! Exact dedupe, keyed by (tenant, source, event id): the first delivery of an event passes,
-//! every later one within the window is dropped. The window is measured in stream time, so a
-//! replay drops exactly what the live run dropped. Entries live in RocksDB (`dedupe`, with an
+//! every later one within the window is dropped. The window is measured in the source's own
+//! stream time ([`crate::clock`]), so a replay drops exactly what the live run dropped and no
+//! other tenant's clock can expire an entry. Entries live in RocksDB (`dedupe`, with an
 //! `expiry` index ordered by expiry time), so memory stays bounded whatever the key count.
 //! The key encoding is length-prefixed so no choice of ids can make two triples collide.
 //!
@@ -47,9 +48,12 @@ pub fn expires_at(value: &[u8]) -> Millis {
         .unwrap_or(Millis::MIN)
 }
 
-/// Index key: expiry time first, so expired entries are a range scan.
-pub fn expiry_key(expires_at: Millis, dedupe_key: &[u8]) -> Vec<u8> {
-    let mut key = time_key(expires_at).to_vec();
+/// Index key: the source, then the expiry time, so a source's expired entries are one range
+/// scan bounded by that source's own stream time.
+pub fn expiry_key(source: &[u8], expires_at: Millis, dedupe_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(source.len() + 8 + dedupe_key.len());
+    key.extend_from_slice(source);
+    key.extend_from_slice(&time_key(expires_at));
     key.extend_from_slice(dedupe_key);
     key
 }
@@ -105,7 +109,7 @@ mod tests {
 
     #[test]
     fn expiry_keys_sort_by_time() {
-        assert!(expiry_key(5, b"zzz") < expiry_key(6, b"aaa"));
-        assert!(expiry_key(-1, b"z") < expiry_key(0, b"a"));
+        assert!(expiry_key(b"s", 5, b"zzz") < expiry_key(b"s", 6, b"aaa"));
+        assert!(expiry_key(b"s", -1, b"z") < expiry_key(b"s", 0, b"a"));
     }
 }

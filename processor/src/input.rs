@@ -10,8 +10,12 @@ use schemas::raw::RawMeta;
 pub struct RawInput {
     pub partition: i32,
     pub offset: i64,
+    /// `meta.occurred_at` is the time the event is processed at; when the sender's claimed
+    /// event time was not trusted ([`crate::clock::trusted_time`]), that time is the receive
+    /// time and the claimed one is kept here for the records.
     pub meta: RawMeta,
     pub body: Vec<u8>,
+    pub claimed_at: Option<schemas::time::Millis>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,5 +72,6 @@ pub fn decode(message: &OwnedMessage) -> Result<RawInput, Box<Undecodable>> {
         offset: message.offset(),
         meta,
         body,
+        claimed_at: None,
     })
 }

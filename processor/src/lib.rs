@@ -16,6 +16,7 @@ pub mod assignment;
 pub mod budget_view;
 pub mod caps;
 pub mod catalog;
+pub mod clock;
 pub mod changelog;
 pub mod commit;
 pub mod consumer;
@@ -26,6 +27,7 @@ pub mod output;
 pub mod reconcile;
 pub mod reorder;
 pub mod restore;
+pub mod retry;
 pub mod status;
 pub mod store;
 pub mod task;
@@ -89,9 +91,21 @@ fn checked_partitions(
         let name = topics.name(topic);
         // A topic just created may take a moment to show in every broker's metadata.
         let partitions = tokio::task::block_in_place(|| {
+            let mut backoff = std::time::Duration::from_millis(200);
             for attempt in 0.. {
                 let metadata =
-                    consumer.fetch_metadata(Some(&name), std::time::Duration::from_secs(30))?;
+                    match consumer.fetch_metadata(Some(&name), std::time::Duration::from_secs(30)) {
+                        Ok(metadata) => metadata,
+                        // Broker trouble at start-up is waited out, not a reason to exit.
+                        Err(error) if error::RetryClass::of_kafka(&error) != error::RetryClass::Permanent => {
+                            metrics::counter!("hookstream_processor_broker_retries_total", "operation" => "metadata").increment(1);
+                            tracing::warn!(topic = %name, %error, retry_in = ?backoff, "cannot read the topic's metadata; retrying");
+                            std::thread::sleep(backoff); // backoff between metadata attempts
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                            continue;
+                        }
+                        Err(error) => return Err(error.into()),
+                    };
                 let partitions = metadata
                     .topics()
                     .iter()
@@ -130,9 +144,19 @@ fn checked_partitions(
     Ok(raw)
 }
 
+/// The largest record the processor's producer sends: its `message.max.bytes` (librdkafka's
+/// default 1 000 000 when not set).
+fn max_record_bytes(config: &Config) -> usize {
+    client_config(&config.kafka, Role::Producer)
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1_000_000)
+}
+
 /// A running processor; [`ProcessorService::stop`] finishes the current batch and returns.
 pub struct ProcessorService {
     progress: Progress,
+    waiting: retry::Waiting,
     stop: watch::Sender<bool>,
     join: tokio::task::JoinHandle<Result<(), ProcessorError>>,
 }
@@ -182,6 +206,7 @@ impl ProcessorService {
             let init = std::time::Duration::from_secs(30);
             tokio::task::block_in_place(|| producer.init_transactions(init))?;
         }
+        let waiting = retry::Waiting::default();
         let pipeline = Pipeline {
             consumer: Arc::new(consumer),
             producer,
@@ -193,6 +218,7 @@ impl ProcessorService {
                 dedupe_window_ms: (config.processor.dedupe_window_secs.saturating_mul(1000))
                     .min(i64::MAX as u64) as i64,
                 max_buffered: config.processor.max_buffered,
+                max_record_bytes: max_record_bytes(config),
                 scope: config.processor.scope.clone().map(Arc::new),
                 caps: Some(Arc::new(caps::Caps::new(config, 0, raw_partitions)?)),
                 codecs: Arc::new(
@@ -237,6 +263,8 @@ impl ProcessorService {
                 None
             },
             raw_partitions,
+            refused: Default::default(),
+            waiting: waiting.clone(),
             restore: {
                 let mut restore = client_config(&config.kafka, Role::Consumer);
                 restore.set("group.id", format!("{}-restore", config.processor.group_id));
@@ -248,6 +276,7 @@ impl ProcessorService {
         let join = tokio::spawn(pipeline.run(stopped));
         Ok(Self {
             progress,
+            waiting,
             stop,
             join,
         })
@@ -259,7 +288,7 @@ impl ProcessorService {
         listen: &str,
         render: status::Render,
     ) -> Result<status::StatusServer, ProcessorError> {
-        status::StatusServer::start(listen, render, self.progress.clone())
+        status::StatusServer::start(listen, render, self.progress.clone(), self.waiting.clone())
     }
 
     /// Where each open partition task stands (as of its last durable batch).

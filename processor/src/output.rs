@@ -24,6 +24,9 @@ pub struct OutRecord {
     /// An explicit partition (changelog records go to their task's partition); otherwise the
     /// key's partition.
     pub partition: Option<i32>,
+    /// The `raw` record (partition, offset) this record was derived from, when one input is
+    /// to blame for it: a record the broker refuses for good sends that input to `dlq`.
+    pub origin: Option<(i32, i64)>,
 }
 
 fn event_record(input: &RawInput, late: bool) -> EventRecord {
@@ -35,9 +38,10 @@ fn event_record(input: &RawInput, late: bool) -> EventRecord {
         event_id: meta.event_id.clone(),
         event_type: meta.event_type.clone(),
         entity: meta.entity.clone(),
-        occurred_at: to_rfc3339(meta.occurred_at),
+        occurred_at: to_rfc3339(input.claimed_at.unwrap_or(meta.occurred_at)),
         received_at: to_rfc3339(meta.received_at),
         late,
+        time_skewed: input.claimed_at.is_some(),
         raw_offset: input.offset,
         payload: payload.payload,
         payload_base64: payload.payload_base64,
@@ -62,10 +66,13 @@ pub fn event(input: &RawInput, late: bool, codecs: &Codecs) -> OutRecord {
         headers,
         timestamp: Some(meta.occurred_at),
         partition: None,
+        origin: Some((input.partition, input.offset)),
     }
 }
 
-pub fn state(tenant: &str, entity: &str, state: &EntityState, codecs: &Codecs) -> OutRecord {
+/// The entity's new `state`, derived from the event `input`.
+pub fn state(input: &RawInput, state: &EntityState, codecs: &Codecs) -> OutRecord {
+    let (tenant, entity) = (input.meta.tenant.as_str(), input.meta.entity.as_str());
     let record = StateRecord {
         tenant: tenant.to_owned(),
         entity: entity.to_owned(),
@@ -87,6 +94,7 @@ pub fn state(tenant: &str, entity: &str, state: &EntityState, codecs: &Codecs) -
         )],
         timestamp: Some(state.updated_at),
         partition: None,
+        origin: Some((input.partition, input.offset)),
     }
 }
 
@@ -103,6 +111,7 @@ pub fn deferred(input: &RawInput, deferral: &Deferral, codecs: &Codecs) -> OutRe
         occurred_at: event.occurred_at,
         received_at: event.received_at,
         late: event.late,
+        time_skewed: event.time_skewed,
         raw_offset: event.raw_offset,
         reason: deferral.reason.as_str().to_owned(),
         window_end: deferral.until.map(to_rfc3339),
@@ -121,6 +130,7 @@ pub fn deferred(input: &RawInput, deferral: &Deferral, codecs: &Codecs) -> OutRe
         )],
         timestamp: Some(meta.occurred_at),
         partition: None,
+        origin: Some((input.partition, input.offset)),
     }
 }
 
@@ -133,7 +143,41 @@ pub fn alert(record: &AlertRecord, codecs: &Codecs) -> OutRecord {
         headers: vec![("hs-alert".to_owned(), record.kind.as_bytes().to_vec())],
         timestamp: schemas::time::parse_rfc3339(&record.raised_at),
         partition: None,
+        origin: None,
     }
+}
+
+/// A `time_skewed` alert: `source` sent an event time `ahead_ms` past its receive time,
+/// more than the `max_skew_ms` it is trusted with. Raised at the source's stream time `at`.
+pub fn skew_alert(
+    meta: &schemas::raw::RawMeta,
+    claimed_at: i64,
+    max_skew_ms: i64,
+    at: i64,
+    codecs: &Codecs,
+) -> OutRecord {
+    let ahead_secs = claimed_at.saturating_sub(meta.received_at) / 1000;
+    let record = AlertRecord {
+        tenant: meta.tenant.clone(),
+        kind: "time_skewed".to_owned(),
+        cap: None,
+        entity: None,
+        limit: Some((max_skew_ms / 1000).max(0) as u64),
+        observed: Some(ahead_secs.max(0) as u64),
+        window_start: None,
+        window_end: None,
+        raised_at: to_rfc3339(at),
+        message: format!(
+            "source {} of tenant {} sent event time {} for event {}, {ahead_secs} s after it was received (more than the {} s trusted); such events are processed at their receive time and flagged time_skewed",
+            meta.source,
+            meta.tenant,
+            to_rfc3339(claimed_at),
+            meta.event_id,
+            max_skew_ms / 1000,
+        ),
+        source: Some(meta.source.clone()),
+    };
+    alert(&record, codecs)
 }
 
 /// A `budget` record: this task's share of a tenant's usage (compacted, key `tenant/partition`).
@@ -145,6 +189,7 @@ pub fn budget(share: &BudgetShare) -> OutRecord {
         headers: Vec::new(),
         timestamp: None,
         partition: None,
+        origin: None,
     }
 }
 
@@ -166,5 +211,141 @@ pub fn dead_letter(bad: Undecodable) -> OutRecord {
         headers,
         timestamp: bad.timestamp,
         partition: None,
+        origin: None,
+    }
+}
+
+/// A `dlq` record for a decoded input the processor will not emit (too large for the
+/// producer, or refused by the broker): the `raw` record as it was, with the reason.
+pub fn diverted(input: &RawInput, reason: &str) -> OutRecord {
+    let meta = &input.meta;
+    let mut headers: Vec<(String, Vec<u8>)> = meta
+        .to_headers()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+        .collect();
+    if let Some(claimed) = input.claimed_at {
+        // The headers as `raw` had them: the sender's claimed event time.
+        for (name, value) in &mut headers {
+            if name == header::OCCURRED_AT {
+                *value = schemas::time::to_rfc3339(claimed).into_bytes();
+            }
+        }
+    }
+    headers.push((header::ERROR.to_owned(), reason.as_bytes().to_vec()));
+    headers.push((
+        header::RAW_PARTITION.to_owned(),
+        input.partition.to_string().into_bytes(),
+    ));
+    headers.push((
+        header::RAW_OFFSET.to_owned(),
+        input.offset.to_string().into_bytes(),
+    ));
+    OutRecord {
+        topic: Topic::Dlq,
+        key: EntityKey::new(&meta.tenant, &meta.entity)
+            .encode()
+            .into_bytes(),
+        value: Some(input.body.clone()),
+        headers,
+        timestamp: Some(meta.received_at),
+        partition: None,
+        origin: None,
+    }
+}
+
+/// Bytes the largest record derived from `input` can take (its `events`, `deferred` and
+/// `state` values embed the body as JSON, or base64 when it is not JSON; changelog ops are
+/// no larger), with room for the other fields, key and headers, even fully escaped.
+pub fn largest_output_bytes(input: &RawInput) -> usize {
+    let meta = &input.meta;
+    let fields = [
+        &meta.tenant,
+        &meta.source,
+        &meta.event_id,
+        &meta.event_type,
+        &meta.entity,
+        &meta.key_id,
+        &meta.content_type,
+    ]
+    .iter()
+    .map(|f| f.len())
+    .sum::<usize>();
+    let fixed = 6 * 3 * fields + 1024;
+    let base64 = input.body.len().div_ceil(3) * 4;
+    if input.body.len() < 48 * 1024 {
+        return fixed + base64; // small: no need to find out whether it is JSON
+    }
+    let json = std::str::from_utf8(&input.body)
+        .ok()
+        .is_some_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
+    fixed + if json { input.body.len() } else { base64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::raw::RawMeta;
+
+    fn input(body: Vec<u8>) -> RawInput {
+        RawInput {
+            partition: 1,
+            offset: 7,
+            meta: RawMeta {
+                tenant: "t".into(),
+                source: "s".into(),
+                scheme: "hmac".into(),
+                event_id: "e".into(),
+                event_type: "x".into(),
+                entity: "n".into(),
+                occurred_at: 0,
+                received_at: 0,
+                content_type: String::new(),
+                key_id: String::new(),
+                event_id_derived: false,
+                redrive_id: None,
+            },
+            body,
+            claimed_at: None,
+        }
+    }
+
+    /// The bound holds for every body shape: JSON, not JSON, empty, any bytes.
+    #[test]
+    fn the_size_bound_covers_the_records_actually_built() {
+        let codecs = Codecs::json();
+        let bodies: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"{}".to_vec(),
+            vec![0xff; 100_000],
+            format!(r#"{{"a":"{}"}}"#, "x".repeat(200_000)).into_bytes(),
+            (0..=255u8).cycle().take(70_000).collect(),
+            b"\"\\u0000\"".repeat(10_000),
+        ];
+        for body in bodies {
+            let input = input(body);
+            let bound = largest_output_bytes(&input);
+            let event = event(&input, false, &codecs);
+            let state = crate::reconcile::reconcile(
+                None,
+                &crate::reconcile::Change {
+                    event_id: "e",
+                    event_type: "x",
+                    occurred_at: 0,
+                    is_delete: false,
+                    body: &input.body,
+                },
+            );
+            let crate::reconcile::Outcome::Applied(state) = state else {
+                panic!("applied")
+            };
+            let state = super::state(&input, &state, &codecs);
+            for record in [event, state] {
+                let size = record.key.len()
+                    + record.value.as_ref().map_or(0, Vec::len)
+                    + record.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                assert!(size <= bound, "{size} > {bound}");
+            }
+        }
     }
 }

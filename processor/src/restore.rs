@@ -10,6 +10,12 @@
 //! A local store that applied a batch its successor never saw (it was a zombie) is detected
 //! by epoch and rebuilt from the changelog. The task then resumes from the restored checkpoint:
 //! `raw` records before it are skipped, so nothing is applied twice.
+//!
+//! **Store identity.** A local store is reused only if it belongs to the changelog it meets:
+//! it remembers the offset and the (unique) key of the fence it last caught up to, and that
+//! record must still be there. A store left on disk from another incarnation of the topics
+//! (recreated under the same names, another cluster, a restored backup of the disk) fails that
+//! check and is rebuilt from the changelog instead of skipping input from its old checkpoint.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,7 +26,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::changelog::{self, ChangelogRecord};
 use crate::error::ProcessorError;
-use crate::store::{Op, StateStore, CHANGELOG_NEXT, EPOCH};
+use crate::store::{Op, StateStore, CHANGELOG_NEXT, EPOCH, FENCE as FENCE_KEY};
 
 /// Restore fails when the changelog yields nothing for this long before the fence is reached.
 const STALL: Duration = Duration::from_secs(120);
@@ -40,22 +46,27 @@ pub struct Restored {
     pub rebuilt: bool,
 }
 
-/// Opens the store in `dir` and brings it up to the task's own fence at `fence`.
+/// Opens the store in `dir` and brings it up to the task's own `fence`.
 pub fn open(
     dir: &Path,
     client: &ClientConfig,
     topic: &str,
     partition: i32,
-    fence: i64,
+    fence: Fence<'_>,
 ) -> Result<(StateStore, Restored), ProcessorError> {
     let store = StateStore::open(dir)?;
-    if let Some(restored) = catch_up(&store, client, topic, partition, fence)? {
-        return Ok((store, restored));
-    }
+    let why = match foreign(&store, client, topic, partition)? {
+        Some(why) => why,
+        None => match catch_up(&store, client, topic, partition, fence)? {
+            Some(restored) => return Ok((store, restored)),
+            None => "the local store applied a batch another incarnation never saw".to_owned(),
+        },
+    };
     tracing::warn!(
         partition,
         dir = %dir.display(),
-        "the local store applied a batch another incarnation never saw; rebuilding it from the changelog"
+        reason = %why,
+        "rebuilding the local store from the changelog"
     );
     drop(store);
     std::fs::remove_dir_all(dir).map_err(|e| {
@@ -79,6 +90,61 @@ pub fn open(
     ))
 }
 
+/// The task's own fence: its offset (the epoch) and its key.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    pub offset: i64,
+    pub key: &'a [u8],
+}
+
+/// Why a store that has applied changelog records does not belong to this changelog, if it
+/// does not: the fence it last caught up to is not there (any more) under its key.
+pub fn foreign(
+    store: &StateStore,
+    client: &ClientConfig,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<String>, ProcessorError> {
+    if store.get_i64(CHANGELOG_NEXT)?.is_none() {
+        return Ok(None); // a new store
+    }
+    let Some(remembered) = store.get(crate::store::Cf::Meta, FENCE_KEY)? else {
+        return Ok(Some("the store records no changelog fence".into()));
+    };
+    let Some((offset, key)) = remembered
+        .split_first_chunk::<8>()
+        .map(|(o, k)| (i64::from_be_bytes(*o), k))
+    else {
+        return Ok(Some("the store's fence record is unreadable".into()));
+    };
+    let consumer: BaseConsumer = client.create()?;
+    let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
+    if offset < low || offset >= high {
+        return Ok(Some(format!(
+            "its fence at offset {offset} is not in the changelog partition (offsets {low}..{high})"
+        )));
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    while started.elapsed() < STALL {
+        let Some(message) = consumer.poll(Duration::from_secs(1)) else {
+            continue;
+        };
+        let message = message?;
+        if message.offset() != offset {
+            return Ok(Some(format!("the changelog has no record at offset {offset}")));
+        }
+        return Ok((message.key() != Some(key)).then(|| {
+            format!("the changelog record at offset {offset} is not the fence the store caught up to (topics recreated, or another cluster)")
+        }));
+    }
+    Err(ProcessorError::Stalled(format!(
+        "reading the fence at offset {offset} of `{topic}` partition {partition} stalled"
+    )))
+}
+
 /// The batch being assembled from its frames.
 struct Assembling {
     epoch: i64,
@@ -94,8 +160,9 @@ pub fn catch_up(
     client: &ClientConfig,
     topic: &str,
     partition: i32,
-    fence: i64,
+    own: Fence<'_>,
 ) -> Result<Option<Restored>, ProcessorError> {
+    let fence = own.offset;
     let consumer: BaseConsumer = client.create()?;
     let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
     let stored = store.get_i64(CHANGELOG_NEXT)?;
@@ -114,7 +181,7 @@ pub fn catch_up(
     let (mut last_progress, mut last_log) = (Instant::now(), Instant::now());
     while next < fence {
         if last_progress.elapsed() > STALL {
-            return Err(ProcessorError::Startup(format!(
+            return Err(ProcessorError::Stalled(format!(
                 "restoring partition {partition} from `{topic}` stalled at offset {next} of {fence}"
             )));
         }
@@ -185,7 +252,17 @@ pub fn catch_up(
         }
     }
     restored.incomplete += u64::from(assembling.is_some());
-    store.write(&[Op::meta(CHANGELOG_NEXT, fence + 1), Op::meta(EPOCH, fence)])?;
+    let mut identity = fence.to_be_bytes().to_vec();
+    identity.extend_from_slice(own.key);
+    store.write(&[
+        Op::meta(CHANGELOG_NEXT, fence + 1),
+        Op::meta(EPOCH, fence),
+        Op {
+            cf: crate::store::Cf::Meta,
+            key: FENCE_KEY.to_vec(),
+            value: Some(identity),
+        },
+    ])?;
     Ok(Some(restored))
 }
 

@@ -6,7 +6,9 @@
 //!   `hookstream_caps_limit` (by `cap`), `hookstream_caps_deferred_total` (by `reason`) and
 //!   `hookstream_caps_breaker_open`.
 //! - `GET /healthz`: 200 with each open partition task's next `raw` offset and how many
-//!   events it holds back, as of its last durable batch.
+//!   events it holds back, as of its last durable batch; 503 (`waiting_for_broker`, with
+//!   the partitions and errors) while a partition task cannot open for broker trouble
+//!   ([`crate::retry`]).
 //!
 //! No endpoint unless `processor.listen` is set: several processors may share a host.
 
@@ -19,6 +21,7 @@ use serde::Serialize;
 
 use crate::consumer::{Progress, TaskProgress};
 use crate::error::ProcessorError;
+use crate::retry::Waiting;
 
 /// Renders the metrics registry as Prometheus text.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
@@ -32,12 +35,16 @@ pub struct StatusServer {
 struct State {
     render: Render,
     progress: Progress,
+    waiting: Waiting,
 }
 
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
     partitions: std::collections::BTreeMap<i32, TaskProgress>,
+    /// Partitions whose task waits for the broker, with the last error.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    waiting: std::collections::BTreeMap<i32, String>,
 }
 
 impl StatusServer {
@@ -46,8 +53,13 @@ impl StatusServer {
         listen: &str,
         render: Render,
         progress: Progress,
+        waiting: Waiting,
     ) -> Result<StatusServer, ProcessorError> {
-        let state = web::Data::new(State { render, progress });
+        let state = web::Data::new(State {
+            render,
+            progress,
+            waiting,
+        });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -83,8 +95,18 @@ async fn metrics(state: web::Data<State>) -> HttpResponse {
 
 async fn health(state: web::Data<State>) -> HttpResponse {
     let partitions = state.progress.lock().expect("progress lock").clone();
-    HttpResponse::Ok().json(Health {
-        status: "running",
-        partitions,
-    })
+    let waiting = state.waiting.lock().expect("waiting lock").clone();
+    if waiting.is_empty() {
+        HttpResponse::Ok().json(Health {
+            status: "running",
+            partitions,
+            waiting,
+        })
+    } else {
+        HttpResponse::ServiceUnavailable().json(Health {
+            status: "waiting_for_broker",
+            partitions,
+            waiting,
+        })
+    }
 }

@@ -3,11 +3,16 @@
 //!
 //! | store    | key | value |
 //! |----------|-----|-------|
-//! | `dedupe` | dedupe key (tenant, source, event id) | stream time at which it expires |
-//! | `expiry` | expiry time + dedupe key | — (index to expire `dedupe` by stream time) |
+//! | `dedupe` | dedupe key (tenant, source, event id) | source stream time at which it expires |
+//! | `expiry` | source + expiry time + dedupe key | — (index to expire `dedupe` by stream time) |
 //! | `entity` | `tenant/entity` | reconciled [`EntityState`](crate::reconcile::EntityState) |
-//! | `buffer` | release time + event time + event id + offset | an event held back for reordering |
-//! | `meta`   | `checkpoint`, `stream_time`, `buffered` | task position and counters |
+//! | `buffer` | source + release time + event time + event id + offset | an event held back for reordering |
+//! | `clock`  | source, or tenant | stream time per source ([`crate::clock`]) and per tenant |
+//! | `meta`   | `checkpoint`, `buffered`, `format` | task position and counters |
+//!
+//! "source" is the length-prefixed (tenant, source) of [`crate::clock::source_key`]: every
+//! store a source's stream time drives is ordered by source first, so each source's due
+//! entries are one range scan and no source's clock can reach another's entries.
 //!
 //! Every change of a batch is an [`Op`]; a batch's ops are written in one atomic `WriteBatch`
 //! *together with* the checkpoint, so the store and the position in `raw` never disagree:
@@ -36,10 +41,12 @@ pub enum Cf {
     Caps,
     /// Events deferred by a cap until its window resets, per tenant in `raw` offset order.
     Held,
+    /// Stream time per (tenant, source) and per tenant ([`crate::clock`]).
+    Clock,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 7] = [
+    pub const ALL: [Cf; 8] = [
         Cf::Dedupe,
         Cf::Expiry,
         Cf::Entity,
@@ -47,6 +54,7 @@ impl Cf {
         Cf::Meta,
         Cf::Caps,
         Cf::Held,
+        Cf::Clock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +66,7 @@ impl Cf {
             Cf::Meta => "meta",
             Cf::Caps => "caps",
             Cf::Held => "held",
+            Cf::Clock => "clock",
         }
     }
 
@@ -93,7 +102,10 @@ impl Op {
 pub type Entry = (Vec<u8>, Vec<u8>);
 
 pub const CHECKPOINT: &[u8] = b"checkpoint";
-pub const STREAM_TIME: &[u8] = b"stream_time";
+/// The store's key layout version ([`STORE_FORMAT`]), written with every batch.
+pub const FORMAT: &[u8] = b"format";
+/// 2: stream time per (tenant, source); `buffer` and `expiry` keys start with the source.
+pub const STORE_FORMAT: i64 = 2;
 pub const BUFFERED: &[u8] = b"buffered";
 /// Next offset of the changelog partition this store has applied (local only).
 pub const CHANGELOG_NEXT: &[u8] = b"changelog_next";
@@ -101,6 +113,9 @@ pub const CHANGELOG_NEXT: &[u8] = b"changelog_next";
 pub const FLUSH_PENDING: &[u8] = b"flush_pending";
 /// Epoch of the newest incarnation whose changelog frames this store applied (local only).
 pub const EPOCH: &[u8] = b"epoch";
+/// Offset (8 bytes) and key of the changelog fence this store last caught up to (local only):
+/// its identity, checked against the changelog before the store is reused.
+pub const FENCE: &[u8] = b"fence";
 
 pub struct StateStore {
     db: DB,
@@ -169,6 +184,31 @@ impl StateStore {
             .db
             .iterator_cf(self.cf(cf), IteratorMode::From(from, Direction::Forward))
         {
+            let (key, value) = item.map_err(|e| self.error(e))?;
+            if key.as_ref() >= to {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// At most `n` entries of `cf` with keys in `[from, to)`, in key order.
+    pub fn range_first(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+        n: usize,
+    ) -> Result<Vec<Entry>, ProcessorError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(from, Direction::Forward))
+        {
+            if out.len() >= n {
+                break;
+            }
             let (key, value) = item.map_err(|e| self.error(e))?;
             if key.as_ref() >= to {
                 break;
@@ -292,6 +332,32 @@ impl<'a> Txn<'a> {
             .collect())
     }
 
+    /// The first `n` live entries of `cf` with keys in `[from, to)` as the batch sees them.
+    pub fn range_first(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+        n: usize,
+    ) -> Result<Vec<Entry>, ProcessorError> {
+        let overlay = self.overlay.range((cf, from.to_vec())..(cf, to.to_vec()));
+        let deleted = overlay.clone().filter(|(_, v)| v.is_none()).count();
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
+            .store
+            .range_first(cf, from, to, n.saturating_add(deleted))?
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        for ((_, key), value) in overlay {
+            merged.insert(key.clone(), value.clone());
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(n)
+            .collect())
+    }
+
     /// The first `n` live entries of `cf` as the batch sees them.
     pub fn first(&self, cf: Cf, n: usize) -> Result<Vec<Entry>, ProcessorError> {
         let deleted = self
@@ -377,6 +443,10 @@ mod tests {
             vec![b"a".to_vec(), b"b".to_vec()]
         );
         assert_eq!(keys(txn.first(Cf::Buffer, 9).unwrap()).len(), 3);
+        assert_eq!(
+            keys(txn.range_first(Cf::Buffer, b"b", b"z", 2).unwrap()),
+            vec![b"b".to_vec(), b"e".to_vec()]
+        );
         assert_eq!(txn.get(Cf::Buffer, b"c").unwrap(), None);
         assert_eq!(txn.into_ops().len(), 3);
     }

@@ -1,37 +1,45 @@
 //! A partition task: owns one partition of `raw` and its [`StateStore`], and turns a batch of
-//! that partition's records into output records plus the batch's store [`Op`]s:
+//! that partition's records into output records plus the batch's store [`Op`]s. Each record
+//! goes through one straight pipeline ([`batch`]):
 //!
-//! 1. **dedupe** — a (tenant, source, event id) seen within the window is dropped;
-//! 2. **reorder** — the event waits in `buffer` until stream time passes its event time + grace,
-//!    unless it is already late for its entity (then it is emitted at once, `late = true`);
-//! 3. **release** — due events leave the buffer in order and are **reconciled** into their
+//! 1. **trust time** — an event time too far ahead of its receive time is replaced by the
+//!    receive time and flagged ([`crate::clock`]);
+//! 2. **dedupe** — a (tenant, source, event id) seen within the window is dropped;
+//! 3. **admit** — the tenant's caps and breaker may defer it ([`crate::admission`]);
+//! 4. **reorder** — the event waits in `buffer` until its source's stream time passes its
+//!    event time + grace, unless it is already late for its entity (then it is emitted at
+//!    once, `late = true`);
+//! 5. **release** — due events leave the buffer in order and are **reconciled** into their
 //!    entity's state, emitting `events` and `state` records;
-//! 4. **expire** — dedupe entries older than the window (in stream time) are removed.
 //!
-//! `process` is deterministic: the same records on the same store give byte-identical outputs
-//! and ops, which is what makes re-processing a batch after a crash safe. The commit protocol
-//! around it lives in [`crate::consumer`].
+//! and at the end of the batch, **expire**: dedupe entries older than the window (in their
+//! source's stream time) are removed.
+//!
+//! Stream time is per (tenant, source), so what the task emits for one tenant is a function
+//! of that tenant's records alone, whatever other tenants share the partition (the wall-clock
+//! idle flush aside). `process` is deterministic: the same records on the same store give
+//! byte-identical outputs and ops, which is what makes re-processing a batch after a crash
+//! safe. The commit protocol around it lives in [`crate::consumer`].
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use schemas::avro::Codecs;
-use schemas::key::EntityKey;
 use schemas::raw::header;
 use schemas::records::UsageRecord;
 use schemas::scope::{InRange, Scope};
 use schemas::time::Millis;
 
-use crate::admission;
 use crate::caps::{BudgetShare, Caps};
 use crate::catalog::SourceCatalog;
-use crate::dedupe;
 use crate::error::ProcessorError;
 use crate::input::{RawInput, Undecodable};
-use crate::output::{self, OutRecord};
-use crate::reconcile::{reconcile, Change, EntityState, Outcome};
-use crate::reorder;
-use crate::store::{Cf, Op, StateStore, Txn, BUFFERED, CHECKPOINT, FLUSH_PENDING, STREAM_TIME};
+use crate::output::OutRecord;
+use crate::store::{Cf, Op, StateStore, BUFFERED, FLUSH_PENDING, FORMAT, STORE_FORMAT};
+use batch::Batch;
+pub use batch::Flush;
 
 pub type Decoded = Result<RawInput, Box<Undecodable>>;
 
@@ -46,10 +54,15 @@ pub fn position(record: &Decoded) -> (i32, i64) {
 #[derive(Debug, Clone)]
 pub struct TaskSettings {
     pub dedupe_window_ms: Millis,
+    /// Bound of each (tenant, source)'s reorder buffer: past it, the source's oldest events
+    /// are released early.
     pub max_buffered: usize,
     /// Only records in scope are processed (a rebuild); the rest are consumed and ignored.
     /// Reaching the end of the scope's range releases everything held back.
     pub scope: Option<Arc<Scope>>,
+    /// The largest record the processor may produce (the producer's `message.max.bytes`): an
+    /// input whose records could be larger goes to `dlq` instead (`too_large`).
+    pub max_record_bytes: usize,
     /// Per-tenant caps and breakers (None, or no tenant with any: admission is skipped).
     pub caps: Option<Arc<Caps>>,
     /// How `events` and `state` values are encoded (JSON, or Avro under registered ids).
@@ -61,6 +74,7 @@ impl Default for TaskSettings {
         Self {
             dedupe_window_ms: 72 * 3600 * 1000,
             max_buffered: 100_000,
+            max_record_bytes: 1_000_000,
             scope: None,
             caps: None,
             codecs: Arc::new(Codecs::json()),
@@ -76,6 +90,22 @@ pub struct Pending {
     /// The next `raw` offset, when the batch consumed records.
     pub next_offset: Option<i64>,
     pub stats: BatchStats,
+    /// The sources whose clocks the batch changed, for the wall-clock flush of quiet ones.
+    pub sources: Vec<SourceActivity>,
+}
+
+/// A source's reorder buffer after a batch, and whether the batch had a record of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceActivity {
+    pub source: Vec<u8>,
+    pub buffered: u64,
+    pub arrived: bool,
+}
+
+/// When each source holding events last had a record (wall clock, this process only).
+#[derive(Debug, Default)]
+struct Holding {
+    sources: BTreeMap<Vec<u8>, Instant>,
 }
 
 /// Counts of one processed batch, for metrics and logs.
@@ -90,6 +120,8 @@ pub struct BatchStats {
     pub expired: usize,
     pub out_of_scope: usize,
     pub deferred: usize,
+    /// First deliveries whose event time was not trusted (too far ahead of receipt).
+    pub time_skewed: usize,
 }
 
 pub struct PartitionTask {
@@ -98,6 +130,9 @@ pub struct PartitionTask {
     next_offset: Option<i64>,
     buffered: usize,
     settings: TaskSettings,
+    /// Inputs whose records the broker refused for good, with why (see [`Self::refuse`]).
+    refused: BTreeMap<(i32, i64), String>,
+    holding: Holding,
 }
 
 impl PartitionTask {
@@ -112,6 +147,13 @@ impl PartitionTask {
         epoch: i64,
     ) -> Result<Self, ProcessorError> {
         let next_offset = store.checkpoint()?;
+        let format = store.get_i64(FORMAT)?;
+        if next_offset.is_some() && format != Some(STORE_FORMAT) {
+            return Err(ProcessorError::Startup(format!(
+                "the state store (and changelog) of this partition were written by an earlier hookstream with another key layout (format {}, this version writes {STORE_FORMAT}); rebuild the derived topics into fresh ones (`hookstream replay --rebuild`), or start over with a new processor.group_id",
+                format.map_or_else(|| "1".to_owned(), |f| f.to_string()),
+            )));
+        }
         let buffered = store.get_i64(BUFFERED)?.unwrap_or(0).max(0) as usize;
         Ok(Self {
             store,
@@ -119,6 +161,20 @@ impl PartitionTask {
             next_offset,
             buffered,
             settings,
+            refused: Default::default(),
+            holding: Holding::default(),
+        })
+        .and_then(|mut task| {
+            // Sources the store holds events of are as quiet as if their records had just come.
+            let now = Instant::now();
+            for (key, value) in task.store.range(Cf::Clock, b"s", b"t")? {
+                let held = serde_json::from_slice::<crate::clock::SourceClock>(&value)
+                    .map_or(0, |c| c.buffered);
+                if held > 0 {
+                    task.holding.sources.insert(key[1..].to_vec(), now);
+                }
+            }
+            Ok(task)
         })
     }
 
@@ -132,6 +188,13 @@ impl PartitionTask {
         self.epoch
     }
 
+    /// From now on the input at `origin` goes to `dlq` with `reason` instead of being
+    /// emitted: the broker refused one of its records for good. Re-processing the batch then
+    /// moves on past it.
+    pub fn refuse(&mut self, origin: (i32, i64), reason: String) {
+        self.refused.insert(origin, reason);
+    }
+
     /// Events held back for reordering.
     pub fn buffered(&self) -> usize {
         self.buffered
@@ -143,31 +206,22 @@ impl PartitionTask {
         catalog: &SourceCatalog,
         out: &mut Vec<OutRecord>,
     ) -> Result<Pending, ProcessorError> {
-        let mut txn = Txn::new(&self.store);
-        let mut stats = BatchStats::default();
-        let mut stream_time = txn.get_i64(STREAM_TIME)?.unwrap_or(i64::MIN);
-        let mut buffered = self.buffered;
-        if txn.get(Cf::Meta, FLUSH_PENDING)?.is_some() {
+        let caps = self.caps_for(&records);
+        let mut batch = Batch::new(
+            self,
+            catalog,
+            caps,
+            out,
+        );
+        if let Some(flush) = batch.flush_pending()? {
             // A flush was decided before a crash: redo it first, as it was going to happen.
-            buffered = flush_all(
-                &mut txn,
-                buffered,
-                catalog,
-                &self.settings.codecs,
-                out,
-                &mut stats,
-            )?;
+            batch.flush(&flush)?;
         }
         let mut next_offset = None;
-        let caps = self.caps_for(&records);
-        let mut tenants = admission::Tenants::default();
-        // No buffered event releases before `floor`: later scans start there, not at the
-        // beginning (events released earlier in this batch are still in the store's view).
-        let mut floor = Millis::MIN;
         for record in records {
-            let (_, offset) = position(&record);
+            let (partition, offset) = position(&record);
             if self.next_offset.is_some_and(|next| offset < next) {
-                stats.already_applied += 1;
+                batch.stats.already_applied += 1;
                 continue;
             }
             let before = next_offset;
@@ -176,120 +230,25 @@ impl PartitionTask {
                 match scoped(scope, &record) {
                     Scoped::Process => {}
                     Scoped::Ignore => {
-                        stats.out_of_scope += 1;
+                        batch.stats.out_of_scope += 1;
                         continue;
                     }
                     Scoped::Ended => {
-                        stats.out_of_scope += 1;
+                        batch.stats.out_of_scope += 1;
                         // The checkpoint stops at the range's end, so a group that goes on
                         // from the rebuild's offsets starts with the first record after it.
-                        next_offset = scope.end_of(position(&record).0).or(before);
-                        buffered = flush_all(
-                            &mut txn,
-                            buffered,
-                            catalog,
-                            &self.settings.codecs,
-                            out,
-                            &mut stats,
-                        )?;
+                        next_offset = scope.end_of(partition).or(before);
+                        batch.flush_all()?;
                         continue;
                     }
                 }
             }
-            let input = match record {
-                Ok(input) => input,
-                Err(bad) => {
-                    stats.dead_letters += 1;
-                    out.push(output::dead_letter(*bad));
-                    continue;
-                }
-            };
-            let dedupe_key = dedupe::key(&input.meta);
-            if txn
-                .get(Cf::Dedupe, &dedupe_key)?
-                .is_some_and(|v| dedupe::expires_at(&v) > stream_time)
-            {
-                stats.duplicates += 1;
-                continue;
-            }
-            let advanced = input.meta.occurred_at > stream_time;
-            stream_time = stream_time.max(input.meta.occurred_at);
-            let expires_at = stream_time.saturating_add(self.settings.dedupe_window_ms);
-            txn.put(
-                Cf::Expiry,
-                dedupe::expiry_key(expires_at, &dedupe_key),
-                Vec::new(),
-            );
-            txn.put(
-                Cf::Dedupe,
-                dedupe_key.clone(),
-                expires_at.to_be_bytes().to_vec(),
-            );
-            stats.events += 1;
-            let arrived = input.offset;
-            let admitted = match &caps {
-                Some(caps) => {
-                    let codecs = &self.settings.codecs;
-                    let admitted = admission::admit(
-                        caps,
-                        codecs,
-                        &mut txn,
-                        &mut tenants,
-                        input,
-                        stream_time,
-                        out,
-                    )?;
-                    stats.deferred += admitted.deferred;
-                    admitted.inputs
-                }
-                None => vec![input],
-            };
-            for input in admitted {
-                let advanced = advanced && input.offset == arrived;
-                let queue = Queue {
-                    catalog,
-                    stream_time,
-                    advanced,
-                };
-                buffered = self.enqueue(
-                    &mut txn, input, &queue, &mut floor, buffered, out, &mut stats,
-                )?;
+            match record {
+                Ok(input) => batch.record(input)?,
+                Err(bad) => batch.dead_letter(*bad),
             }
         }
-        if let Some(caps) = &caps {
-            tenants.finish(caps, &mut txn, out);
-        }
-        for (expiry_key, _) in txn.range(Cf::Expiry, &[0; 8], &reorder::due_bound(stream_time))? {
-            let dedupe_key = expiry_key[8..].to_vec();
-            // The entry may have been renewed (a delivery after it expired): keep the new one.
-            if txn
-                .get(Cf::Dedupe, &dedupe_key)?
-                .is_some_and(|v| dedupe::expires_at(&v) <= stream_time)
-            {
-                // The event's usage entry goes with it: after the dedupe window a report for
-                // it counts as one for an unknown event.
-                if caps.is_some() {
-                    if let Some((tenant, event_id)) = dedupe::tenant_and_event(&dedupe_key) {
-                        txn.delete(Cf::Caps, admission::usage_key(tenant, event_id));
-                    }
-                }
-                txn.delete(Cf::Dedupe, dedupe_key);
-                stats.expired += 1;
-            }
-            txn.delete(Cf::Expiry, expiry_key);
-        }
-        if stream_time != i64::MIN {
-            txn.put_i64(STREAM_TIME, stream_time);
-        }
-        txn.put_i64(BUFFERED, buffered as i64);
-        if let Some(next) = next_offset {
-            txn.put_i64(CHECKPOINT, next);
-        }
-        Ok(Pending {
-            ops: txn.into_ops(),
-            next_offset,
-            stats,
-        })
+        batch.finish(next_offset)
     }
 
     /// The caps engine for this batch's partition, when any tenant has caps or a breaker.
@@ -297,54 +256,6 @@ impl PartitionTask {
         let caps = self.settings.caps.as_ref().filter(|c| c.any())?;
         let (partition, _) = position(records.first()?);
         Some(caps.for_partition(partition))
-    }
-
-    /// Reorder an admitted event: late ones are emitted at once, the others wait in the buffer
-    /// until stream time passes their release time (checked record by record, so outputs do
-    /// not depend on where batches begin and end).
-    #[allow(clippy::too_many_arguments)]
-    fn enqueue(
-        &self,
-        txn: &mut Txn<'_>,
-        input: RawInput,
-        queue: &Queue<'_>,
-        floor: &mut Millis,
-        mut buffered: usize,
-        out: &mut Vec<OutRecord>,
-        stats: &mut BatchStats,
-    ) -> Result<usize, ProcessorError> {
-        let (catalog, stream_time, codecs) =
-            (queue.catalog, queue.stream_time, &self.settings.codecs);
-        let entity_key = EntityKey::new(&input.meta.tenant, &input.meta.entity).encode();
-        let state = entity(txn, &entity_key)?;
-        if reorder::is_late(state.as_ref(), &input.meta) {
-            stats.late += 1;
-            out.push(output::event(&input, true, codecs));
-            return Ok(buffered);
-        }
-        let grace = catalog.grace(&input.meta.tenant, &input.meta.source);
-        let release_at = input.meta.occurred_at.saturating_add(grace);
-        txn.put(
-            Cf::Buffer,
-            reorder::buffer_key(release_at, &input),
-            reorder::encode(&input),
-        );
-        buffered += 1;
-        *floor = (*floor).min(release_at);
-        if queue.advanced || release_at <= stream_time {
-            let due = txn.range(
-                Cf::Buffer,
-                &reorder::time_key(*floor),
-                &reorder::due_bound(stream_time),
-            )?;
-            buffered = release(txn, due, buffered, catalog, codecs, out, stats)?;
-            *floor = stream_time.saturating_add(1);
-        }
-        if buffered > self.settings.max_buffered {
-            let oldest = txn.first(Cf::Buffer, buffered - self.settings.max_buffered)?;
-            buffered = release(txn, oldest, buffered, catalog, codecs, out, stats)?;
-        }
-        Ok(buffered)
     }
 
     /// Takes other partitions' budget shares into this task's tenant states: a durable step
@@ -361,79 +272,57 @@ impl PartitionTask {
             return Ok(Pending::default());
         };
         let caps = caps.for_partition(partition);
-        let mut txn = Txn::new(&self.store);
-        let at = txn.get_i64(STREAM_TIME)?;
-        let codecs = &self.settings.codecs;
-        let mut tenants = admission::Tenants::default();
-        let released = admission::absorb(
-            &caps,
-            partition,
-            codecs,
-            &mut txn,
-            &mut tenants,
-            shares,
-            at,
+        let mut batch = Batch::new(
+            self,
+            catalog,
+            Some(caps),
             out,
-        )?;
-        if !released.is_empty() {
-            let queue = Queue {
-                catalog,
-                stream_time: at.unwrap_or(Millis::MIN),
-                advanced: false,
-            };
-            let (mut floor, mut stats) = (Millis::MIN, BatchStats::default());
-            let mut buffered = self.buffered;
-            for input in released {
-                buffered = self.enqueue(
-                    &mut txn, input, &queue, &mut floor, buffered, out, &mut stats,
-                )?;
-            }
-            txn.put_i64(BUFFERED, buffered as i64);
-        }
-        admission::absorb_usage(&caps, codecs, &mut txn, &mut tenants, reports, at, out)?;
-        tenants.finish(&caps, &mut txn, out);
-        Ok(Pending {
-            ops: txn.into_ops(),
-            ..Pending::default()
-        })
+        );
+        batch.absorb(partition, shares, reports)?;
+        batch.finish(None)
+    }
+
+    /// Sources holding events that had no record for `idle` of wall-clock time: a busy
+    /// partition must not keep a quiet tenant's events waiting for that tenant's next event.
+    pub fn quiet_sources(&self, now: Instant, idle: std::time::Duration) -> Vec<Vec<u8>> {
+        self.holding
+            .sources
+            .iter()
+            .filter(|(_, last)| now.saturating_duration_since(**last) >= idle)
+            .map(|(source, _)| source.clone())
+            .collect()
+    }
+
+    /// Whether every source holding events is among `quiet`.
+    pub fn all_quiet(&self, quiet: &[Vec<u8>]) -> bool {
+        self.holding.sources.len() == quiet.len()
     }
 
     /// The store change that records a decision to flush (wall-clock punctuation): made
     /// durable before the flush, so that a flush cut short by a crash is redone first, exactly
     /// as it was going to happen, and re-emits the same records.
-    pub fn flush_intent(&self) -> Pending {
+    pub fn flush_intent(&self, flush: &Flush) -> Pending {
         Pending {
             ops: vec![Op {
                 cf: Cf::Meta,
                 key: FLUSH_PENDING.to_vec(),
-                value: Some(vec![1]),
+                value: Some(flush.encode()),
             }],
             ..Pending::default()
         }
     }
 
-    /// Releases every held-back event (wall-clock idle flush), in order.
+    /// Releases the held-back events a durable flush intent names (all of them when there
+    /// is none: a rebuild's end, tests), in order.
     pub fn flush(
         &self,
         catalog: &SourceCatalog,
         out: &mut Vec<OutRecord>,
     ) -> Result<Pending, ProcessorError> {
-        let mut txn = Txn::new(&self.store);
-        let mut stats = BatchStats::default();
-        let buffered = flush_all(
-            &mut txn,
-            self.buffered,
-            catalog,
-            &self.settings.codecs,
-            out,
-            &mut stats,
-        )?;
-        txn.put_i64(BUFFERED, buffered as i64);
-        Ok(Pending {
-            ops: txn.into_ops(),
-            next_offset: None,
-            stats,
-        })
+        let mut batch = Batch::new(self, catalog, None, out);
+        let flush = batch.flush_pending()?.unwrap_or(Flush::All);
+        batch.flush(&flush)?;
+        batch.finish(None)
     }
 
     /// Makes a processed batch durable: store changes and checkpoint in one atomic write.
@@ -445,30 +334,17 @@ impl PartitionTask {
         if let Some(next) = pending.next_offset {
             self.next_offset = Some(next);
         }
+        let now = Instant::now();
+        for activity in &pending.sources {
+            if activity.buffered == 0 {
+                self.holding.sources.remove(&activity.source);
+            } else if activity.arrived || !self.holding.sources.contains_key(&activity.source) {
+                self.holding.sources.insert(activity.source.clone(), now);
+            }
+        }
         self.buffered = self.store.get_i64(BUFFERED)?.unwrap_or(0).max(0) as usize;
         Ok(())
     }
-}
-
-fn flush_all(
-    txn: &mut Txn<'_>,
-    buffered: usize,
-    catalog: &SourceCatalog,
-    codecs: &Codecs,
-    out: &mut Vec<OutRecord>,
-    stats: &mut BatchStats,
-) -> Result<usize, ProcessorError> {
-    let all = txn.first(Cf::Buffer, usize::MAX)?;
-    let buffered = release(txn, all, buffered, catalog, codecs, out, stats)?;
-    txn.delete(Cf::Meta, FLUSH_PENDING.to_vec());
-    Ok(buffered)
-}
-
-struct Queue<'a> {
-    catalog: &'a SourceCatalog,
-    stream_time: Millis,
-    /// The arriving record moved stream time forward.
-    advanced: bool,
 }
 
 enum Scoped {
@@ -506,65 +382,9 @@ fn scoped(scope: &Scope, record: &Decoded) -> Scoped {
     }
 }
 
-fn entity(txn: &Txn<'_>, key: &str) -> Result<Option<EntityState>, ProcessorError> {
-    txn.get(Cf::Entity, key.as_bytes())?
-        .map(|bytes| {
-            serde_json::from_slice(&bytes).map_err(|e| ProcessorError::Corrupt {
-                path: String::new(),
-                key: key.to_owned(),
-                reason: e.to_string(),
-            })
-        })
-        .transpose()
-}
+mod batch;
 
-/// Releases buffered events in key order: reconcile each into its entity, emit, unbuffer.
-fn release(
-    txn: &mut Txn<'_>,
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
-    mut buffered: usize,
-    catalog: &SourceCatalog,
-    codecs: &Codecs,
-    out: &mut Vec<OutRecord>,
-    stats: &mut BatchStats,
-) -> Result<usize, ProcessorError> {
-    for (key, value) in entries {
-        txn.delete(Cf::Buffer, key.clone());
-        buffered = buffered.saturating_sub(1);
-        let input = reorder::decode(&value).ok_or_else(|| ProcessorError::Corrupt {
-            path: String::new(),
-            key: format!("buffer/{}", String::from_utf8_lossy(&key)),
-            reason: "undecodable buffered event".into(),
-        })?;
-        let meta = &input.meta;
-        let entity_key = EntityKey::new(&meta.tenant, &meta.entity).encode();
-        let current = entity(txn, &entity_key)?;
-        let change = Change {
-            event_id: &meta.event_id,
-            event_type: &meta.event_type,
-            occurred_at: meta.occurred_at,
-            is_delete: catalog.is_delete(&meta.tenant, &meta.source, &meta.event_type),
-            body: &input.body,
-        };
-        stats.released += 1;
-        match reconcile(current.as_ref(), &change) {
-            Outcome::Late => {
-                stats.late += 1;
-                out.push(output::event(&input, true, codecs));
-            }
-            Outcome::Applied(state) => {
-                out.push(output::event(&input, false, codecs));
-                out.push(output::state(&meta.tenant, &meta.entity, &state, codecs));
-                txn.put(
-                    Cf::Entity,
-                    entity_key.into_bytes(),
-                    serde_json::to_vec(&state).expect("state serializes"),
-                );
-            }
-        }
-    }
-    Ok(buffered)
-}
-
+#[cfg(test)]
+mod isolation_tests;
 #[cfg(test)]
 mod tests;

@@ -68,6 +68,7 @@ impl ToAvro for EventRecord {
             ("occurred_at", string(&self.occurred_at)),
             ("received_at", string(&self.received_at)),
             ("late", Value::Boolean(self.late)),
+            ("time_skewed", Value::Boolean(self.time_skewed)),
             ("raw_offset", Value::Long(self.raw_offset)),
             (
                 "payload",
@@ -152,6 +153,7 @@ impl ToAvro for DeferredRecord {
             ("occurred_at", string(&self.occurred_at)),
             ("received_at", string(&self.received_at)),
             ("late", Value::Boolean(self.late)),
+            ("time_skewed", Value::Boolean(self.time_skewed)),
             ("raw_offset", Value::Long(self.raw_offset)),
             ("reason", string(&self.reason)),
             (
@@ -189,6 +191,7 @@ impl ToAvro for AlertRecord {
             ),
             ("raised_at", string(&self.raised_at)),
             ("message", string(&self.message)),
+            ("source", nullable(self.source.as_deref().map(string))),
         ])
     }
 }
@@ -288,6 +291,7 @@ mod tests {
             occurred_at: "2023-11-14T22:13:20.000Z".into(),
             received_at: "2023-11-14T22:13:21.000Z".into(),
             late: false,
+            time_skewed: false,
             raw_offset: 7,
             payload: Payload::from_body(br#"{"id": "e1"}"#).payload,
             payload_base64: None,

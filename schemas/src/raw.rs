@@ -101,6 +101,11 @@ impl RawMeta {
     ) -> Result<Self, SchemasError> {
         let mut found: Vec<(&str, &str)> = Vec::new();
         for (name, value) in headers {
+            // Headers hookstream does not read (a tracing proxy's, a client's) may hold any
+            // bytes: only ours must be UTF-8 text.
+            if static_name(name) == "unknown" {
+                continue;
+            }
             let text = std::str::from_utf8(value.unwrap_or_default()).map_err(|_| {
                 SchemasError::BadHeader {
                     name: static_name(name),
@@ -201,6 +206,23 @@ mod tests {
         let parsed =
             RawMeta::from_headers(pairs.iter().map(|(n, v)| (*n, Some(v.as_bytes())))).unwrap();
         assert!(parsed.event_id_derived);
+    }
+
+    #[test]
+    fn foreign_headers_of_any_bytes_are_ignored() {
+        let pairs = sample().to_headers();
+        let mut headers: Vec<(&str, Option<&[u8]>)> =
+            pairs.iter().map(|(n, v)| (*n, Some(v.as_bytes()))).collect();
+        headers.insert(0, ("traceparent", Some(&[0xff, 0xfe, 0x00])));
+        headers.push(("x-binary", Some(&[0xc3, 0x28])));
+        headers.push(("x-null", None));
+        assert_eq!(RawMeta::from_headers(headers).unwrap(), sample());
+
+        let mut ours: Vec<(&str, Option<&[u8]>)> =
+            pairs.iter().map(|(n, v)| (*n, Some(v.as_bytes()))).collect();
+        ours.push((header::ENTITY, Some(&[0xff])));
+        let err = RawMeta::from_headers(ours).unwrap_err();
+        assert!(err.to_string().contains("hs-entity"), "{err}");
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct EventRecord {
     pub received_at: String,
     /// The event is older than one already released for its entity.
     pub late: bool,
+    /// `occurred_at` was more than the source's `max_future_skew_secs` ahead of `received_at`:
+    /// the event was processed at its receive time; `occurred_at` keeps the claimed time.
+    #[serde(default)]
+    pub time_skewed: bool,
     /// Offset of the event in `raw` (partition = this record's partition).
     pub raw_offset: i64,
     /// The body, when it is JSON, embedded as it was sent.
@@ -124,6 +128,8 @@ pub struct DeferredRecord {
     pub occurred_at: String,
     pub received_at: String,
     pub late: bool,
+    #[serde(default)]
+    pub time_skewed: bool,
     pub raw_offset: i64,
     /// `events_per_hour`, `tokens_per_day`, `cost_per_day`, `loop_suspected` or
     /// `spike_suspected`.
@@ -153,6 +159,9 @@ pub struct AlertRecord {
     pub window_end: Option<String>,
     pub raised_at: String,
     pub message: String,
+    /// The source of a `time_skewed` alert.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 fn raw_text(raw: &Option<Box<RawValue>>) -> Option<&str> {
@@ -172,8 +181,15 @@ impl PartialEq for EventRecord {
                 &self.occurred_at,
                 &self.received_at,
                 self.late,
+                self.time_skewed,
                 self.raw_offset,
-            ) == (&o.occurred_at, &o.received_at, o.late, o.raw_offset)
+            ) == (
+                &o.occurred_at,
+                &o.received_at,
+                o.late,
+                o.time_skewed,
+                o.raw_offset,
+            )
             && raw_text(&self.payload) == raw_text(&o.payload)
             && self.payload_base64 == o.payload_base64
     }
@@ -219,6 +235,7 @@ mod tests {
             occurred_at: "2023-11-14T22:13:20.000Z".into(),
             received_at: "2023-11-14T22:13:21.000Z".into(),
             late: false,
+            time_skewed: false,
             raw_offset: 7,
             payload: Payload::from_body(br#"{"id":"e1"}"#).payload,
             payload_base64: None,
@@ -226,7 +243,7 @@ mod tests {
         let text = serde_json::to_string(&record).unwrap();
         assert_eq!(
             text,
-            r#"{"tenant":"acme","source":"orders","event_id":"e1","event_type":"order.created","entity":"o1","occurred_at":"2023-11-14T22:13:20.000Z","received_at":"2023-11-14T22:13:21.000Z","late":false,"raw_offset":7,"payload":{"id":"e1"}}"#
+            r#"{"tenant":"acme","source":"orders","event_id":"e1","event_type":"order.created","entity":"o1","occurred_at":"2023-11-14T22:13:20.000Z","received_at":"2023-11-14T22:13:21.000Z","late":false,"time_skewed":false,"raw_offset":7,"payload":{"id":"e1"}}"#
         );
         let back: EventRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, record);

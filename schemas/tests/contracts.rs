@@ -168,10 +168,10 @@ fn the_compatibility_check_catches_incompatible_changes() {
         }),
         (
             "a field retyped",
-            &|fields| fields[8] = serde_json::json!({"name": "raw_offset", "type": "string"}),
+            &|fields| fields[9] = serde_json::json!({"name": "raw_offset", "type": "string"}),
         ),
         ("an optional field made required", &|fields| {
-            fields[9] = serde_json::json!({"name": "payload", "type": "string"})
+            fields[10] = serde_json::json!({"name": "payload", "type": "string"})
         }),
     ];
     for (what, edit) in forbidden {
@@ -204,6 +204,7 @@ fn events_records_match_their_schemas() {
             occurred_at: "2023-11-14T22:13:20.000Z".into(),
             received_at: "2023-11-14T22:13:20.000Z".into(),
             late: false,
+            time_skewed: false,
             raw_offset: 1,
             payload: raw("{}"),
             payload_base64: Some(String::new()),
@@ -274,6 +275,7 @@ fn deferred_records_match_their_schemas() {
             occurred_at: "2023-11-14T22:13:20.000Z".into(),
             received_at: "2023-11-14T22:13:20.000Z".into(),
             late: false,
+            time_skewed: false,
             raw_offset: 1,
             reason: "tokens_per_day".into(),
             window_end: None,
@@ -298,6 +300,7 @@ fn alert_records_match_their_schemas() {
             window_end: None,
             raised_at: "2023-11-14T22:13:20.000Z".into(),
             message: "m".into(),
+            source: None,
         },
     );
 }

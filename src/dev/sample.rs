@@ -26,6 +26,7 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         tolerance_secs: None,
         allow_sha1: false,
         grace_ms: 5_000,
+        max_future_skew_secs: schemas::config::DEFAULT_MAX_FUTURE_SKEW_SECS,
         batch: None,
     };
     let orders = SourceConfig {
@@ -51,6 +52,7 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         tolerance_secs: None,
         allow_sha1: false,
         grace_ms: 5_000,
+        max_future_skew_secs: schemas::config::DEFAULT_MAX_FUTURE_SKEW_SECS,
         batch: None,
     };
     let mut config = Config::parse_str("").expect("empty configuration parses");

@@ -152,6 +152,7 @@ fn cap_alert(tenant: &str, kind: &str, cap: CapKind, state: &CapState, at: Milli
         window_end: Some(end),
         raised_at: to_rfc3339(at),
         message,
+        source: None,
     }
 }
 
@@ -191,6 +192,7 @@ pub fn breaker_opened(
         window_end: Some(to_rfc3339(at)),
         raised_at: to_rfc3339(at),
         message,
+        source: None,
     }
 }
 

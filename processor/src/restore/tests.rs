@@ -108,11 +108,16 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
     // The first incarnation, a zombie now, finishes a batch after the second one's fence.
     let zombie = batch(&original, 9, false);
     log.append(&frames(1, first, 4, &zombie));
-    let third = log.append(&[fence(1)]);
+    let third_fence = fence(1);
+    let third = log.append(std::slice::from_ref(&third_fence));
+    let own = Fence {
+        offset: third,
+        key: &third_fence.key,
+    };
 
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let (rebuilt, restored) =
-        open(rebuilt_dir.path(), &client(&brokers), "changelog", 1, third).unwrap();
+        open(rebuilt_dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
     assert_eq!(
         restored,
         Restored {
@@ -132,12 +137,22 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
     );
     assert_eq!(rebuilt.get_i64(EPOCH).unwrap(), Some(third));
 
-    let again = catch_up(&rebuilt, &client(&brokers), "changelog", 1, third).unwrap();
+    let again = catch_up(&rebuilt, &client(&brokers), "changelog", 1, own).unwrap();
     assert_eq!(again, Some(Restored::default()));
     let empty_dir = tempfile::tempdir().unwrap();
     let empty = StateStore::open(empty_dir.path()).unwrap();
     assert_eq!(
-        catch_up(&empty, &client(&brokers), "changelog", 0, 0).unwrap(),
+        catch_up(
+            &empty,
+            &client(&brokers),
+            "changelog",
+            0,
+            Fence {
+                offset: 0,
+                key: b"fence-x"
+            }
+        )
+        .unwrap(),
         Some(Restored::default()),
         "an empty partition restores nothing"
     );
@@ -153,7 +168,82 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
             .unwrap();
     }
     let (stale, restored) =
-        open(stale_dir.path(), &client(&brokers), "changelog", 1, third).unwrap();
+        open(stale_dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
     assert!(restored.rebuilt);
     same(&stale, &original);
+}
+
+/// A store left on disk is reused only by the changelog it came from: against topics
+/// recreated under the same name (here: a new cluster) it is rebuilt, and does not skip
+/// input from its old checkpoint; against its own changelog it is reused as it is.
+#[test]
+fn a_store_from_another_incarnation_of_the_topics_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_cluster = MockCluster::new(1).unwrap();
+    first_cluster.create_topic("changelog", 2, 1).unwrap();
+    let brokers = first_cluster.bootstrap_servers();
+    let mut log = Log {
+        producer: ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap(),
+        next: 0,
+        _cluster: &first_cluster,
+    };
+    let opened = fence(1);
+    let epoch = log.append(std::slice::from_ref(&opened));
+    let own = Fence {
+        offset: epoch,
+        key: &opened.key,
+    };
+    {
+        let (store, restored) = open(dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+        assert!(!restored.rebuilt);
+        let ops = batch(&store, 3, false);
+        log.append(&frames(1, epoch, 1, &ops));
+        store.write(&ops).unwrap();
+        store.write(&[Op::meta(CHANGELOG_NEXT, log.next)]).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), Some(30));
+    }
+    // The same changelog: the store is its own, and is reused.
+    let reopened = fence(1);
+    let again = log.append(std::slice::from_ref(&reopened));
+    let own = Fence {
+        offset: again,
+        key: &reopened.key,
+    };
+    {
+        let (store, restored) = open(dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+        assert_eq!((restored.rebuilt, restored.records), (false, 0));
+        assert_eq!(store.checkpoint().unwrap(), Some(30));
+    }
+    drop(log);
+
+    // The topics recreated, empty: the new incarnation's fence is at a small offset, maybe
+    // the very offset the store remembers, but not the same record.
+    let second_cluster = MockCluster::new(1).unwrap();
+    second_cluster.create_topic("changelog", 2, 1).unwrap();
+    let brokers = second_cluster.bootstrap_servers();
+    let mut log = Log {
+        producer: ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap(),
+        next: 0,
+        _cluster: &second_cluster,
+    };
+    for _ in 0..again {
+        log.append(&[fence(1)]);
+    }
+    let fresh = fence(1);
+    let offset = log.append(std::slice::from_ref(&fresh));
+    assert_eq!(offset, again, "the new fence sits where the old one was");
+    let own = Fence {
+        offset,
+        key: &fresh.key,
+    };
+    let (store, restored) = open(dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+    assert!(restored.rebuilt, "a foreign store is rebuilt");
+    assert_eq!(store.checkpoint().unwrap(), None, "and skips no input");
+    assert_eq!(store.get(Cf::Entity, b"e\x03").unwrap(), None);
 }

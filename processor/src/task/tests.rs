@@ -27,6 +27,7 @@ fn input(offset: i64, event_id: &str, entity: &str, at: i64, body: &str) -> Deco
             redrive_id: None,
         },
         body: body.as_bytes().to_vec(),
+        claimed_at: None,
     })
 }
 
@@ -395,7 +396,7 @@ fn a_decided_flush_is_redone_before_new_input() {
         ],
     );
     assert_eq!(task.buffered(), 2);
-    task.commit(&task.flush_intent()).unwrap();
+    task.commit(&task.flush_intent(&Flush::All)).unwrap();
     let mut cut_short = Vec::new();
     task.flush(&SourceCatalog::empty(), &mut cut_short).unwrap();
     // Restart: the next batch brings an earlier event for o1, which would otherwise sort first.
@@ -514,14 +515,14 @@ fn usage_entries_expire_with_their_dedupe_entry() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut task = open(&dir, settings);
-    let entry = admission::usage_key("acme", "a");
+    let entry = crate::admission::usage_key("acme", "a");
     run(&mut task, vec![input(0, "a", "o1", 10_000, "{}")]);
     assert!(task.store.get(Cf::Caps, &entry).unwrap().is_some());
     run(&mut task, vec![input(1, "b", "o2", 10_000 + 60_001, "{}")]);
     assert!(task.store.get(Cf::Caps, &entry).unwrap().is_none());
     assert!(task
         .store
-        .get(Cf::Caps, &admission::usage_key("acme", "b"))
+        .get(Cf::Caps, &crate::admission::usage_key("acme", "b"))
         .unwrap()
         .is_some());
 }

@@ -337,6 +337,11 @@ pub struct SourceConfig {
     /// releasing one: events are released once stream time passes event time + grace.
     #[serde(default = "default_grace")]
     pub grace_ms: u64,
+    /// An event time further than this ahead of the ingest's receive time is not trusted: the
+    /// processor orders, dedupes and reconciles the event at its receive time and flags it
+    /// (`events.time_skewed`). Past times are always trusted (they are just late).
+    #[serde(default = "default_max_future_skew")]
+    pub max_future_skew_secs: u64,
     /// GitHub: also accept the legacy `X-Hub-Signature` (HMAC-SHA1) when no SHA-256 is sent.
     #[serde(default)]
     pub allow_sha1: bool,
@@ -504,6 +509,10 @@ fn default_idle_flush() -> u64 {
 }
 fn default_grace() -> u64 {
     5_000
+}
+pub const DEFAULT_MAX_FUTURE_SKEW_SECS: u64 = 300;
+fn default_max_future_skew() -> u64 {
+    DEFAULT_MAX_FUTURE_SKEW_SECS
 }
 fn default_delete_types() -> Vec<String> {
     vec!["*.deleted".into()]

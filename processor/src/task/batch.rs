@@ -1,0 +1,551 @@
+//! One batch over a partition task's store, as one straight pipeline per record:
+//!
+//! **trust time → dedupe → admit → reorder → release (reconcile, emit)**, then, once per batch,
+//! **expire** and write back the clocks.
+//!
+//! Every stage that depends on time reads the clock of the record's own (tenant, source)
+//! ([`crate::clock`]), never a partition-wide one: dedupe expiry and reorder release of a
+//! source follow that source's stream time, the caps of a tenant follow the tenant's. The
+//! stages are small functions over one [`Batch`] context that holds the store view, the
+//! outputs and the clocks touched; nothing here does I/O beyond reading the store.
+
+use std::collections::BTreeMap;
+
+use schemas::key::EntityKey;
+use schemas::records::UsageRecord;
+use schemas::time::Millis;
+
+use crate::admission;
+use crate::caps::{BudgetShare, Caps};
+use crate::catalog::SourceCatalog;
+use crate::clock::{self, SourceClock};
+use crate::dedupe;
+use crate::error::ProcessorError;
+use crate::input::{RawInput, Undecodable};
+use crate::output::{self, OutRecord};
+use crate::reconcile::{reconcile, Change, EntityState, Outcome};
+use crate::reorder;
+use crate::store::{Cf, Op, Txn, BUFFERED, FLUSH_PENDING, FORMAT, STORE_FORMAT};
+
+use super::{BatchStats, TaskSettings};
+
+/// What a wall-clock flush releases: everything, or the events of some sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flush {
+    All,
+    Sources(Vec<Vec<u8>>),
+}
+
+impl Flush {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Flush::All => vec![1],
+            Flush::Sources(sources) => serde_json::to_vec(sources).expect("sources serialize"),
+        }
+    }
+
+    fn decode(value: &[u8]) -> Flush {
+        serde_json::from_slice(value).map_or(Flush::All, Flush::Sources)
+    }
+}
+
+/// A source's clock as the batch works with it.
+struct Tracked {
+    clock: SourceClock,
+    /// No buffered event of the source releases before this (within this batch): later scans
+    /// start here, not at the source's beginning (events released earlier in the batch are
+    /// still in the store's view).
+    floor: Millis,
+    changed: bool,
+    /// Stream time moved: expire the source's dedupe entries at the end of the batch.
+    advanced: bool,
+    /// A record of the source arrived in this batch.
+    arrived: bool,
+}
+
+pub(super) struct Batch<'a> {
+    txn: Txn<'a>,
+    out: &'a mut Vec<OutRecord>,
+    pub stats: BatchStats,
+    buffered: usize,
+    settings: &'a TaskSettings,
+    catalog: &'a SourceCatalog,
+    caps: Option<Caps>,
+    tenants: admission::Tenants,
+    clocks: BTreeMap<Vec<u8>, Tracked>,
+    tenant_times: BTreeMap<String, (Millis, bool)>,
+    /// Inputs the broker refused records of, for good, with why: sent to `dlq` instead.
+    refused: &'a BTreeMap<(i32, i64), String>,
+}
+
+impl<'a> Batch<'a> {
+    pub fn new(
+        task: &'a super::PartitionTask,
+        catalog: &'a SourceCatalog,
+        caps: Option<Caps>,
+        out: &'a mut Vec<OutRecord>,
+    ) -> Self {
+        let (store, settings, buffered) = (&task.store, &task.settings, task.buffered);
+        Self {
+            txn: Txn::new(store),
+            out,
+            stats: BatchStats::default(),
+            buffered,
+            settings,
+            catalog,
+            caps,
+            tenants: admission::Tenants::default(),
+            clocks: BTreeMap::new(),
+            tenant_times: BTreeMap::new(),
+            refused: &task.refused,
+        }
+    }
+
+    /// A wall-clock flush decided (durably) but not carried out before a crash, if any.
+    pub fn flush_pending(&self) -> Result<Option<Flush>, ProcessorError> {
+        Ok(self
+            .txn
+            .get(Cf::Meta, FLUSH_PENDING)?
+            .map(|value| Flush::decode(&value)))
+    }
+
+    /// Carries out a (durably decided) flush.
+    pub fn flush(&mut self, flush: &Flush) -> Result<(), ProcessorError> {
+        match flush {
+            Flush::All => self.flush_all(),
+            Flush::Sources(sources) => {
+                for source in sources {
+                    let held = self.txn.range(
+                        Cf::Buffer,
+                        &reorder::at(source, Millis::MIN),
+                        &reorder::due_bound(source, Millis::MAX),
+                    )?;
+                    self.release(held)?;
+                }
+                self.txn.delete(Cf::Meta, FLUSH_PENDING.to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    /// One decoded `raw` record through the whole pipeline.
+    pub fn record(&mut self, mut input: RawInput) -> Result<(), ProcessorError> {
+        if let Some(reason) = self.refusal(&input) {
+            self.divert(&input, &reason);
+            return Ok(());
+        }
+        let source = clock::source_key_of(&input.meta);
+        self.clock(&source)?.arrived = true;
+        self.trust_time(&mut input);
+        if !self.first_delivery(&source, &input)? {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        self.stats.events += 1;
+        self.note_skew(&source, &input)?;
+        let admitted = self.admit(input)?;
+        self.reorder(Some(source), admitted)
+    }
+
+    pub fn dead_letter(&mut self, bad: Undecodable) {
+        self.stats.dead_letters += 1;
+        self.out.push(output::dead_letter(bad));
+    }
+
+    /// Why an input cannot be emitted, if it cannot: its records would be too large for the
+    /// producer (decided from the input alone, so a replay decides the same), or the broker
+    /// refused one of them for good.
+    fn refusal(&self, input: &RawInput) -> Option<String> {
+        if let Some(reason) = self.refused.get(&(input.partition, input.offset)) {
+            return Some(reason.clone());
+        }
+        let size = output::largest_output_bytes(input);
+        let limit = self.settings.max_record_bytes;
+        (size > limit).then(|| {
+            format!("too_large: the records derived from this event could take {size} bytes, over the {limit} bytes the processor may produce (kafka.producer message.max.bytes)")
+        })
+    }
+
+    fn divert(&mut self, input: &RawInput, reason: &str) {
+        self.stats.dead_letters += 1;
+        metrics::counter!("hookstream_processor_diverted_total", "tenant" => input.meta.tenant.clone())
+            .increment(1);
+        self.out.push(output::diverted(input, reason));
+    }
+
+    /// An event time too far ahead of the receive time is replaced by the receive time.
+    fn trust_time(&self, input: &mut RawInput) {
+        let meta = &input.meta;
+        let max_skew = self.catalog.max_future_skew(&meta.tenant, &meta.source);
+        if let Err(at) = clock::trusted_time(meta.occurred_at, meta.received_at, max_skew) {
+            input.claimed_at = Some(meta.occurred_at);
+            input.meta.occurred_at = at;
+        }
+    }
+
+    /// Dedupe against the source's own stream time; a first delivery moves that clock and
+    /// is remembered for the window.
+    fn first_delivery(&mut self, source: &[u8], input: &RawInput) -> Result<bool, ProcessorError> {
+        let key = dedupe::key(&input.meta);
+        let now = self.clock(source)?.clock.now();
+        if self
+            .txn
+            .get(Cf::Dedupe, &key)?
+            .is_some_and(|v| dedupe::expires_at(&v) > now)
+        {
+            return Ok(false);
+        }
+        let tracked = self.clock(source)?;
+        tracked.clock.advance(input.meta.occurred_at);
+        tracked.advanced |= tracked.clock.now() != now;
+        tracked.changed = true;
+        let now = tracked.clock.now();
+        self.advance_tenant(&input.meta.tenant, now)?;
+        let expires_at = now.saturating_add(self.settings.dedupe_window_ms);
+        self.txn.put(
+            Cf::Expiry,
+            dedupe::expiry_key(source, expires_at, &key),
+            Vec::new(),
+        );
+        self.txn
+            .put(Cf::Dedupe, key, expires_at.to_be_bytes().to_vec());
+        Ok(true)
+    }
+
+    /// Counts a skewed first delivery; one alert per source per hour of its stream time.
+    fn note_skew(&mut self, source: &[u8], input: &RawInput) -> Result<(), ProcessorError> {
+        let Some(claimed) = input.claimed_at else {
+            return Ok(());
+        };
+        let meta = &input.meta;
+        self.stats.time_skewed += 1;
+        metrics::counter!("hookstream_processor_time_skewed_total", "tenant" => meta.tenant.clone())
+            .increment(1);
+        let tracked = self.clock(source)?;
+        if tracked.clock.skew_alert_due() {
+            tracked.changed = true;
+            let at = tracked.clock.now();
+            let max_skew = self.catalog.max_future_skew(&meta.tenant, &meta.source);
+            let codecs = &self.settings.codecs;
+            self.out
+                .push(output::skew_alert(meta, claimed, max_skew, at, codecs));
+        }
+        Ok(())
+    }
+
+    /// Caps and breaker, at the tenant's stream time: what may go on (held events the
+    /// tenant's window reset released first, in arrival order, then the event).
+    fn admit(&mut self, input: RawInput) -> Result<Vec<RawInput>, ProcessorError> {
+        if self.caps.is_none() {
+            return Ok(vec![input]);
+        }
+        let at = self.tenant_time(&input.meta.tenant)?.unwrap_or(Millis::MIN);
+        let caps = self.caps.as_ref().expect("checked above");
+        let admitted = admission::admit(
+            caps,
+            &self.settings.codecs,
+            &mut self.txn,
+            &mut self.tenants,
+            input,
+            at,
+            self.out,
+        )?;
+        self.stats.deferred += admitted.deferred;
+        Ok(admitted.inputs)
+    }
+
+    /// Buffers (or emits as late) each input, then releases what is due on the clocks of
+    /// `arrived` (whose clock may have moved even when its event was deferred) and of the
+    /// inputs' sources.
+    fn reorder(
+        &mut self,
+        arrived: Option<Vec<u8>>,
+        inputs: Vec<RawInput>,
+    ) -> Result<(), ProcessorError> {
+        let mut sources: Vec<Vec<u8>> = arrived.into_iter().collect();
+        for input in inputs {
+            let source = clock::source_key_of(&input.meta);
+            self.enqueue(&source, input)?;
+            if !sources.contains(&source) {
+                sources.push(source);
+            }
+        }
+        for source in sources {
+            self.release_due(&source)?;
+        }
+        Ok(())
+    }
+
+    /// A late event is emitted at once; the others wait until their source's stream time
+    /// passes their event time + grace.
+    fn enqueue(&mut self, source: &[u8], input: RawInput) -> Result<(), ProcessorError> {
+        let entity_key = EntityKey::new(&input.meta.tenant, &input.meta.entity).encode();
+        if reorder::is_late(entity(&self.txn, &entity_key)?.as_ref(), &input.meta) {
+            if let Some(reason) = self.refused.get(&(input.partition, input.offset)) {
+                let reason = reason.clone();
+                self.divert(&input, &reason);
+                return Ok(());
+            }
+            self.stats.late += 1;
+            self.out
+                .push(output::event(&input, true, &self.settings.codecs));
+            return Ok(());
+        }
+        let grace = self.catalog.grace(&input.meta.tenant, &input.meta.source);
+        let release_at = input.meta.occurred_at.saturating_add(grace);
+        self.txn.put(
+            Cf::Buffer,
+            reorder::buffer_key(source, release_at, &input),
+            reorder::encode(&input),
+        );
+        self.buffered += 1;
+        let tracked = self.clock(source)?;
+        tracked.clock.buffered += 1;
+        tracked.changed = true;
+        tracked.floor = tracked.floor.min(release_at);
+        Ok(())
+    }
+
+    /// Releases the source's events due at its stream time, then its oldest ones past the
+    /// per-source bound (`processor.max_buffered`).
+    fn release_due(&mut self, source: &[u8]) -> Result<(), ProcessorError> {
+        let tracked = self.clock(source)?;
+        let (floor, now) = (tracked.floor, tracked.clock.now());
+        if tracked.clock.buffered == 0 {
+            return Ok(());
+        }
+        let due = self.txn.range(
+            Cf::Buffer,
+            &reorder::at(source, floor),
+            &reorder::due_bound(source, now),
+        )?;
+        self.release(due)?;
+        let max = self.settings.max_buffered as u64;
+        let tracked = self.clock(source)?;
+        tracked.floor = now.saturating_add(1);
+        let over = tracked.clock.buffered.saturating_sub(max);
+        if over > 0 {
+            let oldest = self.txn.range_first(
+                Cf::Buffer,
+                &reorder::at(source, Millis::MIN),
+                &reorder::due_bound(source, Millis::MAX),
+                over as usize,
+            )?;
+            self.release(oldest)?;
+        }
+        Ok(())
+    }
+
+    /// Releases every held-back event of every source, in order (wall-clock idle flush, or
+    /// the end of a rebuild's range).
+    pub fn flush_all(&mut self) -> Result<(), ProcessorError> {
+        let all = self.txn.first(Cf::Buffer, usize::MAX)?;
+        self.release(all)?;
+        self.txn.delete(Cf::Meta, FLUSH_PENDING.to_vec());
+        Ok(())
+    }
+
+    /// Reconciles buffered events into their entities, in the given (key) order, emitting
+    /// `events` and `state`.
+    fn release(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ProcessorError> {
+        for (key, value) in entries {
+            self.txn.delete(Cf::Buffer, key.clone());
+            self.buffered = self.buffered.saturating_sub(1);
+            let input = reorder::decode(&value).ok_or_else(|| ProcessorError::Corrupt {
+                path: String::new(),
+                key: format!("buffer/{}", String::from_utf8_lossy(&key)),
+                reason: "undecodable buffered event".into(),
+            })?;
+            let tracked = self.clock(&clock::source_key_of(&input.meta))?;
+            tracked.clock.buffered = tracked.clock.buffered.saturating_sub(1);
+            tracked.changed = true;
+            self.apply(input)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, input: RawInput) -> Result<(), ProcessorError> {
+        if let Some(reason) = self.refused.get(&(input.partition, input.offset)) {
+            let reason = reason.clone();
+            self.divert(&input, &reason);
+            return Ok(());
+        }
+        let codecs = &self.settings.codecs;
+        let meta = &input.meta;
+        let entity_key = EntityKey::new(&meta.tenant, &meta.entity).encode();
+        let current = entity(&self.txn, &entity_key)?;
+        let change = Change {
+            event_id: &meta.event_id,
+            event_type: &meta.event_type,
+            occurred_at: meta.occurred_at,
+            is_delete: self
+                .catalog
+                .is_delete(&meta.tenant, &meta.source, &meta.event_type),
+            body: &input.body,
+        };
+        self.stats.released += 1;
+        match reconcile(current.as_ref(), &change) {
+            Outcome::Late => {
+                self.stats.late += 1;
+                self.out.push(output::event(&input, true, codecs));
+            }
+            Outcome::Applied(state) => {
+                self.out.push(output::event(&input, false, codecs));
+                self.out
+                    .push(output::state(&input, &state, codecs));
+                self.txn.put(
+                    Cf::Entity,
+                    entity_key.into_bytes(),
+                    serde_json::to_vec(&state).expect("state serializes"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Other partitions' budget shares and this partition's usage reports, taken in at each
+    /// tenant's own stream time; held events they release go through reorder.
+    pub fn absorb(
+        &mut self,
+        partition: i32,
+        shares: &[BudgetShare],
+        reports: &[UsageRecord],
+    ) -> Result<(), ProcessorError> {
+        let Some(caps) = &self.caps else {
+            return Ok(());
+        };
+        let codecs = &self.settings.codecs;
+        let released = admission::absorb(
+            caps,
+            partition,
+            codecs,
+            &mut self.txn,
+            &mut self.tenants,
+            shares,
+            self.out,
+        )?;
+        admission::absorb_usage(
+            caps,
+            codecs,
+            &mut self.txn,
+            &mut self.tenants,
+            reports,
+            self.out,
+        )?;
+        self.reorder(None, released)
+    }
+
+    /// Expires the dedupe entries of every source whose clock moved, writes the clocks,
+    /// tenant states and counters back, and returns the batch's store changes.
+    pub fn finish(mut self, next_offset: Option<i64>) -> Result<super::Pending, ProcessorError> {
+        let clocks = std::mem::take(&mut self.clocks);
+        for (source, tracked) in &clocks {
+            if tracked.advanced {
+                self.expire(source, tracked.clock.now())?;
+            }
+        }
+        let mut sources = Vec::new();
+        for (source, tracked) in clocks.into_iter().filter(|(_, t)| t.changed) {
+            clock::save(&mut self.txn, &source, &tracked.clock);
+            sources.push(super::SourceActivity {
+                buffered: tracked.clock.buffered,
+                arrived: tracked.arrived,
+                source,
+            });
+        }
+        for (tenant, (at, changed)) in std::mem::take(&mut self.tenant_times) {
+            if changed {
+                clock::save_tenant_time(&mut self.txn, &tenant, at);
+            }
+        }
+        if let Some(caps) = &self.caps {
+            std::mem::take(&mut self.tenants).finish(caps, &mut self.txn, self.out);
+        }
+        self.txn.put_i64(BUFFERED, self.buffered as i64);
+        self.txn.put_i64(FORMAT, STORE_FORMAT);
+        if let Some(next) = next_offset {
+            self.txn.put_i64(crate::store::CHECKPOINT, next);
+        }
+        let ops: Vec<Op> = self.txn.into_ops();
+        Ok(super::Pending {
+            ops,
+            next_offset,
+            stats: self.stats,
+            sources,
+        })
+    }
+
+    /// Removes the source's dedupe entries that expired by its stream time `now` (and the
+    /// usage entries of their events: after the window a report for the event counts as one
+    /// for an unknown event).
+    fn expire(&mut self, source: &[u8], now: Millis) -> Result<(), ProcessorError> {
+        let from = reorder::at(source, Millis::MIN);
+        for (expiry_key, _) in self
+            .txn
+            .range(Cf::Expiry, &from, &reorder::due_bound(source, now))?
+        {
+            let dedupe_key = expiry_key[source.len() + 8..].to_vec();
+            // The entry may have been renewed (a delivery after it expired): keep the new one.
+            if self
+                .txn
+                .get(Cf::Dedupe, &dedupe_key)?
+                .is_some_and(|v| dedupe::expires_at(&v) <= now)
+            {
+                if self.caps.is_some() {
+                    if let Some((tenant, event_id)) = dedupe::tenant_and_event(&dedupe_key) {
+                        self.txn
+                            .delete(Cf::Caps, admission::usage_key(tenant, event_id));
+                    }
+                }
+                self.txn.delete(Cf::Dedupe, dedupe_key);
+                self.stats.expired += 1;
+            }
+            self.txn.delete(Cf::Expiry, expiry_key);
+        }
+        Ok(())
+    }
+
+    fn clock(&mut self, source: &[u8]) -> Result<&mut Tracked, ProcessorError> {
+        if !self.clocks.contains_key(source) {
+            let clock = clock::load(&self.txn, source)?;
+            self.clocks.insert(
+                source.to_vec(),
+                Tracked {
+                    clock,
+                    floor: Millis::MIN,
+                    changed: false,
+                    advanced: false,
+                    arrived: false,
+                },
+            );
+        }
+        Ok(self.clocks.get_mut(source).expect("inserted above"))
+    }
+
+    fn tenant_time(&mut self, tenant: &str) -> Result<Option<Millis>, ProcessorError> {
+        if let Some((at, _)) = self.tenant_times.get(tenant) {
+            return Ok(Some(*at));
+        }
+        clock::tenant_time(&self.txn, tenant)
+    }
+
+    fn advance_tenant(&mut self, tenant: &str, at: Millis) -> Result<(), ProcessorError> {
+        let current = self.tenant_time(tenant)?;
+        if current.is_none_or(|c| c < at) {
+            self.tenant_times.insert(tenant.to_owned(), (at, true));
+        }
+        Ok(())
+    }
+}
+
+fn entity(txn: &Txn<'_>, key: &str) -> Result<Option<EntityState>, ProcessorError> {
+    txn.get(Cf::Entity, key.as_bytes())?
+        .map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| ProcessorError::Corrupt {
+                path: String::new(),
+                key: key.to_owned(),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+}
