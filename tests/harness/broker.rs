@@ -108,6 +108,24 @@ impl Broker {
         let _ = self.child.wait();
     }
 
+    /// Stops the broker process in place (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} the broker");
+    }
+
     /// Starts the broker again on the same port with the same sqlite file.
     pub fn restart(&mut self) {
         self.kill();

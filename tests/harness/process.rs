@@ -153,6 +153,11 @@ impl Service {
         }
     }
 
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// Stops with SIGKILL (a crash, as far as the process is concerned).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
