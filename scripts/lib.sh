@@ -3,6 +3,7 @@ set -euo pipefail
 
 HOOKSTREAM_CACHE="${HOOKSTREAM_CACHE:-$HOME/.cache/hookstream}"
 TANSU_VERSION="0.6.0"
+CARGO_FUZZ_VERSION="0.13.2"
 
 ensure_system_packages() {
   local wanted=(build-essential pkg-config cmake libclang-dev zlib1g-dev curl sqlite3 python3-venv libssl-dev) missing=()
@@ -40,4 +41,16 @@ ensure_schema_tools() {
       jsonschema==4.26.0 fastavro==1.13.1 rfc3339-validator==0.1.4
   fi
   export SCHEMA_PYTHON="$venv/bin/python"
+}
+
+# cargo-fuzz for scripts/fuzz, built once into the cache (≈2 min). It drives libFuzzer on the
+# stable toolchain with `--sanitizer none`.
+ensure_cargo_fuzz() {
+  local root="$HOOKSTREAM_CACHE/cargo-fuzz-$CARGO_FUZZ_VERSION"
+  if [ ! -x "$root/bin/cargo-fuzz" ]; then
+    echo "==> installing cargo-fuzz $CARGO_FUZZ_VERSION into $root (one time, about 2 minutes)" >&2
+    cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" \
+      --root "$root" --target-dir "$HOOKSTREAM_CACHE/cargo-fuzz-build"
+  fi
+  export PATH="$root/bin:$PATH"
 }
