@@ -36,6 +36,8 @@ use crate::error::{ProcessorError, RetryClass};
 use crate::output::OutRecord;
 
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The `/healthz` entry while produced records are not acknowledged.
+const PRODUCE: &str = "produce";
 
 /// How an attempt to make a batch durable ended.
 #[derive(Debug)]
@@ -277,8 +279,13 @@ impl Pipeline {
                 return Produced::Refused(refused);
             }
             let Some(error) = retry else {
+                self.waiting.lock().expect("waiting lock").remove(PRODUCE);
                 return Produced::All(positions);
             };
+            self.waiting
+                .lock()
+                .expect("waiting lock")
+                .insert(PRODUCE.to_owned(), error.to_string());
             metrics::counter!("hookstream_processor_produce_retries_total").increment(1);
             tracing::warn!(%error, retry_in = ?backoff, acknowledged = positions.len(), of = records.len(), "records not acknowledged; sending them again from the first one that failed");
             tokio::select! {

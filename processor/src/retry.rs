@@ -10,8 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Partitions waiting for the broker, with the last error: what `/healthz` reports.
-pub type Waiting = Arc<Mutex<BTreeMap<i32, String>>>;
+/// What waits for the broker (`partition N`, `produce`), with the last error: what
+/// `/healthz` reports.
+pub type Waiting = Arc<Mutex<BTreeMap<String, String>>>;
+
+fn partition_key(partition: i32) -> String {
+    format!("partition {partition}")
+}
 
 const FIRST: Duration = Duration::from_millis(200);
 const MAX: Duration = Duration::from_secs(10);
@@ -63,7 +68,7 @@ impl Reopen {
         self.waiting
             .lock()
             .expect("waiting lock")
-            .insert(partition, error.to_string());
+            .insert(partition_key(partition), error.to_string());
     }
 
     /// Records of `partition` from `offset` on were fetched but not processed.
@@ -75,13 +80,19 @@ impl Reopen {
 
     /// The task opened: where to rewind the partition to, if records were skipped.
     pub fn opened(&mut self, partition: i32) -> Option<i64> {
-        self.waiting.lock().expect("waiting lock").remove(&partition);
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .remove(&partition_key(partition));
         self.pending.remove(&partition).and_then(|p| p.rewind_to)
     }
 
     /// The partition was revoked: nothing to retry.
     pub fn forget(&mut self, partition: i32) {
-        self.waiting.lock().expect("waiting lock").remove(&partition);
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .remove(&partition_key(partition));
         self.pending.remove(&partition);
     }
 }

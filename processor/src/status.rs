@@ -8,7 +8,7 @@
 //! - `GET /healthz`: 200 with each open partition task's next `raw` offset and how many
 //!   events it holds back, as of its last durable batch; 503 (`waiting_for_broker`, with
 //!   the partitions and errors) while a partition task cannot open for broker trouble
-//!   ([`crate::retry`]).
+//!   ([`crate::retry`]) or produced records are not being acknowledged.
 //!
 //! No endpoint unless `processor.listen` is set: several processors may share a host.
 
@@ -42,9 +42,10 @@ struct State {
 struct Health {
     status: &'static str,
     partitions: std::collections::BTreeMap<i32, TaskProgress>,
-    /// Partitions whose task waits for the broker, with the last error.
+    /// What waits for the broker (a partition task that cannot open, outputs that are not
+    /// acknowledged), with the last error.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    waiting: std::collections::BTreeMap<i32, String>,
+    waiting: std::collections::BTreeMap<String, String>,
 }
 
 impl StatusServer {

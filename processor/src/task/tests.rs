@@ -526,3 +526,52 @@ fn usage_entries_expire_with_their_dedupe_entry() {
         .unwrap()
         .is_some());
 }
+
+/// An input the broker refused a record of goes to `dlq` when the batch is processed again,
+/// and the rest of the batch comes out as if it had never been there; an input too large for
+/// the producer goes to `dlq` on its own, decided from the input.
+#[test]
+fn refused_and_too_large_inputs_go_to_the_dlq_and_the_rest_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(
+        &dir,
+        TaskSettings {
+            max_record_bytes: 100_000,
+            ..TaskSettings::default()
+        },
+    );
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(150_000));
+    let records = || {
+        vec![
+            input(0, "a", "o1", 1_000, "{}"),
+            input(1, "b", "o1", 2_000, "{}"),
+            input(2, "c", "o1", 3_000, &big),
+            input(3, "d", "o1", 4_000, "{}"),
+        ]
+    };
+    task.refuse((0, 1), "refused: Broker: Message size too large".into());
+    let (mut out, stats) = run(&mut task, records());
+    out.extend(flush(&mut task));
+    assert_eq!(stats.dead_letters, 2);
+    let dlq: Vec<(&str, &str)> = out
+        .iter()
+        .filter(|r| r.topic == Topic::Dlq)
+        .map(|r| {
+            let header = |name: &str| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| std::str::from_utf8(v).unwrap())
+                    .unwrap()
+            };
+            (header(header::EVENT_ID), header(header::ERROR))
+        })
+        .collect();
+    assert_eq!(dlq[0], ("b", "refused: Broker: Message size too large"));
+    assert_eq!(dlq[1].0, "c");
+    assert!(dlq[1].1.starts_with("too_large:"), "{}", dlq[1].1);
+    let ids: Vec<String> = events(&out).into_iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, ["a", "d"]);
+    let versions: Vec<u64> = states(&out).into_iter().map(|s| s.version).collect();
+    assert_eq!(versions, [1, 2]);
+}
