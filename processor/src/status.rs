@@ -2,7 +2,12 @@
 //!
 //! - `GET /metrics`: Prometheus text. Throughput (`hookstream_processor_events_total`,
 //!   duplicates, late, released, dead letters, deferred), commit and produce retries, batch
-//!   sizes and durations, restores, and per tenant the caps' `hookstream_caps_used` /
+//!   sizes and durations, restores; per tenant `hookstream_processor_time_skewed_total`
+//!   (untrusted event times) and `hookstream_processor_diverted_total` (inputs sent to `dlq`
+//!   as too large or refused); `hookstream_processor_produce_refused_total`,
+//!   `hookstream_processor_produce_backpressure_total` and
+//!   `hookstream_processor_broker_retries_total` (by `operation`); and per tenant the caps'
+//!   `hookstream_caps_used` /
 //!   `hookstream_caps_limit` (by `cap`), `hookstream_caps_deferred_total` (by `reason`) and
 //!   `hookstream_caps_breaker_open`.
 //! - `GET /healthz`: 200 with each open partition task's next `raw` offset and how many

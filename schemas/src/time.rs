@@ -23,8 +23,13 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
         .map(|d| d.timestamp_millis())
 }
 
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z): later times could not
+/// round-trip through the `raw` headers.
+pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
+
 /// Reads a provider's event time: RFC 3339, or a Unix timestamp in seconds or milliseconds
-/// (numbers above 10^11 are taken as milliseconds; 10^11 s is the year 5138).
+/// (numbers above 10^11 are taken as milliseconds; 10^11 s is the year 5138). Times after
+/// the year 9999 are not event times.
 pub fn parse_event_time(value: &serde_json::Value) -> Option<Millis> {
     match value {
         serde_json::Value::String(s) => {
@@ -40,7 +45,7 @@ fn from_unix_number(n: f64) -> Option<Millis> {
         return None;
     }
     let ms = if n >= 1e11 { n } else { n * 1000.0 };
-    (ms < 1e15).then_some(ms as Millis)
+    (ms <= MAX_EVENT_TIME as f64).then_some(ms as Millis)
 }
 
 #[cfg(test)]
@@ -67,6 +72,16 @@ mod tests {
         assert_eq!(parse_event_time(&json!("1700000000")), Some(expected));
         assert_eq!(parse_event_time(&json!("yesterday")), None);
         assert_eq!(parse_event_time(&json!(-5)), None);
+        assert_eq!(
+            parse_event_time(&json!(MAX_EVENT_TIME)),
+            Some(MAX_EVENT_TIME)
+        );
+        assert_eq!(parse_event_time(&json!(999_999_999_999_999i64)), None);
+        assert_eq!(
+            parse_rfc3339(&to_rfc3339(MAX_EVENT_TIME)),
+            Some(MAX_EVENT_TIME),
+            "every accepted time round-trips through the raw headers"
+        );
         assert_eq!(parse_event_time(&json!(null)), None);
     }
 

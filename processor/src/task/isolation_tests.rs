@@ -218,7 +218,11 @@ fn interleave(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 256 cases per test run; `HOOKSTREAM_ISOLATION_CASES=20000` for a longer search.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("HOOKSTREAM_ISOLATION_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn a_tenants_outputs_do_not_depend_on_other_tenants_records(
