@@ -38,7 +38,6 @@ use crate::changelog;
 use crate::commit::Outcome;
 use crate::error::ProcessorError;
 use crate::input::decode;
-use crate::restore;
 use crate::store::{Op, CHANGELOG_NEXT, EPOCH};
 use crate::task::{position, Decoded, Flush, PartitionTask, Pending, TaskSettings};
 use crate::usage_view::{partition_of, Report};
@@ -86,7 +85,7 @@ pub struct TaskProgress {
     pub buffered: usize,
 }
 
-fn report(progress: &Progress, partition: i32, task: &PartitionTask) {
+pub(crate) fn report(progress: &Progress, partition: i32, task: &PartitionTask) {
     progress.lock().expect("progress lock").insert(
         partition,
         TaskProgress {
@@ -446,67 +445,6 @@ impl Pipeline {
             report(&self.progress, *partition, task);
         }
         Ok(Durable::Yes)
-    }
-
-    /// Opens the task of `partition`: appends its fence, then restores its store up to it.
-    /// None when asked to stop first.
-    /// Also returns the end of the `raw` partition as the task opens: what it catches up with.
-    async fn open_task(
-        &self,
-        partition: i32,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<Option<(PartitionTask, i64)>, ProcessorError> {
-        let fence = changelog::fence(partition);
-        let Some(fenced) = self.append(std::slice::from_ref(&fence), stop).await? else {
-            return Ok(None);
-        };
-        let epoch = fenced[0].1;
-        let raw = self.topics.name(Topic::Raw);
-        let dir = self.state_root.join(format!("{raw}-{partition}"));
-        let topic = self.topics.name(Topic::Changelog);
-        let started = Instant::now();
-        let (store, restored) = tokio::task::block_in_place(|| {
-            let own = restore::Fence {
-                offset: epoch,
-                key: &fence.key,
-            };
-            restore::open(&dir, &self.restore, &topic, partition, own)
-        })?;
-        let mut task = PartitionTask::from_store(store, self.settings.clone(), epoch)?;
-        for (origin, reason) in self.refused.lock().expect("refused lock").iter() {
-            if origin.0 == partition {
-                task.refuse(*origin, reason.clone());
-            }
-        }
-        report(&self.progress, partition, &task);
-        metrics::counter!("hookstream_processor_restored_batches_total")
-            .increment(restored.batches);
-        tracing::info!(
-            partition,
-            epoch,
-            checkpoint = ?task.next_offset(),
-            restored_batches = restored.batches,
-            restored_records = restored.records,
-            dropped_incomplete = restored.incomplete,
-            ignored_fenced = restored.fenced,
-            rebuilt = restored.rebuilt,
-            seconds = started.elapsed().as_secs_f64(),
-            dir = %dir.display(),
-            "opened partition task"
-        );
-        let raw_end = tokio::task::block_in_place(|| {
-            self.consumer
-                .fetch_watermarks(&raw, partition, Duration::from_secs(10))
-        })
-        .map_or_else(
-            |error| {
-                // The partition's end, when the consumer reports it, bounds it too.
-                tracing::warn!(partition, %error, "no high watermark for the new task: it catches up to the partition's end");
-                i64::MAX
-            },
-            |(_, high)| high,
-        );
-        Ok(Some((task, raw_end)))
     }
 }
 

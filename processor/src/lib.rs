@@ -23,6 +23,7 @@ pub mod consumer;
 pub mod dedupe;
 pub mod error;
 pub mod input;
+mod open;
 pub mod output;
 pub mod reconcile;
 pub mod reorder;
