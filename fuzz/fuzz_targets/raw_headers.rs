@@ -45,6 +45,9 @@ const TIMES: [&str; 6] = [
 
 struct Record {
     headers: Vec<(String, Option<Vec<u8>>)>,
+    /// A header whose name is not UTF-8, which only the processor's path can be given (Kafka
+    /// header names are bytes on the wire; `RawMeta::from_headers` takes text).
+    odd_name: Option<Vec<u8>>,
     key: Option<Vec<u8>>,
     body: Vec<u8>,
 }
@@ -92,7 +95,17 @@ fn record(u: &mut Unstructured<'_>) -> ArbResult<Record> {
         Some(u.arbitrary::<Vec<u8>>()?)
     };
     let body = u.arbitrary()?;
-    Ok(Record { headers, key, body })
+    let odd_name = if u.ratio(1u8, 8)? {
+        Some(u.arbitrary::<Vec<u8>>()?).filter(|n| std::str::from_utf8(n).is_err())
+    } else {
+        None
+    };
+    Ok(Record {
+        headers,
+        odd_name,
+        key,
+        body,
+    })
 }
 
 fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
@@ -151,6 +164,27 @@ fn processor_decode(record: &Record, meta: Option<RawMeta>, key: Option<EntityKe
             value: value.as_deref(),
         });
     }
+    // Off by default: rdkafka's header reader panics on such a name (`CStr::to_str().unwrap()`
+    // in `BorrowedHeaders::try_get`), an open finding (docs/fuzzing.md) that would fail every
+    // smoke run until it is fixed. HOOKSTREAM_FUZZ_ODD_HEADER_NAMES=1 turns it on.
+    let odd = record
+        .odd_name
+        .as_ref()
+        .filter(|_| std::env::var_os("HOOKSTREAM_FUZZ_ODD_HEADER_NAMES").is_some());
+    if let Some(name) = odd {
+        let native = headers.as_borrowed() as *const _ as *mut rdkafka::types::RDKafkaHeaders;
+        // SAFETY: `BorrowedHeaders` is rdkafka's view of the native list it points to; the
+        // name and value slices outlive the call, which copies them.
+        unsafe {
+            rdkafka::bindings::rd_kafka_header_add(
+                native,
+                name.as_ptr().cast(),
+                name.len() as isize,
+                b"x".as_ptr() as *const std::ffi::c_void,
+                1,
+            );
+        }
+    }
     let message = OwnedMessage::new(
         Some(record.body.clone()),
         record.key.clone(),
@@ -164,7 +198,11 @@ fn processor_decode(record: &Record, meta: Option<RawMeta>, key: Option<EntityKe
         (Some(meta), Some(key)) => key.tenant == meta.tenant && key.entity == meta.entity,
         _ => false,
     };
-    match processor::input::decode(&message) {
+    let decoded = processor::input::decode(&message);
+    if odd.is_some() {
+        return; // only "does not panic" is checked with such a name
+    }
+    match decoded {
         Ok(input) => {
             assert!(agrees, "the processor accepted a record the schemas refuse");
             assert_eq!(Some(&input.meta), meta.as_ref());
