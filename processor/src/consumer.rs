@@ -109,6 +109,7 @@ impl Pipeline {
         let mut reopen = crate::retry::Reopen::new(self.waiting.clone());
         loop {
             let holding = tasks.values().any(|t| t.buffered() > 0);
+            let flush_unfinished = tasks.values().any(PartitionTask::flush_pending);
             // With caps, the loop also wakes every `budget_absorb` to take in new budget shares
             // (and raise their alerts) without waiting for input.
             let shares_waiting = self.budget.is_some() || self.usage.is_some();
@@ -122,7 +123,7 @@ impl Pipeline {
             let first = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                _ = std::future::ready(()), if unopened => None,
+                _ = std::future::ready(()), if unopened || flush_unfinished => None,
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => None,
                 _ = context.changed.notified() => None,
                 message = self.consumer.recv() => Some(message),
@@ -134,6 +135,13 @@ impl Pipeline {
                 Some(Ok(message)) => messages.push(fetched.message(message.detach())),
                 Some(Err(error)) => {
                     fetched.error(error);
+                }
+                // A flush step does not wait for input, but other partitions' input that is
+                // already here is taken along.
+                None if flush_unfinished => {
+                    if let Some(Ok(message)) = self.consumer.recv().now_or_never() {
+                        messages.push(fetched.message(message.detach()));
+                    }
                 }
                 None => {}
             }
@@ -279,11 +287,19 @@ impl Pipeline {
             }
             let started = Instant::now();
             // Punctuate on wall clock: sources quiet for `idle_flush` release what they hold,
-            // once the decision to do so is durable (see `PartitionTask::flush_intent`); a
-            // task with records in this turn carries it out before them.
-            let mut flushing: Vec<i32> = Vec::new();
+            // once the decision to do so is durable (see `PartitionTask::flush_intent`). A
+            // flush goes in bounded steps, each a durable turn of its own: the task takes no
+            // input until it is done (its records are fetched again), so a crash cannot
+            // change where a step falls between records.
+            let mut flushing: Vec<i32> = tasks
+                .iter()
+                .filter(|(_, task)| task.flush_pending())
+                .map(|(partition, _)| *partition)
+                .collect();
             let mut intents: Vec<(i32, Pending)> = Vec::new();
-            for (partition, task) in tasks.iter().filter(|(p, _)| !catching_up.contains_key(*p)) {
+            for (partition, task) in tasks.iter().filter(|(p, t)| {
+                !catching_up.contains_key(*p) && !t.flush_pending()
+            }) {
                 let quiet = task.quiet_sources(started, self.idle_flush);
                 if quiet.is_empty() {
                     continue;
@@ -308,8 +324,9 @@ impl Pipeline {
             let mut outputs = Vec::new();
             let mut pending: Vec<(i32, Pending)> = Vec::new();
             for (partition, records) in by_partition {
-                let Some(task) = tasks.get(&partition) else {
-                    // Closed by a failed flush intent: its records are fetched again.
+                let task = tasks.get(&partition).filter(|_| !flushing.contains(&partition));
+                let Some(task) = task else {
+                    // Flushing, or closed by a failed flush intent: fetched again later.
                     if let Some(first) = records.first() {
                         self.consumer.seek(
                             &self.topics.name(Topic::Raw),
@@ -325,9 +342,6 @@ impl Pipeline {
                 pending.push((partition, batch));
             }
             for partition in flushing {
-                if pending.iter().any(|(p, _)| *p == partition) {
-                    continue; // flushed first thing in its batch
-                }
                 if let Some(task) = tasks.get(&partition) {
                     let flushed = task.flush(&self.catalog, &mut outputs)?;
                     record_stats(&flushed.stats);

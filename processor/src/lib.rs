@@ -220,6 +220,7 @@ impl ProcessorService {
                     .min(i64::MAX as u64) as i64,
                 max_buffered: config.processor.max_buffered,
                 max_record_bytes: max_record_bytes(config),
+                max_flush: config.processor.batch_max.saturating_mul(10).max(1),
                 scope: config.processor.scope.clone().map(Arc::new),
                 caps: Some(Arc::new(caps::Caps::new(config, 0, raw_partitions)?)),
                 codecs: Arc::new(

@@ -63,6 +63,9 @@ pub struct TaskSettings {
     /// The largest record the processor may produce (the producer's `message.max.bytes`): an
     /// input whose records could be larger goes to `dlq` instead (`too_large`).
     pub max_record_bytes: usize,
+    /// Most events one step of a wall-clock flush releases: the durable set of one loop turn
+    /// stays bounded however much a source held back.
+    pub max_flush: usize,
     /// Per-tenant caps and breakers (None, or no tenant with any: admission is skipped).
     pub caps: Option<Arc<Caps>>,
     /// How `events` and `state` values are encoded (JSON, or Avro under registered ids).
@@ -75,6 +78,7 @@ impl Default for TaskSettings {
             dedupe_window_ms: 72 * 3600 * 1000,
             max_buffered: 100_000,
             max_record_bytes: 1_000_000,
+            max_flush: 5_000,
             scope: None,
             caps: None,
             codecs: Arc::new(Codecs::json()),
@@ -133,6 +137,7 @@ pub struct PartitionTask {
     /// Inputs whose records the broker refused for good, with why (see [`Self::refuse`]).
     refused: BTreeMap<(i32, i64), String>,
     holding: Holding,
+    flush_pending: bool,
 }
 
 impl PartitionTask {
@@ -155,6 +160,7 @@ impl PartitionTask {
             )));
         }
         let buffered = store.get_i64(BUFFERED)?.unwrap_or(0).max(0) as usize;
+        let flush_pending = store.get(Cf::Meta, FLUSH_PENDING)?.is_some();
         Ok(Self {
             store,
             epoch,
@@ -163,6 +169,7 @@ impl PartitionTask {
             settings,
             refused: Default::default(),
             holding: Holding::default(),
+            flush_pending,
         })
         .and_then(|mut task| {
             // Sources the store holds events of are as quiet as if their records had just come.
@@ -215,7 +222,7 @@ impl PartitionTask {
         );
         if let Some(flush) = batch.flush_pending()? {
             // A flush was decided before a crash: redo it first, as it was going to happen.
-            batch.flush(&flush)?;
+            batch.flush(&flush, usize::MAX)?;
         }
         let mut next_offset = None;
         for record in records {
@@ -312,7 +319,13 @@ impl PartitionTask {
         }
     }
 
-    /// Releases the held-back events a durable flush intent names (all of them when there
+    /// Whether a durable flush is not finished: the task releases its next step before it
+    /// takes more input.
+    pub fn flush_pending(&self) -> bool {
+        self.flush_pending
+    }
+
+    /// Releases (a bounded step of) the held-back events a durable flush intent names (all of them when there
     /// is none: a rebuild's end, tests), in order.
     pub fn flush(
         &self,
@@ -321,7 +334,7 @@ impl PartitionTask {
     ) -> Result<Pending, ProcessorError> {
         let mut batch = Batch::new(self, catalog, None, out);
         let flush = batch.flush_pending()?.unwrap_or(Flush::All);
-        batch.flush(&flush)?;
+        batch.flush(&flush, self.settings.max_flush)?;
         batch.finish(None)
     }
 
@@ -334,6 +347,7 @@ impl PartitionTask {
         if let Some(next) = pending.next_offset {
             self.next_offset = Some(next);
         }
+        self.flush_pending = self.store.get(Cf::Meta, FLUSH_PENDING)?.is_some();
         let now = Instant::now();
         for activity in &pending.sources {
             if activity.buffered == 0 {

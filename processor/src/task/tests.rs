@@ -575,3 +575,42 @@ fn refused_and_too_large_inputs_go_to_the_dlq_and_the_rest_flows() {
     let versions: Vec<u64> = states(&out).into_iter().map(|s| s.version).collect();
     assert_eq!(versions, [1, 2]);
 }
+
+/// A large wall-clock flush goes in bounded steps, each durable on its own, and releases
+/// exactly what one unbounded flush would, in the same order.
+#[test]
+fn a_large_flush_goes_in_bounded_steps_with_the_same_result() {
+    let records = || -> Vec<Decoded> {
+        (0..12)
+            .map(|n| input(n, &format!("e{n}"), &format!("o{}", n % 3), 10_000 + n * 10, "{}"))
+            .collect()
+    };
+    let flushed = |max_flush: usize| -> (Vec<OutRecord>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = open(
+            &dir,
+            TaskSettings {
+                max_flush,
+                ..TaskSettings::default()
+            },
+        );
+        run(&mut task, records());
+        assert_eq!(task.buffered(), 12);
+        task.commit(&task.flush_intent(&Flush::All)).unwrap();
+        let (mut out, mut steps) = (Vec::new(), 0);
+        while task.flush_pending() {
+            let mut step = Vec::new();
+            let pending = task.flush(&SourceCatalog::empty(), &mut step).unwrap();
+            assert!(events(&step).len() <= max_flush, "a step is bounded");
+            task.commit(&pending).unwrap();
+            out.extend(step);
+            steps += 1;
+        }
+        assert_eq!(task.buffered(), 0);
+        (out, steps)
+    };
+    let (stepped, steps) = flushed(5);
+    let (whole, one) = flushed(usize::MAX);
+    assert_eq!((steps, one), (3, 1));
+    assert_eq!(stepped, whole);
+}

@@ -44,22 +44,40 @@ impl Batch<'_> {
     }
 
     /// Carries out a (durably decided) flush.
-    pub fn flush(&mut self, flush: &Flush) -> Result<(), ProcessorError> {
-        match flush {
-            Flush::All => self.flush_all(),
-            Flush::Sources(sources) => {
-                for source in sources {
-                    let held = self.txn.range(
-                        Cf::Buffer,
-                        &reorder::at(source, Millis::MIN),
-                        &reorder::due_bound(source, Millis::MAX),
-                    )?;
-                    self.release(held)?;
+    /// Releases at most `limit` of the events the flush names, in order; the flush stays
+    /// pending (durably) until a step finds nothing left, so a large flush is split into
+    /// bounded steps that a crash cannot reorder. Returns whether it is done.
+    pub fn flush(&mut self, flush: &Flush, limit: usize) -> Result<bool, ProcessorError> {
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = match flush {
+            Flush::All => vec![(Vec::new(), vec![0xff; 64])],
+            Flush::Sources(sources) => sources
+                .iter()
+                .map(|s| (reorder::at(s, Millis::MIN), reorder::end_of(s)))
+                .collect(),
+        };
+        let mut left = limit;
+        for (from, to) in &ranges {
+            if left == 0 {
+                break;
+            }
+            let held = self.txn.range_first(Cf::Buffer, from, to, left)?;
+            left -= held.len();
+            self.release(held)?;
+        }
+        let mut done = left > 0;
+        if !done {
+            done = true;
+            for (from, to) in &ranges {
+                if !self.txn.range_first(Cf::Buffer, from, to, 1)?.is_empty() {
+                    done = false;
+                    break;
                 }
-                self.txn.delete(Cf::Meta, FLUSH_PENDING.to_vec());
-                Ok(())
             }
         }
+        if done {
+            self.txn.delete(Cf::Meta, FLUSH_PENDING.to_vec());
+        }
+        Ok(done)
     }
 
     pub fn dead_letter(&mut self, bad: Undecodable) {
@@ -88,13 +106,10 @@ impl Batch<'_> {
         self.out.push(output::diverted(input, reason));
     }
 
-    /// Releases every held-back event of every source, in order (wall-clock idle flush, or
-    /// the end of a rebuild's range).
+    /// Releases every held-back event of every source, in order (the end of a rebuild's
+    /// range, or a flush decided before a crash, redone before anything else).
     pub fn flush_all(&mut self) -> Result<(), ProcessorError> {
-        let all = self.txn.first(Cf::Buffer, usize::MAX)?;
-        self.release(all)?;
-        self.txn.delete(Cf::Meta, FLUSH_PENDING.to_vec());
-        Ok(())
+        self.flush(&Flush::All, usize::MAX).map(|_| ())
     }
 
     /// Reconciles buffered events into their entities, in the given (key) order, emitting
