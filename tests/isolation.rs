@@ -385,3 +385,32 @@ fn a_broker_stalled_for_30_s_under_load_loses_nothing_acknowledged() {
     let (status, health) = http::get(&format!("{}/healthz", processor.base_url()));
     assert_eq!(status, 200, "{health}");
 }
+
+/// Services started while their broker is down wait for it (logging and counting the
+/// retries) instead of exiting: only configuration errors stop a process.
+#[test]
+fn services_started_while_the_broker_is_down_wait_for_it() {
+    let mut broker = Broker::start();
+    let config = TestConfig::write(&broker, "late");
+    broker.kill();
+    let (ingest_config, processor_config) = (config.path.clone(), config.path.clone());
+    let ingest = std::thread::spawn(move || Service::ingest(&ingest_config));
+    let processor = std::thread::spawn(move || Service::processor(&processor_config));
+    // The outage the services start into: longer than the clients' 30 s request timeouts,
+    // which is when a start-up used to give up.
+    std::thread::sleep(Duration::from_secs(40));
+    broker.restart();
+    let ingest = ingest.join().expect("ingest came up once the broker was back");
+    let mut processor = processor.join().expect("the processor came up too");
+    let body = br#"{"id":"evt_late","type":"order.created","order_id":"ord_late","occurred_at":"2026-11-24T06:00:00Z"}"#;
+    let headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("x-signature".to_owned(), orders_signature(ORDERS_SECRET, body)),
+    ];
+    let reply = http::post(&format!("{}/v1/hooks/acme/orders", ingest.base_url()), &headers, body);
+    assert_eq!(reply.status, 202, "{}", reply.json);
+    read_until(&config.brokers, &config.topic("events"), |r| {
+        r.iter().any(|e| value(e)["event_id"] == "evt_late")
+    });
+    processor.terminate();
+}

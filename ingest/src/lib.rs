@@ -122,7 +122,7 @@ impl IngestService {
         }
         if options.create_topics {
             let names = config.topics();
-            schemas::kafka::ensure_topics(
+            schemas::kafka::ensure_topics_waiting(
                 &config.kafka,
                 &names,
                 &[Topic::Raw, Topic::Rejected, Topic::Dlq],

@@ -166,7 +166,7 @@ impl ProcessorService {
     pub async fn start(config: &Config, options: StartOptions) -> Result<Self, ProcessorError> {
         let topics = config.topics();
         if options.create_topics {
-            schemas::kafka::ensure_topics(&config.kafka, &topics, &Topic::ALL).await?;
+            schemas::kafka::ensure_topics_waiting(&config.kafka, &topics, &Topic::ALL).await?;
         }
         let state_root = config.processor.state_dir.join(&config.processor.group_id);
         std::fs::create_dir_all(&state_root).map_err(|e| {

@@ -16,7 +16,13 @@ pub enum SchemasError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("topic `{topic}` could not be created: {reason}")]
-    TopicCreation { topic: String, reason: String },
+    TopicCreation {
+        topic: String,
+        reason: String,
+        /// The broker could not do it now (a timeout, no controller yet), as opposed to
+        /// refusing it (replication factor, policy, authorization).
+        retriable: bool,
+    },
     #[error("avro: {0}")]
     Avro(String),
     #[error("schema registry: {0}")]
@@ -35,7 +41,12 @@ impl SchemasError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            SchemasError::Kafka(_) | SchemasError::TopicCreation { .. } | SchemasError::Registry(_)
+            SchemasError::Kafka(_)
+                | SchemasError::TopicCreation {
+                    retriable: true,
+                    ..
+                }
+                | SchemasError::Registry(_)
         )
     }
 }

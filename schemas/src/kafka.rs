@@ -96,14 +96,52 @@ pub async fn ensure_topics(
             Ok(name) => tracing::info!(topic = %name, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
+                use RDKafkaErrorCode as C;
+                let retriable = matches!(
+                    code,
+                    C::RequestTimedOut
+                        | C::OperationTimedOut
+                        | C::NotController
+                        | C::LeaderNotAvailable
+                        | C::BrokerNotAvailable
+                        | C::NetworkException
+                        | C::CoordinatorNotAvailable
+                        | C::CoordinatorLoadInProgress
+                        | C::AllBrokersDown
+                        | C::BrokerTransportFailure
+                );
                 return Err(SchemasError::TopicCreation {
                     topic: name,
                     reason: code.to_string(),
-                })
+                    retriable,
+                });
             }
         }
     }
     Ok(())
+}
+
+/// [`ensure_topics`] for a service starting up: broker trouble (unreachable, timing out) is
+/// waited out with backoff, and only what the broker refuses (a bad replication factor, a
+/// policy, authorization) stops the service.
+pub async fn ensure_topics_waiting(
+    kafka: &KafkaConfig,
+    names: &TopicNames,
+    topics: &[Topic],
+) -> Result<(), SchemasError> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match ensure_topics(kafka, names, topics).await {
+            Err(error) if error.is_retriable() => {
+                metrics::counter!("hookstream_broker_retries_total", "operation" => "create_topics")
+                    .increment(1);
+                tracing::warn!(%error, retry_in = ?backoff, "cannot create the topics yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A hookstream topic as the broker has it.
