@@ -5,6 +5,7 @@
 //! nothing.
 
 mod harness;
+mod workload;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 use harness::kafka::{read_until, Record};
 use harness::signing::{orders_signature, ORDERS_SECRET};
 use harness::{http, process, Broker, Service, Settings, TestConfig};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -57,29 +57,13 @@ fn append(brokers: &str, topic: &str, records: &[Raw]) {
         .unwrap();
     runtime.block_on(async {
         for record in records {
-            let (occurred, received) = (
-                schemas::time::to_rfc3339(record.occurred_at),
-                schemas::time::to_rfc3339(record.received_at),
+            let headers = workload::raw_headers(
+                record.tenant,
+                &record.event_id,
+                "order.updated",
+                &record.entity,
+                (record.occurred_at, record.received_at),
             );
-            let pairs = [
-                ("hs-version", "1"),
-                ("hs-tenant", record.tenant),
-                ("hs-source", "orders"),
-                ("hs-scheme", "hmac"),
-                ("hs-event-id", record.event_id.as_str()),
-                ("hs-event-type", "order.updated"),
-                ("hs-entity", record.entity.as_str()),
-                ("hs-occurred-at", occurred.as_str()),
-                ("hs-received-at", received.as_str()),
-                ("hs-content-type", "application/json"),
-                ("hs-key-id", "k1"),
-            ];
-            let headers = pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v.as_bytes()),
-                })
-            });
             let key = format!("{}/{}", record.tenant, record.entity);
             let future = FutureRecord::to(topic)
                 .key(&key)

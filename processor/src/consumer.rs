@@ -193,12 +193,7 @@ impl Pipeline {
                         Err(error) => return Err(error),
                     };
                     if let Some(offset) = reopen.opened(partition) {
-                        self.consumer.seek(
-                            &self.topics.name(Topic::Raw),
-                            partition,
-                            Offset::Offset(offset),
-                            Duration::from_secs(10),
-                        )?;
+                        self.rewind(&[(partition, offset)])?;
                         // What was fetched in this turn is fetched again after the rewind.
                         by_partition.remove(&partition);
                     }
@@ -328,12 +323,7 @@ impl Pipeline {
                 let Some(task) = task else {
                     // Flushing, or closed by a failed flush intent: fetched again later.
                     if let Some(first) = records.first() {
-                        self.consumer.seek(
-                            &self.topics.name(Topic::Raw),
-                            partition,
-                            Offset::Offset(position(first).1),
-                            Duration::from_secs(10),
-                        )?;
+                        self.rewind(&[(partition, position(first).1)])?;
                     }
                     continue;
                 };
@@ -423,14 +413,7 @@ impl Pipeline {
                 for (partition, _) in pending.iter() {
                     tasks.remove(partition);
                 }
-                for (partition, offset) in first_offsets {
-                    self.consumer.seek(
-                        &raw,
-                        *partition,
-                        Offset::Offset(*offset),
-                        Duration::from_secs(10),
-                    )?;
-                }
+                self.rewind(first_offsets)?;
                 return Ok(Durable::No);
             }
             Outcome::Failed { rewind } => {
@@ -438,14 +421,7 @@ impl Pipeline {
                     tasks.remove(partition);
                 }
                 if rewind {
-                    for (partition, offset) in first_offsets {
-                        self.consumer.seek(
-                            &raw,
-                            *partition,
-                            Offset::Offset(*offset),
-                            Duration::from_secs(10),
-                        )?;
-                    }
+                    self.rewind(first_offsets)?;
                 }
                 return Ok(Durable::No);
             }
@@ -459,6 +435,19 @@ impl Pipeline {
             report(&self.progress, *partition, task);
         }
         Ok(Durable::Yes)
+    }
+}
+
+impl Pipeline {
+    /// Moves the consumer back to these (partition, offset)s of `raw`: their records are
+    /// fetched again (a task's checkpoint skips what it had applied).
+    fn rewind(&self, positions: &[(i32, i64)]) -> Result<(), ProcessorError> {
+        let raw = self.topics.name(Topic::Raw);
+        for (partition, offset) in positions {
+            self.consumer
+                .seek(&raw, *partition, Offset::Offset(*offset), Duration::from_secs(10))?;
+        }
+        Ok(())
     }
 }
 

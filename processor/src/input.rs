@@ -2,7 +2,7 @@
 //! (missing or malformed headers, a key that disagrees with them) is not dropped: it goes to
 //! `dlq` with the reason in the `hs-error` header.
 
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use schemas::key::EntityKey;
 use schemas::raw::RawMeta;
 
@@ -31,14 +31,7 @@ pub struct Undecodable {
 }
 
 pub fn decode(message: &OwnedMessage) -> Result<RawInput, Box<Undecodable>> {
-    let headers: Vec<(String, Vec<u8>)> = message
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = schemas::kafka::header_pairs(message.headers().map(OwnedHeaders::as_borrowed));
     let body = message.payload().unwrap_or_default().to_vec();
     let fail = |reason: String| {
         Box::new(Undecodable {
@@ -74,4 +67,66 @@ pub fn decode(message: &OwnedMessage) -> Result<RawInput, Box<Undecodable>> {
         body,
         claimed_at: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+    use schemas::raw::RawMeta;
+
+    use super::*;
+
+    /// A header name of any bytes (librdkafka accepts them; rdkafka's accessors panic on
+    /// them) neither crashes the processor nor changes what it reads.
+    #[test]
+    fn a_header_name_that_is_not_utf8_is_read_without_a_panic() {
+        let meta = RawMeta {
+            tenant: "t".into(),
+            source: "s".into(),
+            scheme: "hmac".into(),
+            event_id: "e1".into(),
+            event_type: "x".into(),
+            entity: "n".into(),
+            occurred_at: 1_700_000_000_000,
+            received_at: 1_700_000_000_000,
+            content_type: String::new(),
+            key_id: String::new(),
+            event_id_derived: false,
+            redrive_id: None,
+        };
+        let headers = meta.to_headers().iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            })
+        });
+        let odd_name = [0xffu8, 0xfe, b'x'];
+        let native = headers.as_borrowed() as *const rdkafka::message::BorrowedHeaders
+            as *mut rdkafka::bindings::rd_kafka_headers_t;
+        // SAFETY: `headers` owns the list and outlives the call; librdkafka copies both ranges.
+        let added = unsafe {
+            rdkafka::bindings::rd_kafka_header_add(
+                native,
+                odd_name.as_ptr().cast(),
+                odd_name.len() as isize,
+                b"v".as_ptr().cast(),
+                1,
+            )
+        };
+        assert_eq!(
+            added,
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
+        let message = OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some(b"t/n".to_vec()),
+            "raw".into(),
+            Timestamp::NotAvailable,
+            0,
+            7,
+            Some(headers),
+        );
+        let input = decode(&message).expect("decodes");
+        assert_eq!(input.meta, meta);
+    }
 }

@@ -193,17 +193,16 @@ pub fn budget(share: &BudgetShare) -> OutRecord {
     }
 }
 
+/// The headers every `dlq` record ends with: why, and where the record was in `raw`.
+fn dead_letter_headers(headers: &mut Vec<(String, Vec<u8>)>, reason: &str, at: (i32, i64)) {
+    headers.push((header::ERROR.to_owned(), reason.as_bytes().to_vec()));
+    headers.push((header::RAW_PARTITION.to_owned(), at.0.to_string().into_bytes()));
+    headers.push((header::RAW_OFFSET.to_owned(), at.1.to_string().into_bytes()));
+}
+
 pub fn dead_letter(bad: Undecodable) -> OutRecord {
     let mut headers = bad.headers;
-    headers.push((header::ERROR.to_owned(), bad.reason.into_bytes()));
-    headers.push((
-        header::RAW_PARTITION.to_owned(),
-        bad.partition.to_string().into_bytes(),
-    ));
-    headers.push((
-        header::RAW_OFFSET.to_owned(),
-        bad.offset.to_string().into_bytes(),
-    ));
+    dead_letter_headers(&mut headers, &bad.reason, (bad.partition, bad.offset));
     OutRecord {
         topic: Topic::Dlq,
         key: bad.key.unwrap_or_default(),
@@ -232,15 +231,7 @@ pub fn diverted(input: &RawInput, reason: &str) -> OutRecord {
             }
         }
     }
-    headers.push((header::ERROR.to_owned(), reason.as_bytes().to_vec()));
-    headers.push((
-        header::RAW_PARTITION.to_owned(),
-        input.partition.to_string().into_bytes(),
-    ));
-    headers.push((
-        header::RAW_OFFSET.to_owned(),
-        input.offset.to_string().into_bytes(),
-    ));
+    dead_letter_headers(&mut headers, reason, (input.partition, input.offset));
     OutRecord {
         topic: Topic::Dlq,
         key: EntityKey::new(&meta.tenant, &meta.entity)

@@ -179,18 +179,7 @@ impl StateStore {
 
     /// Entries of `cf` with keys in `[from, to)`, in key order.
     pub fn range(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, ProcessorError> {
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(cf), IteratorMode::From(from, Direction::Forward))
-        {
-            let (key, value) = item.map_err(|e| self.error(e))?;
-            if key.as_ref() >= to {
-                break;
-            }
-            out.push((key.to_vec(), value.to_vec()));
-        }
-        Ok(out)
+        self.range_first(cf, from, to, usize::MAX)
     }
 
     /// At most `n` entries of `cf` with keys in `[from, to)`, in key order.

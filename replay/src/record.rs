@@ -1,6 +1,6 @@
 //! A record read from any hookstream topic, owned, with the lookups replay and tail need.
 
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use schemas::raw::header;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,14 +16,7 @@ pub struct Record {
 
 impl From<&BorrowedMessage<'_>> for Record {
     fn from(message: &BorrowedMessage<'_>) -> Self {
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = schemas::kafka::header_pairs(message.headers());
         Self {
             topic: message.topic().to_owned(),
             partition: message.partition(),

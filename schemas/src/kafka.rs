@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{BorrowedHeaders, Headers};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
@@ -142,6 +143,53 @@ pub async fn ensure_topics_waiting(
             result => return result,
         }
     }
+}
+
+/// A record's headers as (name, value) pairs, in order; an absent value reads as empty.
+///
+/// Header names are bytes on the wire. rdkafka's `Headers` accessors panic on a name that is
+/// not UTF-8 (`CStr::to_str().unwrap()`), so one odd header from any producer would crash
+/// whoever reads the record, again on every restart: a poison pill. This reads them through
+/// librdkafka directly and decodes names lossily (a name that is not UTF-8 cannot be one of
+/// hookstream's `hs-*` headers anyway).
+pub fn header_pairs(headers: Option<&BorrowedHeaders>) -> Vec<(String, Vec<u8>)> {
+    let Some(headers) = headers else {
+        return Vec::new();
+    };
+    // `BorrowedHeaders` is rdkafka's view of librdkafka's headers list (the cast rdkafka
+    // itself makes to call librdkafka).
+    let native = headers as *const BorrowedHeaders as *const rdkafka::bindings::rd_kafka_headers_t;
+    (0..headers.count())
+        .filter_map(|index| {
+            let mut name: *const std::ffi::c_char = std::ptr::null();
+            let mut value: *const std::ffi::c_void = std::ptr::null();
+            let mut size = 0usize;
+            // SAFETY: `native` points at a live headers list borrowed for this call; librdkafka
+            // fills `name` with a NUL-terminated string and `value`/`size` with a byte range,
+            // both owned by the list.
+            let error = unsafe {
+                rdkafka::bindings::rd_kafka_header_get_all(
+                    native, index, &mut name, &mut value, &mut size,
+                )
+            };
+            if error != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                || name.is_null()
+            {
+                return None;
+            }
+            // SAFETY: as above; both are copied before the borrow ends.
+            let (name, value) = unsafe {
+                let name = std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned();
+                let value = if value.is_null() {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(value.cast::<u8>(), size).to_vec()
+                };
+                (name, value)
+            };
+            Some((name, value))
+        })
+        .collect()
 }
 
 /// A hookstream topic as the broker has it.

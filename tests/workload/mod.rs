@@ -88,26 +88,13 @@ pub fn produce(brokers: &str, topic: &str, inputs: &[Input], pace_ms: u64) {
             }
             let mut deliveries = Vec::with_capacity(chunk.len());
             for input in chunk {
-                let ts = schemas::time::to_rfc3339(input.occurred_at);
-                let pairs = [
-                    ("hs-version", "1"),
-                    ("hs-tenant", input.tenant.as_str()),
-                    ("hs-source", "orders"),
-                    ("hs-scheme", "hmac"),
-                    ("hs-event-id", input.event_id.as_str()),
-                    ("hs-event-type", input.event_type.as_str()),
-                    ("hs-entity", input.entity.as_str()),
-                    ("hs-occurred-at", ts.as_str()),
-                    ("hs-received-at", ts.as_str()),
-                    ("hs-content-type", "application/json"),
-                    ("hs-key-id", "k1"),
-                ];
-                let headers = pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                    h.insert(Header {
-                        key: k,
-                        value: Some(v.as_bytes()),
-                    })
-                });
+                let headers = raw_headers(
+                    &input.tenant,
+                    &input.event_id,
+                    &input.event_type,
+                    &input.entity,
+                    (input.occurred_at, input.occurred_at),
+                );
                 let key = format!("{}/{}", input.tenant, input.entity);
                 let record = FutureRecord::to(topic)
                     .key(&key)
@@ -120,6 +107,40 @@ pub fn produce(brokers: &str, topic: &str, inputs: &[Input], pace_ms: u64) {
             }
         }
     });
+}
+
+/// The headers the ingest gives a `raw` record of the `orders` source, with (event time,
+/// receive time).
+pub fn raw_headers(
+    tenant: &str,
+    event_id: &str,
+    event_type: &str,
+    entity: &str,
+    (occurred_at, received_at): (i64, i64),
+) -> OwnedHeaders {
+    let (occurred, received) = (
+        schemas::time::to_rfc3339(occurred_at),
+        schemas::time::to_rfc3339(received_at),
+    );
+    let pairs = [
+        ("hs-version", "1"),
+        ("hs-tenant", tenant),
+        ("hs-source", "orders"),
+        ("hs-scheme", "hmac"),
+        ("hs-event-id", event_id),
+        ("hs-event-type", event_type),
+        ("hs-entity", entity),
+        ("hs-occurred-at", occurred.as_str()),
+        ("hs-received-at", received.as_str()),
+        ("hs-content-type", "application/json"),
+        ("hs-key-id", "k1"),
+    ];
+    pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        })
+    })
 }
 
 /// Per entity: the greatest (event time, event id) among unique events, and whether it deletes.

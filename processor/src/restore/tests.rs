@@ -12,7 +12,19 @@ struct Log<'c> {
     _cluster: &'c MockCluster<'static, DefaultProducerContext>,
 }
 
-impl Log<'_> {
+impl<'c> Log<'c> {
+    /// Appends to partition 1 of `changelog` on `cluster`.
+    fn new(cluster: &'c MockCluster<'static, DefaultProducerContext>) -> Self {
+        Log {
+            producer: ClientConfig::new()
+                .set("bootstrap.servers", cluster.bootstrap_servers())
+                .create()
+                .unwrap(),
+            next: 0,
+            _cluster: cluster,
+        }
+    }
+
     /// Appends records to partition 1 of `changelog`; returns the offset of the first.
     fn append(&mut self, records: &[OutRecord]) -> i64 {
         let first = self.next;
@@ -77,14 +89,7 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("changelog", 2, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let mut log = Log {
-        producer: ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap(),
-        next: 0,
-        _cluster: &cluster,
-    };
+    let mut log = Log::new(&cluster);
     let original_dir = tempfile::tempdir().unwrap();
     let original = StateStore::open(original_dir.path()).unwrap();
 
@@ -182,14 +187,7 @@ fn a_store_from_another_incarnation_of_the_topics_is_rebuilt() {
     let first_cluster = MockCluster::new(1).unwrap();
     first_cluster.create_topic("changelog", 2, 1).unwrap();
     let brokers = first_cluster.bootstrap_servers();
-    let mut log = Log {
-        producer: ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap(),
-        next: 0,
-        _cluster: &first_cluster,
-    };
+    let mut log = Log::new(&first_cluster);
     let opened = fence(1);
     let epoch = log.append(std::slice::from_ref(&opened));
     let own = Fence {
@@ -224,14 +222,7 @@ fn a_store_from_another_incarnation_of_the_topics_is_rebuilt() {
     let second_cluster = MockCluster::new(1).unwrap();
     second_cluster.create_topic("changelog", 2, 1).unwrap();
     let brokers = second_cluster.bootstrap_servers();
-    let mut log = Log {
-        producer: ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap(),
-        next: 0,
-        _cluster: &second_cluster,
-    };
+    let mut log = Log::new(&second_cluster);
     for _ in 0..again {
         log.append(&[fence(1)]);
     }
