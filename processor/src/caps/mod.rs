@@ -1,5 +1,6 @@
 //! Per-tenant caps and the loop/spike breaker: pure cores, without Kafka, RocksDB or the wall
-//! clock. Time is always a parameter (the partition's stream time), state is plain serde
+//! clock. Time is always a parameter (the tenant's stream time on the partition: the greatest
+//! of its sources' clocks, see [`crate::clock`]), state is plain serde
 //! data the task persists, and outputs are returned, so a replay decides exactly as the live
 //! run did.
 //!
@@ -52,8 +53,8 @@
 //! partitions is therefore **taken into the store as a durable step** before it is used
 //! ([`TenantState::absorb_share`] in the same batch as the records it affects, and in the
 //! changelog), never read live from the `budget` topic in the middle of a decision. Windows
-//! follow each partition's stream time, so a partition behind in stream time counts its
-//! events in its own current window.
+//! follow the tenant's stream time on each partition — never another tenant's — so a
+//! partition behind in stream time counts its events in its own current window.
 
 pub mod alerts;
 pub mod breaker;
