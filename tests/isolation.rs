@@ -258,9 +258,10 @@ fn a_store_left_from_recreated_topics_is_rebuilt_and_skips_nothing() {
     assert!(log.contains("rebuilding the local store"), "the log says why:\n{log}");
 }
 
-/// The broker stops answering (SIGSTOP) for 30 s while webhooks flow, then goes on: ingest
-/// answers 503 meanwhile (never a lost 202), the processor does not stop, and every
-/// acknowledged event comes out of `events` exactly once.
+/// The broker stops answering (SIGSTOP) for 30 s while webhooks flow, then goes on, and then
+/// restarts (SIGKILL and start again on the same data): ingest answers 503 meanwhile (never a
+/// lost 202), the processor does not stop, and every acknowledged event comes out of
+/// `events` (a repeat only as the byte-identical record).
 #[test]
 fn a_broker_stalled_for_30_s_under_load_loses_nothing_acknowledged() {
     let settings = Settings {
@@ -270,7 +271,7 @@ fn a_broker_stalled_for_30_s_under_load_loses_nothing_acknowledged() {
         processor: "listen = \"127.0.0.1:0\"\npartitions = [0, 1, 2]".into(),
         ..Settings::default()
     };
-    let broker = Broker::start();
+    let mut broker = Broker::start();
     let config = TestConfig::write_with(&broker, "stall", &settings);
     // Producers wait out the stall instead of timing their requests out: Tansu's sqlite
     // engine panics on an idempotent producer's epoch bump after such a timeout.
@@ -333,6 +334,10 @@ fn a_broker_stalled_for_30_s_under_load_loses_nothing_acknowledged() {
     let during = count();
     broker.resume();
     harness::wait_until(|| count() >= during + 200).expect("load flows again");
+    // Then the broker restarts (SIGKILL, started again on the same data) under the same load.
+    let before_restart = count();
+    broker.restart();
+    harness::wait_until(|| count() >= before_restart + 200).expect("load flows after the restart");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
     for sender in senders {
