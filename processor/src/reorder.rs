@@ -22,14 +22,21 @@ pub fn time_key(ms: Millis) -> [u8; 8] {
 }
 
 /// Buffer key: source, release time, event time, event id, then the `raw` offset (unique).
+/// The id is written so that byte order is the ids' own order (what reconcile compares:
+/// `"e10"` before `"e8"`), with no id a prefix of another: each 0 byte as 0 0xff, then 0 0.
 pub fn buffer_key(source: &[u8], release_at: Millis, input: &RawInput) -> Vec<u8> {
     let id = input.meta.event_id.as_bytes();
     let mut key = Vec::with_capacity(source.len() + 28 + id.len());
     key.extend_from_slice(source);
     key.extend_from_slice(&time_key(release_at));
     key.extend_from_slice(&time_key(input.meta.occurred_at));
-    key.extend_from_slice(&(id.len() as u32).to_be_bytes());
-    key.extend_from_slice(id);
+    for byte in id {
+        key.push(*byte);
+        if *byte == 0 {
+            key.push(0xff);
+        }
+    }
+    key.extend_from_slice(&[0, 0]);
     key.extend_from_slice(&input.offset.to_be_bytes());
     key
 }
@@ -170,6 +177,18 @@ mod tests {
             .map(|k| i64::from_be_bytes(k[k.len() - 8..].try_into().unwrap()))
             .collect();
         assert_eq!(offsets, [1, 3, 2, 0]);
+        // Ids of different lengths sort as reconcile compares them, and none is a prefix.
+        let id_order = |ids: &[&str]| {
+            let mut keys: Vec<(Vec<u8>, String)> = ids
+                .iter()
+                .map(|id| (buffer_key(s, 10, &input(0, id, 5)), id.to_string()))
+                .collect();
+            keys.sort();
+            keys.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+        };
+        let mut expected = vec!["e8-1", "e10-3", "e1", "e1\0", "e1\0\0", "e1\u{1}", "f", ""];
+        expected.sort();
+        assert_eq!(id_order(&["e8-1", "e10-3", "e1", "e1\0", "e1\0\0", "e1\u{1}", "f", ""]), expected);
         assert!(due_bound(s, 10) > buffer_key(s, 10, &input(0, "zzz", i64::MAX)));
         assert!(due_bound(s, 9) < buffer_key(s, 10, &input(0, "", i64::MIN)));
         assert!(due_bound(s, i64::MAX) > buffer_key(s, i64::MAX, &input(0, "zzz", i64::MAX)));
