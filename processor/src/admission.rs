@@ -39,13 +39,62 @@ fn tenant_key(tenant: &str) -> Vec<u8> {
     key
 }
 
-/// Usage entries are per (tenant, event id): what a usage report names.
-pub fn usage_key(tenant: &str, event_id: &str) -> Vec<u8> {
-    let mut key = b"u".to_vec();
-    key.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
-    key.extend_from_slice(tenant.as_bytes());
-    key.extend_from_slice(event_id.as_bytes());
+/// Usage entries are per (tenant, event id, source): two sources may use the same event id.
+/// The entries of one (tenant, event id) are adjacent, so a report that names no source finds
+/// its event's entry ([`report_key`]).
+pub fn usage_key(tenant: &str, event_id: &str, source: &str) -> Vec<u8> {
+    let mut key = usage_prefix(tenant, event_id);
+    key.extend_from_slice(source.as_bytes());
     key
+}
+
+/// The common start of a (tenant, event id)'s entries, and the key of the entry a report
+/// that names no source leaves when it comes before its event.
+pub fn usage_prefix(tenant: &str, event_id: &str) -> Vec<u8> {
+    let mut key = b"u".to_vec();
+    for part in [tenant, event_id] {
+        key.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+/// The entry a report is for: its source's; for a report without a source, the entry of the
+/// event id's source (the first in byte order if several sources of the tenant used the id),
+/// or, before the event came, the sourceless entry.
+fn report_key(txn: &Txn<'_>, report: &UsageRecord) -> Result<Vec<u8>, ProcessorError> {
+    if let Some(source) = &report.source {
+        return Ok(usage_key(&report.tenant, &report.event_id, source));
+    }
+    let prefix = usage_prefix(&report.tenant, &report.event_id);
+    let first = txn.range_first(Cf::Caps, &prefix, &reorder::end_of(&prefix), 1)?;
+    Ok(first.into_iter().next().map_or(prefix, |(key, _)| key))
+}
+
+/// Stores an admitted event's usage entry, unless a report came first: its entry (its actual
+/// usage) is kept, moved to the event's source when the report named none.
+fn record_usage(
+    txn: &mut Txn<'_>,
+    meta: &schemas::raw::RawMeta,
+    usage: Option<EventUsage>,
+    keep_early: bool,
+) -> Result<(), ProcessorError> {
+    let key = usage_key(&meta.tenant, &meta.event_id, &meta.source);
+    if keep_early && txn.get(Cf::Caps, &key)?.is_some() {
+        return Ok(());
+    }
+    let early = usage_prefix(&meta.tenant, &meta.event_id);
+    if let (true, Some(entry)) = (keep_early, txn.get(Cf::Caps, &early)?) {
+        txn.delete(Cf::Caps, early);
+        txn.put(Cf::Caps, key, entry);
+    } else if let Some(usage) = usage {
+        txn.put(
+            Cf::Caps,
+            key,
+            serde_json::to_vec(&usage).expect("usage serializes"),
+        );
+    }
+    Ok(())
 }
 
 fn held_prefix(tenant: &str) -> Vec<u8> {
@@ -167,15 +216,7 @@ pub fn admit(
     out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
     match decision {
         Decision::Admit(usage) => {
-            let key = usage_key(&tenant, &input.meta.event_id);
-            // A report that arrived before its event keeps its entry (its actual usage).
-            if let (Some(usage), None) = (usage, txn.get(Cf::Caps, &key)?) {
-                txn.put(
-                    Cf::Caps,
-                    key,
-                    serde_json::to_vec(&usage).expect("usage serializes"),
-                );
-            }
+            record_usage(txn, &input.meta, usage, true)?;
             admitted.inputs.push(input);
         }
         Decision::Defer(deferral) => {
@@ -255,13 +296,7 @@ fn release(
         let (decision, alerts) = caps.readmit(state, &input.meta, input.body.len(), at);
         out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
         if let Decision::Admit(usage) = decision {
-            if let Some(usage) = usage {
-                txn.put(
-                    Cf::Caps,
-                    usage_key(tenant, &input.meta.event_id),
-                    serde_json::to_vec(&usage).expect("usage serializes"),
-                );
-            }
+            record_usage(txn, &input.meta, usage, false)?;
             from = key.clone();
             from.push(0); // the next key after this one
             txn.delete(Cf::Held, key);
@@ -291,7 +326,7 @@ pub fn absorb_usage(
         {
             continue;
         }
-        let key = usage_key(&report.tenant, &report.event_id);
+        let key = report_key(txn, report)?;
         let previous: Option<EventUsage> = txn
             .get(Cf::Caps, &key)?
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());

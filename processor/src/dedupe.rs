@@ -28,8 +28,8 @@ pub fn key(meta: &RawMeta) -> Vec<u8> {
     key
 }
 
-/// The tenant and event id a dedupe key names (None for a malformed key).
-pub fn tenant_and_event(key: &[u8]) -> Option<(&str, &str)> {
+/// The (tenant, source, event id) a dedupe key names (None for a malformed key).
+pub fn parts(key: &[u8]) -> Option<(&str, &str, &str)> {
     let mut parts = Vec::with_capacity(3);
     let mut rest = key;
     for _ in 0..3 {
@@ -37,7 +37,7 @@ pub fn tenant_and_event(key: &[u8]) -> Option<(&str, &str)> {
         parts.push(std::str::from_utf8(rest.get(4..4 + len)?).ok()?);
         rest = &rest[4 + len..];
     }
-    Some((parts[0], parts[2]))
+    Some((parts[0], parts[1], parts[2]))
 }
 
 /// The expiry time a `dedupe` value holds (an unreadable value counts as expired).
@@ -99,12 +99,12 @@ mod tests {
     }
 
     #[test]
-    fn keys_give_back_tenant_and_event() {
+    fn keys_give_back_their_parts() {
         assert_eq!(
-            tenant_and_event(&key(&meta("t", "s", "e1"))),
-            Some(("t", "e1"))
+            parts(&key(&meta("t", "s", "e1"))),
+            Some(("t", "s", "e1"))
         );
-        assert_eq!(tenant_and_event(b"\0\0"), None);
+        assert_eq!(parts(b"\0\0"), None);
     }
 
     #[test]

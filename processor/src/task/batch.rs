@@ -355,9 +355,11 @@ impl<'a> Batch<'a> {
                 .is_some_and(|v| dedupe::expires_at(&v) <= now)
             {
                 if self.caps.is_some() {
-                    if let Some((tenant, event_id)) = dedupe::tenant_and_event(&dedupe_key) {
-                        self.txn
-                            .delete(Cf::Caps, admission::usage_key(tenant, event_id));
+                    if let Some((tenant, source, event_id)) = dedupe::parts(&dedupe_key) {
+                        let entry = admission::usage_key(tenant, event_id, source);
+                        self.txn.delete(Cf::Caps, entry);
+                        let early = admission::usage_prefix(tenant, event_id);
+                        self.txn.delete(Cf::Caps, early);
                     }
                 }
                 self.txn.delete(Cf::Dedupe, dedupe_key);

@@ -515,14 +515,14 @@ fn usage_entries_expire_with_their_dedupe_entry() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut task = open(&dir, settings);
-    let entry = crate::admission::usage_key("acme", "a");
+    let entry = crate::admission::usage_key("acme", "a", "orders");
     run(&mut task, vec![input(0, "a", "o1", 10_000, "{}")]);
     assert!(task.store.get(Cf::Caps, &entry).unwrap().is_some());
     run(&mut task, vec![input(1, "b", "o2", 10_000 + 60_001, "{}")]);
     assert!(task.store.get(Cf::Caps, &entry).unwrap().is_none());
     assert!(task
         .store
-        .get(Cf::Caps, &crate::admission::usage_key("acme", "b"))
+        .get(Cf::Caps, &crate::admission::usage_key("acme", "b", "orders"))
         .unwrap()
         .is_some());
 }
@@ -613,4 +613,88 @@ fn a_large_flush_goes_in_bounded_steps_with_the_same_result() {
     let (whole, one) = flushed(usize::MAX);
     assert_eq!((steps, one), (3, 1));
     assert_eq!(stepped, whole);
+}
+
+/// Two sources of a tenant may use the same event id: each event has its own usage entry, a
+/// report naming its source changes only that one, and a report without a source finds the
+/// entry of the one source that used the id.
+#[test]
+fn usage_entries_are_per_source() {
+    use crate::caps::{Caps, EventUsage, TenantRules, Usage};
+    use schemas::config::{CapLimits, OnWindowReset};
+    use schemas::records::UsageRecord;
+    let limits = CapLimits {
+        events_per_hour: None,
+        tokens_per_day: Some(1_000_000),
+        cost_per_day_micros: None,
+        timezone: "UTC".parse().unwrap(),
+        on_window_reset: OnWindowReset::Keep,
+        estimates: Vec::new(),
+    };
+    let rules = TenantRules {
+        caps: Some(limits),
+        breaker: None,
+    };
+    let settings = TaskSettings {
+        caps: Some(Arc::new(Caps::from_rules(
+            [("acme".to_owned(), rules)],
+            0,
+            1,
+        ))),
+        ..TaskSettings::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, settings);
+    let from = |source: &str, record: Decoded| {
+        record.map(|mut input| {
+            input.meta.source = source.into();
+            input
+        })
+    };
+    run(
+        &mut task,
+        vec![
+            from("orders", input(0, "a", "o1", 10_000, "{}")),
+            from("billing", input(1, "a", "o2", 10_000, "{}")),
+            from("orders", input(2, "b", "o3", 10_000, "{}")),
+        ],
+    );
+    let report = |event_id: &str, source: Option<&str>, tokens: u64| UsageRecord {
+        tenant: "acme".into(),
+        event_id: event_id.into(),
+        tokens,
+        cost_micros: 0,
+        source: source.map(str::to_owned),
+    };
+    let mut out = Vec::new();
+    let pending = task
+        .absorb(
+            0,
+            &[],
+            &[report("a", Some("billing"), 7), report("b", None, 9)],
+            &SourceCatalog::empty(),
+            &mut out,
+        )
+        .unwrap();
+    task.commit(&pending).unwrap();
+    let actual = |task: &PartitionTask, event_id: &str, source: &str| {
+        let key = crate::admission::usage_key("acme", event_id, source);
+        let entry: EventUsage =
+            serde_json::from_slice(&task.store.get(Cf::Caps, &key).unwrap().unwrap()).unwrap();
+        entry.actual.map(|u: Usage| u.tokens)
+    };
+    assert_eq!(actual(&task, "a", "billing"), Some(7));
+    assert_eq!(actual(&task, "a", "orders"), None, "the other source's event is untouched");
+    assert_eq!(actual(&task, "b", "orders"), Some(9), "found without a source");
+
+    // A report without a source before its event: the event takes the report's entry.
+    let mut out = Vec::new();
+    let pending = task
+        .absorb(0, &[], &[report("c", None, 5)], &SourceCatalog::empty(), &mut out)
+        .unwrap();
+    task.commit(&pending).unwrap();
+    run(&mut task, vec![from("orders", input(3, "c", "o4", 11_000, "{}"))]);
+    assert_eq!(actual(&task, "c", "orders"), Some(5));
+    let early = crate::admission::usage_prefix("acme", "c");
+    assert_eq!(task.store.get(Cf::Caps, &early).unwrap(), None);
 }
