@@ -83,8 +83,17 @@ fn append(brokers: &str, topic: &str, records: &[Raw]) {
 fn one_partition(broker: &Broker, name: &str, settings: &Settings) -> TestConfig {
     let config = TestConfig::write_with(broker, name, settings);
     let text = std::fs::read_to_string(&config.path).unwrap();
-    std::fs::write(&config.path, text.replace("partitions = 3", "partitions = 1")).unwrap();
-    process::run_ok(&["topics", "--create", "--config", config.path.to_str().unwrap()]);
+    std::fs::write(
+        &config.path,
+        text.replace("partitions = 3", "partitions = 1"),
+    )
+    .unwrap();
+    process::run_ok(&[
+        "topics",
+        "--create",
+        "--config",
+        config.path.to_str().unwrap(),
+    ]);
     config
 }
 
@@ -134,8 +143,20 @@ fn one_tenants_clock_never_moves_another_tenants_dedupe_or_order() {
     let mut pairs = Vec::new();
     for n in 0..100 {
         let at = BASE + 60_000 + n * 10_000;
-        pairs.push(Raw::json("tb", "o9", &format!("p{:03}b", n), at + 1_000, at + 1_000));
-        pairs.push(Raw::json("tb", "o9", &format!("p{:03}a", n), at, at + 1_100));
+        pairs.push(Raw::json(
+            "tb",
+            "o9",
+            &format!("p{:03}b", n),
+            at + 1_000,
+            at + 1_000,
+        ));
+        pairs.push(Raw::json(
+            "tb",
+            "o9",
+            &format!("p{:03}a", n),
+            at,
+            at + 1_100,
+        ));
     }
     append(&config.brokers, &raw, &pairs);
     // Later events of each tenant move its own clock past everything above.
@@ -152,10 +173,20 @@ fn one_tenants_clock_never_moves_another_tenants_dedupe_or_order() {
         tenant_events(r, "tb").len() >= 400 && tenant_events(r, "ta").len() >= 2
     });
     let b = tenant_events(&events, "tb");
-    let ids: Vec<String> = b.iter().map(|r| value(r)["event_id"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(ids.len(), 400, "every B event once, no redelivery emitted again");
+    let ids: Vec<String> = b
+        .iter()
+        .map(|r| value(r)["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        400,
+        "every B event once, no redelivery emitted again"
+    );
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 400);
-    assert!(b.iter().all(|r| value(r)["late"] == false), "no B event late");
+    assert!(
+        b.iter().all(|r| value(r)["late"] == false),
+        "no B event late"
+    );
     let pair_order: Vec<&String> = ids.iter().filter(|id| id.starts_with('p')).collect();
     let mut sorted = pair_order.clone();
     sorted.sort();
@@ -166,11 +197,17 @@ fn one_tenants_clock_never_moves_another_tenants_dedupe_or_order() {
         .map(|r| (value(r)["event_id"].as_str().unwrap().to_owned(), value(r)))
         .collect();
     assert_eq!(a["a-claims-2100"]["time_skewed"], true);
-    assert_eq!(a["a-claims-2100"]["occurred_at"], "2100-01-01T00:00:00.000Z");
+    assert_eq!(
+        a["a-claims-2100"]["occurred_at"],
+        "2100-01-01T00:00:00.000Z"
+    );
     assert_eq!(a["a-received-2100"]["time_skewed"], false);
     let alerts = read_until(&config.brokers, &config.topic("alerts"), |r| !r.is_empty());
     let alert = value(&alerts[0]);
-    assert_eq!((alert["kind"].as_str(), alert["source"].as_str()), (Some("time_skewed"), Some("orders")));
+    assert_eq!(
+        (alert["kind"].as_str(), alert["source"].as_str()),
+        (Some("time_skewed"), Some("orders"))
+    );
     assert_eq!(alerts[0].key_str(), "ta");
     processor.terminate();
 }
@@ -204,19 +241,32 @@ fn records_too_large_to_emit_go_to_dlq_and_the_rest_flow_in_order_exactly_once()
     assert_eq!(dlq.len(), 2);
     for (record, id) in dlq.iter().zip(["e20", "e41"]) {
         assert_eq!(record.header("hs-event-id"), Some(id));
-        assert!(record.header("hs-error").unwrap().starts_with("too_large:"), "{:?}", record.header("hs-error"));
+        assert!(
+            record.header("hs-error").unwrap().starts_with("too_large:"),
+            "{:?}",
+            record.header("hs-error")
+        );
         assert_eq!(record.value, binary, "the input kept byte for byte");
         assert_eq!(record.header("hs-raw-partition"), Some("0"));
     }
     let events = read_until(&config.brokers, &config.topic("events"), |r| r.len() >= 58);
-    let ids: Vec<String> = events.iter().map(|r| value(r)["event_id"].as_str().unwrap().to_owned()).collect();
-    let expected: Vec<String> = (0..60).filter(|n| *n != 20 && *n != 41).map(|n| format!("e{n:02}")).collect();
+    let ids: Vec<String> = events
+        .iter()
+        .map(|r| value(r)["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..60)
+        .filter(|n| *n != 20 && *n != 41)
+        .map(|n| format!("e{n:02}"))
+        .collect();
     assert_eq!(ids, expected, "all others, in order, once");
     let states = read_until(&config.brokers, &config.topic("state"), |r| {
         r.iter().any(|s| value(s)["last_event_id"] == "e59")
     });
     let last = value(states.last().unwrap());
-    assert_eq!((last["last_event_id"].as_str(), last["version"].as_u64()), (Some("e59"), Some(58)));
+    assert_eq!(
+        (last["last_event_id"].as_str(), last["version"].as_u64()),
+        (Some("e59"), Some(58))
+    );
     assert!(processor.exited().is_none(), "the processor keeps running");
     processor.terminate();
 }
@@ -231,7 +281,13 @@ fn a_store_left_from_recreated_topics_is_rebuilt_and_skips_nothing() {
         (0..n)
             .map(|i| {
                 let at = BASE + i * 100;
-                Raw::json("tb", &format!("o{}", i % 7), &format!("{prefix}{i}"), at, at)
+                Raw::json(
+                    "tb",
+                    &format!("o{}", i % 7),
+                    &format!("{prefix}{i}"),
+                    at,
+                    at,
+                )
             })
             .collect()
     };
@@ -246,16 +302,37 @@ fn a_store_left_from_recreated_topics_is_rebuilt_and_skips_nothing() {
         .unwrap()
         .replace(&config.brokers, &second_broker.address());
     std::fs::write(&config.path, text).unwrap();
-    process::run_ok(&["topics", "--create", "--config", config.path.to_str().unwrap()]);
-    append(&second_broker.address(), &config.topic("raw"), &events(100, "new"));
+    process::run_ok(&[
+        "topics",
+        "--create",
+        "--config",
+        config.path.to_str().unwrap(),
+    ]);
+    append(
+        &second_broker.address(),
+        &config.topic("raw"),
+        &events(100, "new"),
+    );
     let mut processor = Service::processor(&config.path);
-    let emitted = read_until(&second_broker.address(), &config.topic("events"), |r| r.len() >= 100);
-    let ids: HashSet<String> = emitted.iter().map(|r| value(r)["event_id"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(ids.len(), 100, "every event of the new topics, none skipped");
+    let emitted = read_until(&second_broker.address(), &config.topic("events"), |r| {
+        r.len() >= 100
+    });
+    let ids: HashSet<String> = emitted
+        .iter()
+        .map(|r| value(r)["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        100,
+        "every event of the new topics, none skipped"
+    );
     assert!(ids.iter().all(|id| id.starts_with("new")));
     processor.terminate();
     let log = processor.log();
-    assert!(log.contains("rebuilding the local store"), "the log says why:\n{log}");
+    assert!(
+        log.contains("rebuilding the local store"),
+        "the log says why:\n{log}"
+    );
 }
 
 /// The broker stops answering (SIGSTOP) for 30 s while webhooks flow, then goes on, and then
@@ -349,7 +426,10 @@ fn a_broker_stalled_for_30_s_under_load_loses_nothing_acknowledged() {
     eprintln!("answers: {statuses:?}; acknowledged {}", acknowledged.len());
     let wanted: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
     let events = read_until(&config.brokers, &config.topic("events"), |r| {
-        let seen: HashSet<String> = r.iter().map(|e| value(e)["event_id"].as_str().unwrap().to_owned()).collect();
+        let seen: HashSet<String> = r
+            .iter()
+            .map(|e| value(e)["event_id"].as_str().unwrap().to_owned())
+            .collect();
         wanted.iter().all(|id| seen.contains(*id))
     });
     // Without broker transactions (Tansu) a batch cut short is produced again: a repeat is
@@ -365,12 +445,23 @@ fn a_broker_stalled_for_30_s_under_load_loses_nothing_acknowledged() {
             }
             Some(earlier) => {
                 repeats += 1;
-                assert_eq!((&earlier.key, &earlier.value), (&record.key, &record.value), "a repeat of {id} differs");
+                assert_eq!(
+                    (&earlier.key, &earlier.value),
+                    (&record.key, &record.value),
+                    "a repeat of {id} differs"
+                );
             }
         }
     }
-    eprintln!("{} distinct events, {repeats} byte-identical repeats", first.len());
-    assert!(processor.exited().is_none(), "the processor kept running:\n{}", processor.log());
+    eprintln!(
+        "{} distinct events, {repeats} byte-identical repeats",
+        first.len()
+    );
+    assert!(
+        processor.exited().is_none(),
+        "the processor kept running:\n{}",
+        processor.log()
+    );
     let (status, health) = http::get(&format!("{}/healthz", processor.base_url()));
     assert_eq!(status, 200, "{health}");
 }
@@ -389,14 +480,23 @@ fn services_started_while_the_broker_is_down_wait_for_it() {
     // which is when a start-up used to give up.
     std::thread::sleep(Duration::from_secs(40));
     broker.restart();
-    let ingest = ingest.join().expect("ingest came up once the broker was back");
+    let ingest = ingest
+        .join()
+        .expect("ingest came up once the broker was back");
     let mut processor = processor.join().expect("the processor came up too");
     let body = br#"{"id":"evt_late","type":"order.created","order_id":"ord_late","occurred_at":"2026-11-24T06:00:00Z"}"#;
     let headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
-        ("x-signature".to_owned(), orders_signature(ORDERS_SECRET, body)),
+        (
+            "x-signature".to_owned(),
+            orders_signature(ORDERS_SECRET, body),
+        ),
     ];
-    let reply = http::post(&format!("{}/v1/hooks/acme/orders", ingest.base_url()), &headers, body);
+    let reply = http::post(
+        &format!("{}/v1/hooks/acme/orders", ingest.base_url()),
+        &headers,
+        body,
+    );
     assert_eq!(reply.status, 202, "{}", reply.json);
     read_until(&config.brokers, &config.topic("events"), |r| {
         r.iter().any(|e| value(e)["event_id"] == "evt_late")

@@ -16,7 +16,10 @@ use processor::changelog::{decode, fence, frames, ChangelogRecord, FRAME_BYTES};
 use processor::store::{Cf, Op};
 
 fn value(record: &processor::output::OutRecord) -> &[u8] {
-    record.value.as_deref().expect("changelog records have values")
+    record
+        .value
+        .as_deref()
+        .expect("changelog records have values")
 }
 
 fn any_value(data: &[u8]) {
@@ -67,12 +70,19 @@ fn round_trip(u: &mut Unstructured<'_>) -> ArbResult<()> {
         let Ok(ChangelogRecord::Frame(frame)) = decode(bytes) else {
             panic!("frame {i} does not decode");
         };
-        assert_eq!((frame.epoch, frame.seq, frame.index), (epoch, seq, i as u32));
+        assert_eq!(
+            (frame.epoch, frame.seq, frame.index),
+            (epoch, seq, i as u32)
+        );
         assert_eq!(frame.last, i + 1 == records.len(), "`last` on frame {i}");
         assert!(!frame.ops.is_empty(), "an empty frame");
         // A frame exceeds FRAME_BYTES only when its one op does.
         if frame.ops.len() > 1 {
-            assert!(bytes.len() <= FRAME_BYTES + 64 * 1024, "frame of {} bytes", bytes.len());
+            assert!(
+                bytes.len() <= FRAME_BYTES + 64 * 1024,
+                "frame of {} bytes",
+                bytes.len()
+            );
         }
         decoded.extend(frame.ops);
     }

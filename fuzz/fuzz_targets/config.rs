@@ -36,7 +36,11 @@ fn marker(value: &str, scheme: Option<Scheme>, n: usize) -> String {
     match scheme {
         Some(Scheme::Standard | Scheme::Svix) if decodes => {
             let text = B64.encode(plain.as_bytes());
-            if whsec { format!("whsec_{text}") } else { text }
+            if whsec {
+                format!("whsec_{text}")
+            } else {
+                text
+            }
         }
         Some(Scheme::Standard | Scheme::Svix) => format!("{plain}!"),
         _ if whsec && value.len() > "whsec_".len() => format!("whsec_{plain}"),
@@ -65,7 +69,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let problems = config.problems();
-    assert_eq!(problems, config.problems(), "validation is not deterministic");
+    assert_eq!(
+        problems,
+        config.problems(),
+        "validation is not deterministic"
+    );
     let _ = config.topics();
 
     let mut n = 0;
@@ -92,7 +100,11 @@ fuzz_target!(|data: &[u8]| {
             .cloned()
     };
     let marked = config.problems();
-    assert_eq!(marked.len(), problems.len(), "{problems:?} became {marked:?}");
+    assert_eq!(
+        marked.len(),
+        problems.len(),
+        "{problems:?} became {marked:?}"
+    );
     assert_eq!(leaks(&marked), None, "a problem shows a secret");
     if marked.is_empty() {
         for tenant in &config.tenants {

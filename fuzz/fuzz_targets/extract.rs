@@ -125,11 +125,15 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
         headers.push(name, &u.arbitrary::<Vec<u8>>()?);
     }
     let body: Vec<u8> = u.arbitrary()?;
-    headers.push("x-hub-signature-256", sign::github("extract-fuzz", &body).as_bytes());
+    headers.push(
+        "x-hub-signature-256",
+        sign::github("extract-fuzz", &body).as_bytes(),
+    );
     let content_type = headers.get("content-type").unwrap_or_default().to_owned();
-    let request = Request::<Unverified>::new("acme", "orders", headers, Bytes::from(body), RECEIVED)
-        .verify(verifier(), RECEIVED)
-        .expect("a signed request verifies");
+    let request =
+        Request::<Unverified>::new("acme", "orders", headers, Bytes::from(body), RECEIVED)
+            .verify(verifier(), RECEIVED)
+            .expect("a signed request verifies");
     let body = request.body().as_ref();
 
     let Ok(events) = extract(&request, scheme.as_str(), &rules, batch) else {
@@ -137,7 +141,11 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
     };
     assert!(!events.is_empty(), "an extraction without events");
     if batch {
-        assert!(events.len() <= MAX_BATCH, "{} events in a batch", events.len());
+        assert!(
+            events.len() <= MAX_BATCH,
+            "{} events in a batch",
+            events.len()
+        );
     } else {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].body, 0..body.len());
@@ -145,7 +153,11 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
     let mut end = 0;
     for event in &events {
         let range = event.body.clone();
-        assert!(range.start >= end && range.end <= body.len(), "{range:?} of {}", body.len());
+        assert!(
+            range.start >= end && range.end <= body.len(),
+            "{range:?} of {}",
+            body.len()
+        );
         end = range.end;
         let bytes = &body[range];
         if batch {
@@ -156,10 +168,18 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
         let meta = &event.meta;
         for (name, value) in [("event_id", &meta.event_id), ("entity", &meta.entity)] {
             assert!(!value.trim().is_empty(), "{name} is blank");
-            assert!(value.len() <= MAX_FIELD_BYTES, "{name} is {} bytes", value.len());
+            assert!(
+                value.len() <= MAX_FIELD_BYTES,
+                "{name} is {} bytes",
+                value.len()
+            );
         }
         assert_eq!(
-            (meta.tenant.as_str(), meta.source.as_str(), meta.key_id.as_str()),
+            (
+                meta.tenant.as_str(),
+                meta.source.as_str(),
+                meta.key_id.as_str()
+            ),
             ("acme", "orders", "k1")
         );
         assert_eq!(meta.scheme, scheme.as_str());

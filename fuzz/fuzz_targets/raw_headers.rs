@@ -98,8 +98,9 @@ fn record(u: &mut Unstructured<'_>) -> ArbResult<Record> {
     let body = u.arbitrary()?;
     let odd_name = if u.ratio(1u8, 8)? {
         // Not UTF-8 up to its first NUL, where librdkafka's reading of names stops.
-        Some(u.arbitrary::<Vec<u8>>()?)
-            .filter(|n| std::str::from_utf8(n.split(|b| *b == 0).next().unwrap_or_default()).is_err())
+        Some(u.arbitrary::<Vec<u8>>()?).filter(|n| {
+            std::str::from_utf8(n.split(|b| *b == 0).next().unwrap_or_default()).is_err()
+        })
     } else {
         None
     };
@@ -141,8 +142,14 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
     let key = EntityKey::decode(record.key.as_deref().unwrap_or_default());
     if let Ok(key) = &key {
         assert!(!key.tenant.is_empty() && !key.tenant.contains('/'));
-        assert_eq!(key.encode().as_bytes(), record.key.as_deref().unwrap_or_default());
-        assert_eq!(EntityKey::decode(key.encode().as_bytes()).ok().as_ref(), Some(key));
+        assert_eq!(
+            key.encode().as_bytes(),
+            record.key.as_deref().unwrap_or_default()
+        );
+        assert_eq!(
+            EntityKey::decode(key.encode().as_bytes()).ok().as_ref(),
+            Some(key)
+        );
     }
     #[cfg(feature = "processor")]
     processor_decode(&record, meta.ok(), key.ok());
@@ -211,7 +218,11 @@ fn processor_decode(record: &Record, meta: Option<RawMeta>, key: Option<EntityKe
             assert_eq!((input.partition, input.offset), (3, 42));
         }
         Err(dead) => {
-            assert!(!agrees, "the processor refused a good record: {}", dead.reason);
+            assert!(
+                !agrees,
+                "the processor refused a good record: {}",
+                dead.reason
+            );
             assert!(!dead.reason.is_empty());
             assert_eq!(dead.key, record.key);
             assert_eq!(dead.body, record.body);

@@ -197,7 +197,11 @@ fn token(u: &mut Unstructured<'_>) -> ArbResult<String> {
     let mut text = String::with_capacity(len);
     for _ in 0..len {
         let b = u.int_in_range(0x21u8..=0x7e)?;
-        text.push(if b == b',' || b == b';' { '_' } else { b as char });
+        text.push(if b == b',' || b == b';' {
+            '_'
+        } else {
+            b as char
+        });
     }
     Ok(text)
 }
@@ -292,7 +296,10 @@ fn signed_case(kind: Kind, u: &mut Unstructured<'_>) -> ArbResult<Case> {
             vec!["x-slack-signature", "x-slack-request-timestamp"],
         ),
         Kind::Shopify => (
-            h(vec![("x-shopify-hmac-sha256", sign::shopify(secret, &body))]),
+            h(vec![(
+                "x-shopify-hmac-sha256",
+                sign::shopify(secret, &body),
+            )]),
             vec!["x-shopify-hmac-sha256"],
         ),
         Kind::Paddle => (
@@ -345,7 +352,8 @@ fn sign_then_mutate(kind: Kind, verifier: &Verifier, u: &mut Unstructured<'_>) -
         Ok("k".to_owned()),
         "{kind:?}: a request signed as the provider signs it must verify"
     );
-    let (mut headers, mut body, mut url) = (case.headers.clone(), case.body.clone(), case.url.clone());
+    let (mut headers, mut body, mut url) =
+        (case.headers.clone(), case.body.clone(), case.url.clone());
     let signed = case.signed[u.choose_index(case.signed.len())?];
     let position = headers.iter().position(|(k, _)| k == signed).unwrap();
     let what = match u.int_in_range(0u8..=6)? {
@@ -446,7 +454,10 @@ fn arbitrary_request(
     let body: Vec<u8> = u.arbitrary()?;
     let result = check(verifier, &headers, &body, &url);
     if let Ok(key) = &result {
-        assert!(key == "k" || key == "old", "{kind:?}: unknown key id `{key}`");
+        assert!(
+            key == "k" || key == "old",
+            "{kind:?}: unknown key id `{key}`"
+        );
         let elsewhere = check(other, &headers, &body, &url);
         assert!(
             elsewhere.is_err(),

@@ -79,7 +79,11 @@ pub fn source_key_of(meta: &RawMeta) -> Vec<u8> {
 
 /// The time an event is processed at: its event time, unless that is more than `max_skew`
 /// ahead of its receive time; then its receive time (`Err` carries it, the event is skewed).
-pub fn trusted_time(occurred_at: Millis, received_at: Millis, max_skew: Millis) -> Result<Millis, Millis> {
+pub fn trusted_time(
+    occurred_at: Millis,
+    received_at: Millis,
+    max_skew: Millis,
+) -> Result<Millis, Millis> {
     if occurred_at > received_at.saturating_add(max_skew) {
         Err(received_at)
     } else {

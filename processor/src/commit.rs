@@ -177,7 +177,10 @@ impl Pipeline {
             if let Some(error) = failed {
                 return Err(error.into());
             }
-            let positions = frames_sent.into_iter().map(|r| r.expect("checked above")).collect();
+            let positions = frames_sent
+                .into_iter()
+                .map(|r| r.expect("checked above"))
+                .collect();
             if offsets.count() > 0 {
                 let group = self.consumer.group_metadata().ok_or_else(|| {
                     "the consumer has no group metadata to commit offsets with".to_owned()
@@ -263,7 +266,9 @@ impl Pipeline {
             let mut retry: Option<KafkaError> = None;
             for (i, result) in sent.into_iter().enumerate() {
                 match result {
-                    Ok(position) if retry.is_none() && refused.is_empty() => positions.push(position),
+                    Ok(position) if retry.is_none() && refused.is_empty() => {
+                        positions.push(position)
+                    }
                     Ok(_) => {}
                     Err(error) if RetryClass::of_kafka(&error) == RetryClass::Permanent => {
                         refused.push((start + i, error));

@@ -292,9 +292,10 @@ impl Pipeline {
                 .map(|(partition, _)| *partition)
                 .collect();
             let mut intents: Vec<(i32, Pending)> = Vec::new();
-            for (partition, task) in tasks.iter().filter(|(p, t)| {
-                !catching_up.contains_key(*p) && !t.flush_pending()
-            }) {
+            for (partition, task) in tasks
+                .iter()
+                .filter(|(p, t)| !catching_up.contains_key(*p) && !t.flush_pending())
+            {
                 let quiet = task.quiet_sources(started, self.idle_flush);
                 if quiet.is_empty() {
                     continue;
@@ -319,7 +320,9 @@ impl Pipeline {
             let mut outputs = Vec::new();
             let mut pending: Vec<(i32, Pending)> = Vec::new();
             for (partition, records) in by_partition {
-                let task = tasks.get(&partition).filter(|_| !flushing.contains(&partition));
+                let task = tasks
+                    .get(&partition)
+                    .filter(|_| !flushing.contains(&partition));
                 let Some(task) = task else {
                     // Flushing, or closed by a failed flush intent: fetched again later.
                     if let Some(first) = records.first() {
@@ -444,8 +447,12 @@ impl Pipeline {
     fn rewind(&self, positions: &[(i32, i64)]) -> Result<(), ProcessorError> {
         let raw = self.topics.name(Topic::Raw);
         for (partition, offset) in positions {
-            self.consumer
-                .seek(&raw, *partition, Offset::Offset(*offset), Duration::from_secs(10))?;
+            self.consumer.seek(
+                &raw,
+                *partition,
+                Offset::Offset(*offset),
+                Duration::from_secs(10),
+            )?;
         }
         Ok(())
     }

@@ -100,10 +100,7 @@ mod tests {
 
     #[test]
     fn keys_give_back_their_parts() {
-        assert_eq!(
-            parts(&key(&meta("t", "s", "e1"))),
-            Some(("t", "s", "e1"))
-        );
+        assert_eq!(parts(&key(&meta("t", "s", "e1"))), Some(("t", "s", "e1")));
         assert_eq!(parts(b"\0\0"), None);
     }
 

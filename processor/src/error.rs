@@ -109,7 +109,9 @@ mod tests {
             RetryClass::Retriable
         );
         assert_eq!(
-            RetryClass::of_kafka(&KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut)),
+            RetryClass::of_kafka(&KafkaError::MetadataFetch(
+                RDKafkaErrorCode::OperationTimedOut
+            )),
             RetryClass::Retriable
         );
         assert!(ProcessorError::Kafka(KafkaError::MetadataFetch(

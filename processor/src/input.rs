@@ -94,12 +94,15 @@ mod tests {
             event_id_derived: false,
             redrive_id: None,
         };
-        let headers = meta.to_headers().iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-            h.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            })
-        });
+        let headers = meta
+            .to_headers()
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                })
+            });
         let odd_name = [0xffu8, 0xfe, b'x'];
         let native = headers.as_borrowed() as *const rdkafka::message::BorrowedHeaders
             as *mut rdkafka::bindings::rd_kafka_headers_t;

@@ -16,8 +16,8 @@ pub mod assignment;
 pub mod budget_view;
 pub mod caps;
 pub mod catalog;
-pub mod clock;
 pub mod changelog;
+pub mod clock;
 pub mod commit;
 pub mod consumer;
 pub mod dedupe;
@@ -94,19 +94,22 @@ fn checked_partitions(
         let partitions = tokio::task::block_in_place(|| {
             let mut backoff = std::time::Duration::from_millis(200);
             for attempt in 0.. {
-                let metadata =
-                    match consumer.fetch_metadata(Some(&name), std::time::Duration::from_secs(30)) {
-                        Ok(metadata) => metadata,
-                        // Broker trouble at start-up is waited out, not a reason to exit.
-                        Err(error) if error::RetryClass::of_kafka(&error) != error::RetryClass::Permanent => {
-                            metrics::counter!("hookstream_processor_broker_retries_total", "operation" => "metadata").increment(1);
-                            tracing::warn!(topic = %name, %error, retry_in = ?backoff, "cannot read the topic's metadata; retrying");
-                            std::thread::sleep(backoff); // backoff between metadata attempts
-                            backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-                            continue;
-                        }
-                        Err(error) => return Err(error.into()),
-                    };
+                let metadata = match consumer
+                    .fetch_metadata(Some(&name), std::time::Duration::from_secs(30))
+                {
+                    Ok(metadata) => metadata,
+                    // Broker trouble at start-up is waited out, not a reason to exit.
+                    Err(error)
+                        if error::RetryClass::of_kafka(&error) != error::RetryClass::Permanent =>
+                    {
+                        metrics::counter!("hookstream_processor_broker_retries_total", "operation" => "metadata").increment(1);
+                        tracing::warn!(topic = %name, %error, retry_in = ?backoff, "cannot read the topic's metadata; retrying");
+                        std::thread::sleep(backoff); // backoff between metadata attempts
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 let partitions = metadata
                     .topics()
                     .iter()

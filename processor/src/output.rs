@@ -196,7 +196,10 @@ pub fn budget(share: &BudgetShare) -> OutRecord {
 /// The headers every `dlq` record ends with: why, and where the record was in `raw`.
 fn dead_letter_headers(headers: &mut Vec<(String, Vec<u8>)>, reason: &str, at: (i32, i64)) {
     headers.push((header::ERROR.to_owned(), reason.as_bytes().to_vec()));
-    headers.push((header::RAW_PARTITION.to_owned(), at.0.to_string().into_bytes()));
+    headers.push((
+        header::RAW_PARTITION.to_owned(),
+        at.0.to_string().into_bytes(),
+    ));
     headers.push((header::RAW_OFFSET.to_owned(), at.1.to_string().into_bytes()));
 }
 
@@ -334,7 +337,11 @@ mod tests {
             for record in [event, state] {
                 let size = record.key.len()
                     + record.value.as_ref().map_or(0, Vec::len)
-                    + record.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                    + record
+                        .headers
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>();
                 assert!(size <= bound, "{size} > {bound}");
             }
         }

@@ -111,13 +111,19 @@ pub fn decode(value: &[u8]) -> Option<RawInput> {
             None => Some(None),
         }
     };
-    let (claimed_at, occurred_ms, received_ms) =
-        (number(CLAIMED_AT)?, number(OCCURRED_MS)?, number(RECEIVED_MS)?);
+    let (claimed_at, occurred_ms, received_ms) = (
+        number(CLAIMED_AT)?,
+        number(OCCURRED_MS)?,
+        number(RECEIVED_MS)?,
+    );
     const PLACEHOLDER: &str = "1970-01-01T00:00:00Z";
     let mut meta = RawMeta::from_headers(headers.iter().map(|(k, v)| {
         let exact = (k == header::OCCURRED_AT && occurred_ms.is_some())
             || (k == header::RECEIVED_AT && received_ms.is_some());
-        (k.as_str(), Some(if exact { PLACEHOLDER } else { v.as_str() }.as_bytes()))
+        (
+            k.as_str(),
+            Some(if exact { PLACEHOLDER } else { v.as_str() }.as_bytes()),
+        )
     }))
     .ok()?;
     if let Some(ms) = occurred_ms {
@@ -188,7 +194,10 @@ mod tests {
         };
         let mut expected = vec!["e8-1", "e10-3", "e1", "e1\0", "e1\0\0", "e1\u{1}", "f", ""];
         expected.sort();
-        assert_eq!(id_order(&["e8-1", "e10-3", "e1", "e1\0", "e1\0\0", "e1\u{1}", "f", ""]), expected);
+        assert_eq!(
+            id_order(&["e8-1", "e10-3", "e1", "e1\0", "e1\0\0", "e1\u{1}", "f", ""]),
+            expected
+        );
         assert!(due_bound(s, 10) > buffer_key(s, 10, &input(0, "zzz", i64::MAX)));
         assert!(due_bound(s, 9) < buffer_key(s, 10, &input(0, "", i64::MIN)));
         assert!(due_bound(s, i64::MAX) > buffer_key(s, i64::MAX, &input(0, "zzz", i64::MAX)));

@@ -134,7 +134,9 @@ pub fn foreign(
         };
         let message = message?;
         if message.offset() != offset {
-            return Ok(Some(format!("the changelog has no record at offset {offset}")));
+            return Ok(Some(format!(
+                "the changelog has no record at offset {offset}"
+            )));
         }
         return Ok((message.key() != Some(key)).then(|| {
             format!("the changelog record at offset {offset} is not the fence the store caught up to (topics recreated, or another cluster)")

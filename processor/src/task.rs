@@ -214,12 +214,7 @@ impl PartitionTask {
         out: &mut Vec<OutRecord>,
     ) -> Result<Pending, ProcessorError> {
         let caps = self.caps_for(&records);
-        let mut batch = Batch::new(
-            self,
-            catalog,
-            caps,
-            out,
-        );
+        let mut batch = Batch::new(self, catalog, caps, out);
         if let Some(flush) = batch.flush_pending()? {
             // A flush was decided before a crash: redo it first, as it was going to happen.
             batch.flush(&flush, usize::MAX)?;
@@ -279,12 +274,7 @@ impl PartitionTask {
             return Ok(Pending::default());
         };
         let caps = caps.for_partition(partition);
-        let mut batch = Batch::new(
-            self,
-            catalog,
-            Some(caps),
-            out,
-        );
+        let mut batch = Batch::new(self, catalog, Some(caps), out);
         batch.absorb(partition, shares, reports)?;
         batch.finish(None)
     }

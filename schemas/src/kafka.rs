@@ -179,7 +179,9 @@ pub fn header_pairs(headers: Option<&BorrowedHeaders>) -> Vec<(String, Vec<u8>)>
             }
             // SAFETY: as above; both are copied before the borrow ends.
             let (name, value) = unsafe {
-                let name = std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned();
+                let name = std::ffi::CStr::from_ptr(name)
+                    .to_string_lossy()
+                    .into_owned();
                 let value = if value.is_null() {
                     Vec::new()
                 } else {

@@ -211,15 +211,19 @@ mod tests {
     #[test]
     fn foreign_headers_of_any_bytes_are_ignored() {
         let pairs = sample().to_headers();
-        let mut headers: Vec<(&str, Option<&[u8]>)> =
-            pairs.iter().map(|(n, v)| (*n, Some(v.as_bytes()))).collect();
+        let mut headers: Vec<(&str, Option<&[u8]>)> = pairs
+            .iter()
+            .map(|(n, v)| (*n, Some(v.as_bytes())))
+            .collect();
         headers.insert(0, ("traceparent", Some(&[0xff, 0xfe, 0x00])));
         headers.push(("x-binary", Some(&[0xc3, 0x28])));
         headers.push(("x-null", None));
         assert_eq!(RawMeta::from_headers(headers).unwrap(), sample());
 
-        let mut ours: Vec<(&str, Option<&[u8]>)> =
-            pairs.iter().map(|(n, v)| (*n, Some(v.as_bytes()))).collect();
+        let mut ours: Vec<(&str, Option<&[u8]>)> = pairs
+            .iter()
+            .map(|(n, v)| (*n, Some(v.as_bytes())))
+            .collect();
         ours.push((header::ENTITY, Some(&[0xff])));
         let err = RawMeta::from_headers(ours).unwrap_err();
         assert!(err.to_string().contains("hs-entity"), "{err}");

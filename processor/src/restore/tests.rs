@@ -172,8 +172,7 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
             .write(&[Op::meta(CHANGELOG_NEXT, second + 1), Op::meta(EPOCH, first)])
             .unwrap();
     }
-    let (stale, restored) =
-        open(stale_dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+    let (stale, restored) = open(stale_dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
     assert!(restored.rebuilt);
     same(&stale, &original);
 }

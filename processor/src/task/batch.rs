@@ -343,9 +343,9 @@ impl<'a> Batch<'a> {
     /// for an unknown event).
     fn expire(&mut self, source: &[u8], now: Millis) -> Result<(), ProcessorError> {
         let from = reorder::at(source, Millis::MIN);
-        for (expiry_key, _) in self
-            .txn
-            .range(Cf::Expiry, &from, &reorder::due_bound(source, now))?
+        for (expiry_key, _) in
+            self.txn
+                .range(Cf::Expiry, &from, &reorder::due_bound(source, now))?
         {
             let dedupe_key = expiry_key[source.len() + 8..].to_vec();
             // The entry may have been renewed (a delivery after it expired): keep the new one.

@@ -40,7 +40,12 @@ fn decoded(offset: i64, r: &Rec) -> Decoded {
             source: format!("s{}", r.source),
             scheme: "hmac".into(),
             event_id: format!("evt_{}", r.id),
-            event_type: if r.id.is_multiple_of(11) { "order.deleted" } else { "order.updated" }.into(),
+            event_type: if r.id.is_multiple_of(11) {
+                "order.deleted"
+            } else {
+                "order.updated"
+            }
+            .into(),
             entity: format!("o{}", r.entity),
             occurred_at: r.occurred_at,
             received_at: r.received_at,
@@ -104,7 +109,14 @@ fn others() -> impl Strategy<Value = Vec<Rec>> {
         1 => Just(i64::MIN),
         1 => any::<i64>(),
     ];
-    let rec = (prop::bool::ANY, 0u8..2, 0u16..40, 0u8..4, time.clone(), time);
+    let rec = (
+        prop::bool::ANY,
+        0u8..2,
+        0u16..40,
+        0u8..4,
+        time.clone(),
+        time,
+    );
     prop::collection::vec(rec, 0..60).prop_map(|recs| {
         recs.into_iter()
             .map(|(a, source, id, entity, occurred_at, received_at)| Rec {
@@ -183,16 +195,15 @@ fn outputs_of_b(batches: &[Vec<(i64, Rec)>]) -> Vec<OutRecord> {
 }
 
 /// Merges `b` and `others` in the order `picks` says, then splits into batches.
-fn interleave(
-    b: &[Rec],
-    others: &[Rec],
-    picks: &[bool],
-    sizes: &[usize],
-) -> Vec<Vec<(i64, Rec)>> {
+fn interleave(b: &[Rec], others: &[Rec], picks: &[bool], sizes: &[usize]) -> Vec<Vec<(i64, Rec)>> {
     let (mut bi, mut oi) = (b.iter(), others.iter());
     let mut merged = Vec::new();
     for pick in picks.iter().copied().chain(std::iter::repeat(true)) {
-        let next = if pick { bi.next().or_else(|| oi.next()) } else { oi.next().or_else(|| bi.next()) };
+        let next = if pick {
+            bi.next().or_else(|| oi.next())
+        } else {
+            oi.next().or_else(|| bi.next())
+        };
         match next {
             Some(rec) => merged.push(rec.clone()),
             None => break,
@@ -276,7 +287,17 @@ fn a_far_future_event_of_one_tenant_leaves_another_tenants_dedupe_and_order_alon
         task.commit(&pending).unwrap();
         out
     };
-    let first: Vec<Rec> = (0..200).map(|n| rec(B, n, (n % 4) as u8, BASE + n as i64 * 10, BASE + n as i64 * 10)).collect();
+    let first: Vec<Rec> = (0..200)
+        .map(|n| {
+            rec(
+                B,
+                n,
+                (n % 4) as u8,
+                BASE + n as i64 * 10,
+                BASE + n as i64 * 10,
+            )
+        })
+        .collect();
     run(first.clone());
     // A's sender dates an event in 2100 and ingest receives it then too (a host clock gone
     // wrong): A's stream time jumps, B's must not.
@@ -331,7 +352,10 @@ fn a_future_event_time_beyond_the_skew_is_processed_at_its_receive_time_and_flag
         decoded(2, &rec(2, BASE + 1_000, BASE + 1_000)),
         decoded(3, &rec(3, BASE + 300_000 + 2_000, BASE + 2_000)),
         decoded(4, &rec(4, YEAR_2100, BASE + 3_600_000)),
-        decoded(5, &rec(5, BASE + 3_600_000 + 10_000, BASE + 3_600_000 + 10_000)),
+        decoded(
+            5,
+            &rec(5, BASE + 3_600_000 + 10_000, BASE + 3_600_000 + 10_000),
+        ),
     ];
     let mut out = Vec::new();
     let pending = task.process(records, &catalog, &mut out).unwrap();
@@ -355,19 +379,32 @@ fn a_future_event_time_beyond_the_skew_is_processed_at_its_receive_time_and_flag
         ],
         "processed in receive-time order, exactly at the skew bound still trusted"
     );
-    assert_eq!(events[0].occurred_at, "2100-01-01T00:00:00.000Z", "claimed time kept");
+    assert_eq!(
+        events[0].occurred_at, "2100-01-01T00:00:00.000Z",
+        "claimed time kept"
+    );
     let skewed_record = out
         .iter()
         .find(|r| r.topic == Topic::Events && r.headers.iter().any(|(_, v)| v == b"evt_1"))
         .unwrap();
-    assert_eq!(skewed_record.timestamp, Some(BASE), "record time is the receive time");
+    assert_eq!(
+        skewed_record.timestamp,
+        Some(BASE),
+        "record time is the receive time"
+    );
     let alerts: Vec<AlertRecord> = out
         .iter()
         .filter(|r| r.topic == Topic::Alerts)
         .map(|r| serde_json::from_slice(r.value.as_ref().unwrap()).unwrap())
         .collect();
-    assert_eq!(alerts.len(), 2, "one per source per hour of stream time: {alerts:?}");
-    assert!(alerts.iter().all(|a| a.kind == "time_skewed" && a.source.as_deref() == Some("s0")));
+    assert_eq!(
+        alerts.len(),
+        2,
+        "one per source per hour of stream time: {alerts:?}"
+    );
+    assert!(alerts
+        .iter()
+        .all(|a| a.kind == "time_skewed" && a.source.as_deref() == Some("s0")));
 }
 
 fn events_of(out: &[OutRecord]) -> Vec<EventRecord> {

@@ -522,7 +522,10 @@ fn usage_entries_expire_with_their_dedupe_entry() {
     assert!(task.store.get(Cf::Caps, &entry).unwrap().is_none());
     assert!(task
         .store
-        .get(Cf::Caps, &crate::admission::usage_key("acme", "b", "orders"))
+        .get(
+            Cf::Caps,
+            &crate::admission::usage_key("acme", "b", "orders")
+        )
         .unwrap()
         .is_some());
 }
@@ -582,7 +585,15 @@ fn refused_and_too_large_inputs_go_to_the_dlq_and_the_rest_flows() {
 fn a_large_flush_goes_in_bounded_steps_with_the_same_result() {
     let records = || -> Vec<Decoded> {
         (0..12)
-            .map(|n| input(n, &format!("e{n}"), &format!("o{}", n % 3), 10_000 + n * 10, "{}"))
+            .map(|n| {
+                input(
+                    n,
+                    &format!("e{n}"),
+                    &format!("o{}", n % 3),
+                    10_000 + n * 10,
+                    "{}",
+                )
+            })
             .collect()
     };
     let flushed = |max_flush: usize| -> (Vec<OutRecord>, usize) {
@@ -684,16 +695,33 @@ fn usage_entries_are_per_source() {
         entry.actual.map(|u: Usage| u.tokens)
     };
     assert_eq!(actual(&task, "a", "billing"), Some(7));
-    assert_eq!(actual(&task, "a", "orders"), None, "the other source's event is untouched");
-    assert_eq!(actual(&task, "b", "orders"), Some(9), "found without a source");
+    assert_eq!(
+        actual(&task, "a", "orders"),
+        None,
+        "the other source's event is untouched"
+    );
+    assert_eq!(
+        actual(&task, "b", "orders"),
+        Some(9),
+        "found without a source"
+    );
 
     // A report without a source before its event: the event takes the report's entry.
     let mut out = Vec::new();
     let pending = task
-        .absorb(0, &[], &[report("c", None, 5)], &SourceCatalog::empty(), &mut out)
+        .absorb(
+            0,
+            &[],
+            &[report("c", None, 5)],
+            &SourceCatalog::empty(),
+            &mut out,
+        )
         .unwrap();
     task.commit(&pending).unwrap();
-    run(&mut task, vec![from("orders", input(3, "c", "o4", 11_000, "{}"))]);
+    run(
+        &mut task,
+        vec![from("orders", input(3, "c", "o4", 11_000, "{}"))],
+    );
     assert_eq!(actual(&task, "c", "orders"), Some(5));
     let early = crate::admission::usage_prefix("acme", "c");
     assert_eq!(task.store.get(Cf::Caps, &early).unwrap(), None);

@@ -114,7 +114,10 @@ impl Batch<'_> {
 
     /// Reconciles buffered events into their entities, in the given (key) order, emitting
     /// `events` and `state`.
-    pub(super) fn release(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ProcessorError> {
+    pub(super) fn release(
+        &mut self,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), ProcessorError> {
         for (key, value) in entries {
             self.txn.delete(Cf::Buffer, key.clone());
             self.buffered = self.buffered.saturating_sub(1);
@@ -158,8 +161,7 @@ impl Batch<'_> {
             }
             Outcome::Applied(state) => {
                 self.out.push(output::event(&input, false, codecs));
-                self.out
-                    .push(output::state(&input, &state, codecs));
+                self.out.push(output::state(&input, &state, codecs));
                 self.txn.put(
                     Cf::Entity,
                     entity_key.into_bytes(),
