@@ -118,6 +118,7 @@ fn one_tenants_clock_never_moves_another_tenants_dedupe_or_order() {
     // No wall-clock flush in the way: what comes out is decided by stream time alone.
     let settings = Settings {
         idle_flush_ms: 600_000,
+        processor: "listen = \"127.0.0.1:0\"".into(),
         ..Settings::default()
     };
     let config = one_partition(&broker, "clock", &settings);
@@ -209,6 +210,16 @@ fn one_tenants_clock_never_moves_another_tenants_dedupe_or_order() {
         (Some("time_skewed"), Some("orders"))
     );
     assert_eq!(alerts[0].key_str(), "ta");
+    let metrics = format!("{}/metrics", processor.base_url());
+    let skewed = |tenant| {
+        http::metric(
+            &metrics,
+            "hookstream_processor_time_skewed_total",
+            &[("tenant", tenant)],
+        )
+    };
+    assert_eq!(skewed("ta"), Some(1.0), "counted per tenant");
+    assert_eq!(skewed("tb"), None);
     processor.terminate();
 }
 

@@ -56,7 +56,8 @@ pub(super) struct Batch<'a> {
     caps: Option<Caps>,
     tenants: admission::Tenants,
     clocks: BTreeMap<Vec<u8>, Tracked>,
-    tenant_times: BTreeMap<String, (Millis, bool)>,
+    /// Tenants' stream times this batch moved (written back at the end).
+    tenant_times: BTreeMap<String, Millis>,
     /// Inputs the broker refused records of, for good, with why: sent to `dlq` instead.
     refused: &'a BTreeMap<(i32, i64), String>,
 }
@@ -211,9 +212,7 @@ impl<'a> Batch<'a> {
     fn enqueue(&mut self, source: &[u8], input: RawInput) -> Result<(), ProcessorError> {
         let entity_key = EntityKey::new(&input.meta.tenant, &input.meta.entity).encode();
         if reorder::is_late(entity(&self.txn, &entity_key)?.as_ref(), &input.meta) {
-            if let Some(reason) = self.refused.get(&(input.partition, input.offset)) {
-                let reason = reason.clone();
-                self.divert(&input, &reason);
+            if self.divert_if_refused(&input) {
                 return Ok(());
             }
             self.stats.late += 1;
@@ -244,21 +243,24 @@ impl<'a> Batch<'a> {
         if tracked.clock.buffered == 0 {
             return Ok(());
         }
-        let due = self.txn.range(
-            Cf::Buffer,
-            &reorder::at(source, floor),
-            &reorder::due_bound(source, now),
-        )?;
-        self.release(due)?;
+        // Nothing below `floor` is held: when it is past stream time nothing is due, and
+        // the store is not read (the common case of an arrival that moves no clock).
+        if floor <= now {
+            let due = self.txn.range(
+                Cf::Buffer,
+                &reorder::at(source, floor),
+                &reorder::due_bound(source, now),
+            )?;
+            self.release(due)?;
+            self.clock(source)?.floor = now.saturating_add(1);
+        }
         let max = self.settings.max_buffered as u64;
-        let tracked = self.clock(source)?;
-        tracked.floor = now.saturating_add(1);
-        let over = tracked.clock.buffered.saturating_sub(max);
+        let over = self.clock(source)?.clock.buffered.saturating_sub(max);
         if over > 0 {
             let oldest = self.txn.range_first(
                 Cf::Buffer,
                 &reorder::at(source, Millis::MIN),
-                &reorder::due_bound(source, Millis::MAX),
+                &reorder::end_of(source),
                 over as usize,
             )?;
             self.release(oldest)?;
@@ -316,10 +318,8 @@ impl<'a> Batch<'a> {
                 source,
             });
         }
-        for (tenant, (at, changed)) in std::mem::take(&mut self.tenant_times) {
-            if changed {
-                clock::save_tenant_time(&mut self.txn, &tenant, at);
-            }
+        for (tenant, at) in std::mem::take(&mut self.tenant_times) {
+            clock::save_tenant_time(&mut self.txn, &tenant, at);
         }
         if let Some(caps) = &self.caps {
             std::mem::take(&mut self.tenants).finish(caps, &mut self.txn, self.out);
@@ -388,7 +388,7 @@ impl<'a> Batch<'a> {
     }
 
     fn tenant_time(&mut self, tenant: &str) -> Result<Option<Millis>, ProcessorError> {
-        if let Some((at, _)) = self.tenant_times.get(tenant) {
+        if let Some(at) = self.tenant_times.get(tenant) {
             return Ok(Some(*at));
         }
         clock::tenant_time(&self.txn, tenant)
@@ -397,7 +397,7 @@ impl<'a> Batch<'a> {
     fn advance_tenant(&mut self, tenant: &str, at: Millis) -> Result<(), ProcessorError> {
         let current = self.tenant_time(tenant)?;
         if current.is_none_or(|c| c < at) {
-            self.tenant_times.insert(tenant.to_owned(), (at, true));
+            self.tenant_times.insert(tenant.to_owned(), at);
         }
         Ok(())
     }

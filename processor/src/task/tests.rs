@@ -67,6 +67,21 @@ fn states(out: &[OutRecord]) -> Vec<StateRecord> {
 
 const G: i64 = DEFAULT_GRACE_MS;
 
+/// Caps for tenant `acme` (events per hour, tokens per day), kept on window reset.
+fn capped(events: Option<u64>, tokens: Option<u64>) -> Option<Arc<crate::caps::Caps>> {
+    let mut limits = crate::caps::test_support::caps(events, tokens, None);
+    limits.on_window_reset = schemas::config::OnWindowReset::Keep;
+    let rules = crate::caps::TenantRules {
+        caps: Some(limits),
+        breaker: None,
+    };
+    Some(Arc::new(crate::caps::Caps::from_rules(
+        [("acme".to_owned(), rules)],
+        0,
+        1,
+    )))
+}
+
 #[test]
 fn duplicates_are_dropped_within_and_across_batches() {
     let dir = tempfile::tempdir().unwrap();
@@ -490,27 +505,9 @@ fn a_redrive_passes_dedupe_once_per_redrive_id() {
 /// A tenant's usage entry (estimate, later actual) lives as long as the event's dedupe entry.
 #[test]
 fn usage_entries_expire_with_their_dedupe_entry() {
-    use crate::caps::{Caps, TenantRules};
-    use schemas::config::{CapLimits, OnWindowReset};
-    let limits = CapLimits {
-        events_per_hour: Some(1_000),
-        tokens_per_day: None,
-        cost_per_day_micros: None,
-        timezone: "UTC".parse().unwrap(),
-        on_window_reset: OnWindowReset::Keep,
-        estimates: Vec::new(),
-    };
-    let rules = TenantRules {
-        caps: Some(limits),
-        breaker: None,
-    };
     let settings = TaskSettings {
         dedupe_window_ms: 60_000,
-        caps: Some(Arc::new(Caps::from_rules(
-            [("acme".to_owned(), rules)],
-            0,
-            1,
-        ))),
+        caps: capped(Some(1_000), None),
         ..TaskSettings::default()
     };
     let dir = tempfile::tempdir().unwrap();
@@ -631,27 +628,10 @@ fn a_large_flush_goes_in_bounded_steps_with_the_same_result() {
 /// entry of the one source that used the id.
 #[test]
 fn usage_entries_are_per_source() {
-    use crate::caps::{Caps, EventUsage, TenantRules, Usage};
-    use schemas::config::{CapLimits, OnWindowReset};
+    use crate::caps::{EventUsage, Usage};
     use schemas::records::UsageRecord;
-    let limits = CapLimits {
-        events_per_hour: None,
-        tokens_per_day: Some(1_000_000),
-        cost_per_day_micros: None,
-        timezone: "UTC".parse().unwrap(),
-        on_window_reset: OnWindowReset::Keep,
-        estimates: Vec::new(),
-    };
-    let rules = TenantRules {
-        caps: Some(limits),
-        breaker: None,
-    };
     let settings = TaskSettings {
-        caps: Some(Arc::new(Caps::from_rules(
-            [("acme".to_owned(), rules)],
-            0,
-            1,
-        ))),
+        caps: capped(None, Some(1_000_000)),
         ..TaskSettings::default()
     };
     let dir = tempfile::tempdir().unwrap();

@@ -43,13 +43,14 @@ impl Batch<'_> {
             .map(|value| Flush::decode(&value)))
     }
 
-    /// Carries out a (durably decided) flush.
-    /// Releases at most `limit` of the events the flush names, in order; the flush stays
+    /// Carries out a (durably decided) flush: releases at most `limit` of the events the
+    /// flush names, in order; the flush stays
     /// pending (durably) until a step finds nothing left, so a large flush is split into
     /// bounded steps that a crash cannot reorder. Returns whether it is done.
     pub fn flush(&mut self, flush: &Flush, limit: usize) -> Result<bool, ProcessorError> {
         let ranges: Vec<(Vec<u8>, Vec<u8>)> = match flush {
-            Flush::All => vec![(Vec::new(), vec![0xff; 64])],
+            // Every buffer key starts with a source key: the range after the empty prefix.
+            Flush::All => vec![(Vec::new(), reorder::end_of(&[]))],
             Flush::Sources(sources) => sources
                 .iter()
                 .map(|s| (reorder::at(s, Millis::MIN), reorder::end_of(s)))
@@ -99,6 +100,15 @@ impl Batch<'_> {
         })
     }
 
+    /// Sends `input` to `dlq` if the broker refused one of its records; whether it did.
+    pub(super) fn divert_if_refused(&mut self, input: &RawInput) -> bool {
+        let Some(reason) = self.refused.get(&(input.partition, input.offset)).cloned() else {
+            return false;
+        };
+        self.divert(input, &reason);
+        true
+    }
+
     pub(super) fn divert(&mut self, input: &RawInput, reason: &str) {
         self.stats.dead_letters += 1;
         metrics::counter!("hookstream_processor_diverted_total", "tenant" => input.meta.tenant.clone())
@@ -135,9 +145,7 @@ impl Batch<'_> {
     }
 
     pub(super) fn apply(&mut self, input: RawInput) -> Result<(), ProcessorError> {
-        if let Some(reason) = self.refused.get(&(input.partition, input.offset)) {
-            let reason = reason.clone();
-            self.divert(&input, &reason);
+        if self.divert_if_refused(&input) {
             return Ok(());
         }
         let codecs = &self.settings.codecs;
