@@ -115,6 +115,7 @@ fn passthrough(test: &TestConfig, count: i64, headers: bool) -> Duration {
             &config.kafka,
             &schemas::topics::TopicNames::new(format!("{}{name}-", test.prefix)),
             &[schemas::topics::Topic::Raw],
+            -1,
         ))
         .unwrap();
     let out = format!("{}{name}-raw", test.prefix);

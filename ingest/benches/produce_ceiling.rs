@@ -51,7 +51,7 @@ async fn main() {
         ..KafkaConfig::default()
     };
     let names = TopicNames::new(format!("bench.ceiling.{}.", std::process::id()));
-    ensure_topics(&kafka, &names, &[Topic::Raw])
+    ensure_topics(&kafka, &names, &[Topic::Raw], -1)
         .await
         .expect("creating the ceiling topic");
     let topic = names.name(Topic::Raw);

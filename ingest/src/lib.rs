@@ -126,6 +126,7 @@ impl IngestService {
                 &config.kafka,
                 &names,
                 &[Topic::Raw, Topic::Rejected, Topic::Dlq],
+                config.processor.snapshots.retention_ms(),
             )
             .await
             .map_err(|e| startup(e.to_string()))?;

@@ -13,11 +13,20 @@
 //! its partition without noticing (a long GC pause, a network partition) cannot change the
 //! history its successor restored. (Kafka Streams without exactly-once has no such guard.)
 //!
+//! **Snapshots bound the history a restore reads.** Now and then a task writes its whole
+//! store as [`SnapshotChunk`]s: the state as of changelog `position` (every batch before it
+//! applied, none after). A snapshot is complete when its last chunk is in the log; restore
+//! loads the latest complete one and applies the frames from its position on, so it reads
+//! about the state plus the frames since, however old the partition is. A snapshot cut short
+//! by a crash is never used. History before the latest snapshot is no longer needed: time
+//! retention (or `DeleteRecords`) removes it. See [`crate::snapshot`].
+//!
 //! Value: one format byte ([`FORMAT`]), then the record in the
 //! [postcard](https://postcard.jamesmunns.com/wire-format) wire format. Key: readable text
-//! (`fence`, or `epoch-seq-index`) for people inspecting the topic; restore does not use it.
-//! The changelog is not compacted (frames are not keyed by store key): it is created with
-//! `cleanup.policy=delete` and `retention.ms=-1`.
+//! (`fence-…`, `epoch-seq-index`, or `snapshot-position-index`) for people inspecting the
+//! topic; restore uses the `snapshot-` prefix only to skip chunks without decoding them. The
+//! changelog is not compacted (frames are not keyed by store key): it is created with
+//! `cleanup.policy=delete` and a time retention of several snapshot intervals.
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::{ByteBuf, Bytes};
@@ -37,7 +46,26 @@ pub enum ChangelogRecord {
     /// A task incarnation starts; its offset is the incarnation's epoch.
     Fence,
     Frame(Frame),
+    Snapshot(SnapshotChunk),
 }
+
+/// Part of a snapshot: a task's whole store as of changelog `position`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The epoch of the incarnation that wrote it.
+    pub epoch: i64,
+    /// The changelog offset the snapshot's state is current to (exclusive).
+    pub position: i64,
+    /// When it was taken (wall clock, ms): with `epoch` and `position`, the snapshot's id.
+    pub taken_at_ms: i64,
+    pub index: u32,
+    /// The snapshot's last chunk: the snapshot is complete.
+    pub last: bool,
+    pub ops: Vec<Op>,
+}
+
+/// The key prefix of snapshot chunks.
+pub const SNAPSHOT_KEY_PREFIX: &[u8] = b"snapshot-";
 
 /// Part of one batch's store changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +90,14 @@ enum WireOut<'a> {
         last: bool,
         ops: Vec<WireOpOut<'a>>,
     },
+    Snapshot {
+        epoch: i64,
+        position: i64,
+        taken_at_ms: i64,
+        index: u32,
+        last: bool,
+        ops: Vec<WireOpOut<'a>>,
+    },
 }
 
 #[derive(Serialize)]
@@ -81,6 +117,14 @@ enum WireIn {
         last: bool,
         ops: Vec<WireOpIn>,
     },
+    Snapshot {
+        epoch: i64,
+        position: i64,
+        taken_at_ms: i64,
+        index: u32,
+        last: bool,
+        ops: Vec<WireOpIn>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -88,6 +132,80 @@ struct WireOpIn {
     cf: u8,
     key: ByteBuf,
     value: Option<ByteBuf>,
+}
+
+/// The leading fields of each kind of record (the ops, last on the wire, are not read).
+#[derive(Deserialize)]
+enum WireHead {
+    Fence,
+    Frame {
+        _epoch: i64,
+        _seq: u64,
+        _index: u32,
+        _last: bool,
+    },
+    Snapshot {
+        epoch: i64,
+        position: i64,
+        taken_at_ms: i64,
+        index: u32,
+        last: bool,
+    },
+}
+
+/// What [`decode_head`] reads of a record: enough to find snapshots without copying ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    Fence,
+    Frame,
+    Snapshot(SnapshotId, u32, bool),
+}
+
+/// A snapshot's identity: who wrote it, the position it covers, when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotId {
+    pub epoch: i64,
+    pub position: i64,
+    pub taken_at_ms: i64,
+}
+
+impl SnapshotChunk {
+    pub fn id(&self) -> SnapshotId {
+        SnapshotId {
+            epoch: self.epoch,
+            position: self.position,
+            taken_at_ms: self.taken_at_ms,
+        }
+    }
+}
+
+/// Decodes the kind of a changelog value and a snapshot chunk's place, not its ops.
+pub fn decode_head(value: &[u8]) -> Result<Head, String> {
+    match value.split_first() {
+        Some((&FORMAT, rest)) => Ok(
+            match postcard::from_bytes::<WireHead>(rest).map_err(|e| e.to_string())? {
+                WireHead::Fence => Head::Fence,
+                WireHead::Frame { .. } => Head::Frame,
+                WireHead::Snapshot {
+                    epoch,
+                    position,
+                    taken_at_ms,
+                    index,
+                    last,
+                } => Head::Snapshot(
+                    SnapshotId {
+                        epoch,
+                        position,
+                        taken_at_ms,
+                    },
+                    index,
+                    last,
+                ),
+            },
+        ),
+        Some((version, _)) => Err(format!("unknown changelog format {version}")),
+        None => Err("empty changelog value".into()),
+    }
 }
 
 fn fence_key() -> Vec<u8> {
@@ -121,12 +239,12 @@ pub fn fence(partition: i32) -> OutRecord {
     }
 }
 
-/// A batch's ops as frames; the last one closes the batch. No ops, no frames.
-pub fn frames(partition: i32, epoch: i64, seq: u64, ops: &[Op]) -> Vec<OutRecord> {
+/// `ops` split into runs of at most [`FRAME_BYTES`] (a larger op is a run of its own).
+fn chunks(ops: &[Op]) -> Vec<&[Op]> {
     let mut chunks: Vec<&[Op]> = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, op) in ops.iter().enumerate() {
-        let size = op.key.len() + op.value.as_ref().map_or(0, Vec::len) + 8;
+        let size = op_bytes(op);
         if i > start && bytes + size > FRAME_BYTES {
             chunks.push(&ops[start..i]);
             (start, bytes) = (i, 0);
@@ -136,6 +254,39 @@ pub fn frames(partition: i32, epoch: i64, seq: u64, ops: &[Op]) -> Vec<OutRecord
     if start < ops.len() {
         chunks.push(&ops[start..]);
     }
+    chunks
+}
+
+/// About what an op takes in a record.
+pub fn op_bytes(op: &Op) -> usize {
+    op.key.len() + op.value.as_ref().map_or(0, Vec::len) + 8
+}
+
+fn wire_ops(ops: &[Op]) -> Vec<WireOpOut<'_>> {
+    ops.iter()
+        .map(|op| WireOpOut {
+            cf: op.cf.tag(),
+            key: Bytes::new(&op.key),
+            value: op.value.as_deref().map(Bytes::new),
+        })
+        .collect()
+}
+
+fn record(partition: i32, key: String, wire: &WireOut<'_>) -> OutRecord {
+    OutRecord {
+        topic: Topic::Changelog,
+        key: key.into_bytes(),
+        value: Some(encode(wire)),
+        headers: Vec::new(),
+        timestamp: None,
+        partition: Some(partition),
+        origin: None,
+    }
+}
+
+/// A batch's ops as frames; the last one closes the batch. No ops, no frames.
+pub fn frames(partition: i32, epoch: i64, seq: u64, ops: &[Op]) -> Vec<OutRecord> {
+    let chunks = chunks(ops);
     let count = chunks.len();
     chunks
         .into_iter()
@@ -146,24 +297,55 @@ pub fn frames(partition: i32, epoch: i64, seq: u64, ops: &[Op]) -> Vec<OutRecord
                 seq,
                 index: index as u32,
                 last: index + 1 == count,
-                ops: chunk
-                    .iter()
-                    .map(|op| WireOpOut {
-                        cf: op.cf.tag(),
-                        key: Bytes::new(&op.key),
-                        value: op.value.as_deref().map(Bytes::new),
-                    })
-                    .collect(),
+                ops: wire_ops(chunk),
             };
-            OutRecord {
-                topic: Topic::Changelog,
-                key: format!("{epoch}-{seq}-{index}").into_bytes(),
-                value: Some(encode(&wire)),
-                headers: Vec::new(),
-                timestamp: None,
-                partition: Some(partition),
-                origin: None,
-            }
+            record(partition, format!("{epoch}-{seq}-{index}"), &wire)
+        })
+        .collect()
+}
+
+/// A store's entries as the chunks of one snapshot (at least one, even for an empty store).
+pub fn snapshot(
+    partition: i32,
+    epoch: i64,
+    position: i64,
+    taken_at_ms: i64,
+    ops: &[Op],
+) -> Vec<OutRecord> {
+    let mut chunks = chunks(ops);
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let count = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(index, chunk)| {
+            let wire = WireOut::Snapshot {
+                epoch,
+                position,
+                taken_at_ms,
+                index: index as u32,
+                last: index + 1 == count,
+                ops: wire_ops(chunk),
+            };
+            let key = format!(
+                "{}{position}-{index}",
+                String::from_utf8_lossy(SNAPSHOT_KEY_PREFIX)
+            );
+            record(partition, key, &wire)
+        })
+        .collect()
+}
+
+fn read_ops(ops: Vec<WireOpIn>) -> Result<Vec<Op>, String> {
+    ops.into_iter()
+        .map(|op| {
+            Ok(Op {
+                cf: Cf::from_tag(op.cf).ok_or_else(|| format!("unknown store tag {}", op.cf))?,
+                key: op.key.into_vec(),
+                value: op.value.map(ByteBuf::into_vec),
+            })
         })
         .collect()
 }
@@ -185,17 +367,22 @@ pub fn decode(value: &[u8]) -> Result<ChangelogRecord, String> {
                     seq,
                     index,
                     last,
-                    ops: ops
-                        .into_iter()
-                        .map(|op| {
-                            Ok(Op {
-                                cf: Cf::from_tag(op.cf)
-                                    .ok_or_else(|| format!("unknown store tag {}", op.cf))?,
-                                key: op.key.into_vec(),
-                                value: op.value.map(ByteBuf::into_vec),
-                            })
-                        })
-                        .collect::<Result<_, String>>()?,
+                    ops: read_ops(ops)?,
+                })),
+                WireIn::Snapshot {
+                    epoch,
+                    position,
+                    taken_at_ms,
+                    index,
+                    last,
+                    ops,
+                } => Ok(ChangelogRecord::Snapshot(SnapshotChunk {
+                    epoch,
+                    position,
+                    taken_at_ms,
+                    index,
+                    last,
+                    ops: read_ops(ops)?,
                 })),
             }
         }
@@ -245,6 +432,45 @@ mod tests {
         let ops: Vec<Op> = (0..500).map(|i| op(i, 100)).collect();
         assert_eq!(frames(0, 1, 1, &ops).len(), 1);
         assert!(frames(0, 1, 1, &[]).is_empty());
+    }
+
+    #[test]
+    fn snapshots_round_trip_in_chunks_and_an_empty_store_is_one_chunk() {
+        let ops: Vec<Op> = (0..40)
+            .map(|i| Op {
+                value: Some(vec![i as u8; 40 * 1024]),
+                ..op(i, 0)
+            })
+            .collect();
+        let records = snapshot(1, 7, 120, 99, &ops);
+        assert!(records.len() >= 2);
+        let mut decoded = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            assert!(record.key.starts_with(SNAPSHOT_KEY_PREFIX));
+            let ChangelogRecord::Snapshot(chunk) = decode(record.value.as_ref().unwrap()).unwrap()
+            else {
+                panic!("not a snapshot chunk");
+            };
+            assert_eq!(
+                (chunk.epoch, chunk.position, chunk.taken_at_ms, chunk.index),
+                (7, 120, 99, i as u32)
+            );
+            assert_eq!(chunk.last, i + 1 == records.len());
+            assert_eq!(
+                decode_head(record.value.as_ref().unwrap()),
+                Ok(Head::Snapshot(chunk.id(), chunk.index, chunk.last))
+            );
+            decoded.extend(chunk.ops);
+        }
+        assert_eq!(decoded, ops);
+        let frame = &frames(1, 2, 3, &ops)[0];
+        assert_eq!(decode_head(frame.value.as_ref().unwrap()), Ok(Head::Frame));
+        let empty = snapshot(1, 7, 0, 1, &[]);
+        assert_eq!(empty.len(), 1);
+        assert!(matches!(
+            decode(empty[0].value.as_ref().unwrap()),
+            Ok(ChangelogRecord::Snapshot(SnapshotChunk { last: true, .. }))
+        ));
     }
 
     #[test]

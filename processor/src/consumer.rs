@@ -73,7 +73,14 @@ pub struct Pipeline {
     pub refused: Mutex<BTreeMap<(i32, i64), String>>,
     /// Partitions whose task waits to open again after broker trouble (`/healthz`).
     pub waiting: crate::retry::Waiting,
+    /// When tasks snapshot their stores into the changelog.
+    pub snapshots: crate::snapshot::Policy,
+    /// Deletes the changelog before each new snapshot (`processor.snapshots.delete_records`).
+    pub delete_records: Option<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>>,
 }
+
+/// How often an idle loop wakes to see whether a snapshot is due by age.
+const SNAPSHOT_CHECK: Duration = Duration::from_secs(60);
 
 /// Per partition of `raw`: the task's next offset and how many events it holds back, as of
 /// its last durable batch.
@@ -129,6 +136,7 @@ impl Pipeline {
                 message = self.consumer.recv() => Some(message),
                 _ = tokio::time::sleep(self.idle_flush), if holding => None,
                 _ = tokio::time::sleep(self.budget_absorb), if shares_waiting => None,
+                _ = tokio::time::sleep(SNAPSHOT_CHECK), if !tasks.is_empty() => None,
             };
             let mut messages: Vec<OwnedMessage> = Vec::new();
             match first {
@@ -217,6 +225,11 @@ impl Pipeline {
                     .get(p)
                     .is_some_and(|t| t.next_offset().unwrap_or(0) < until)
             });
+            // Between batches: snapshots due by size or age (their records go before this
+            // turn's, which the tasks have not processed yet).
+            if !self.write_snapshots(&mut tasks, &mut stop).await? {
+                break;
+            }
             let first_offsets: Vec<(i32, i64)> = by_partition
                 .iter()
                 .filter_map(|(p, records)| records.first().map(|r| (*p, position(r).1)))
@@ -384,12 +397,20 @@ impl Pipeline {
         let raw = self.topics.name(Topic::Raw);
         let mut frames = Vec::new();
         let mut last_frame = Vec::with_capacity(pending.len());
+        let mut frame_bytes = Vec::with_capacity(pending.len());
         let mut offsets = TopicPartitionList::new();
         for (partition, batch) in pending.iter() {
             *seq += 1;
             let epoch = tasks[partition].epoch();
+            let first = frames.len();
             frames.extend(changelog::frames(*partition, epoch, *seq, &batch.ops));
             last_frame.push(frames.len() - 1);
+            frame_bytes.push(
+                frames[first..]
+                    .iter()
+                    .map(|f| f.value.as_ref().map_or(0, Vec::len) as u64)
+                    .sum::<u64>(),
+            );
             if let Some(next) = batch.next_offset {
                 offsets.add_partition_offset(&raw, *partition, Offset::Offset(next))?;
             }
@@ -429,11 +450,15 @@ impl Pipeline {
                 return Ok(Durable::No);
             }
         };
-        for ((partition, batch), last) in pending.iter_mut().zip(last_frame) {
+        let now = crate::restore::now_ms();
+        for (((partition, batch), last), bytes) in
+            pending.iter_mut().zip(last_frame).zip(frame_bytes)
+        {
             let task = tasks.get_mut(partition).expect("pending tasks are open");
             let (_, frame_offset) = positions[last];
             batch.ops.push(Op::meta(CHANGELOG_NEXT, frame_offset + 1));
             batch.ops.push(Op::meta(EPOCH, task.epoch()));
+            batch.ops.push(task.changelog_written(bytes, now));
             task.commit(batch)?;
             report(&self.progress, *partition, task);
         }

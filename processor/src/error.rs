@@ -71,6 +71,15 @@ pub enum ProcessorError {
     Stalled(String),
     #[error("processor cannot start: {0}")]
     Startup(String),
+    /// The changelog no longer holds what a restore needs (from offset `needed`; it starts at
+    /// `low`) and has no complete snapshot after it: its retention deleted history.
+    #[error("partition {partition} of `{topic}` lost history: the restore needs offset {needed} but the changelog starts at {low} and holds no complete snapshot to start from; the task's state cannot be restored (rebuild the derived topics with `hookstream replay --rebuild`, and give the changelog a longer retention or run the processor within it)")]
+    HistoryLost {
+        topic: String,
+        partition: i32,
+        needed: i64,
+        low: i64,
+    },
 }
 
 impl ProcessorError {

@@ -29,6 +29,7 @@ pub mod reconcile;
 pub mod reorder;
 pub mod restore;
 pub mod retry;
+pub mod snapshot;
 pub mod status;
 pub mod store;
 pub mod task;
@@ -157,6 +158,18 @@ fn max_record_bytes(config: &Config) -> usize {
         .unwrap_or(1_000_000)
 }
 
+/// Test support: failpoints named in the `FAILPOINTS` environment variable (the `fail`
+/// crate's syntax, e.g. `snapshot-torn=2*off->return`) take effect. Unset: none.
+fn failpoints_from_env() {
+    static SETUP: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("FAILPOINTS").is_some() {
+        SETUP.call_once(|| {
+            tracing::warn!("FAILPOINTS is set: test failpoints are active");
+            std::mem::forget(fail::FailScenario::setup());
+        });
+    }
+}
+
 /// A running processor; [`ProcessorService::stop`] finishes the current batch and returns.
 pub struct ProcessorService {
     progress: Progress,
@@ -167,9 +180,27 @@ pub struct ProcessorService {
 
 impl ProcessorService {
     pub async fn start(config: &Config, options: StartOptions) -> Result<Self, ProcessorError> {
+        failpoints_from_env();
         let topics = config.topics();
         if options.create_topics {
-            schemas::kafka::ensure_topics_waiting(&config.kafka, &topics, &Topic::ALL).await?;
+            schemas::kafka::ensure_topics_waiting(
+                &config.kafka,
+                &topics,
+                &Topic::ALL,
+                config.processor.snapshots.retention_ms(),
+            )
+            .await?;
+        }
+        let unsafe_topics = schemas::topic_config::check(config).await?;
+        if !unsafe_topics.is_empty() {
+            return Err(ProcessorError::Startup(format!(
+                "topics configured to lose data the processor needs (change them with your broker's admin tools, then start again):\n{}",
+                unsafe_topics
+                    .iter()
+                    .map(|(name, why)| format!("  - {name}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )));
         }
         let state_root = config.processor.state_dir.join(&config.processor.group_id);
         std::fs::create_dir_all(&state_root).map_err(|e| {
@@ -270,6 +301,12 @@ impl ProcessorService {
             raw_partitions,
             refused: Default::default(),
             waiting: waiting.clone(),
+            snapshots: crate::snapshot::Policy::of(&config.processor.snapshots),
+            delete_records: if config.processor.snapshots.delete_records {
+                Some(client_config(&config.kafka, Role::Admin).create()?)
+            } else {
+                None
+            },
             restore: {
                 let mut restore = client_config(&config.kafka, Role::Consumer);
                 restore.set("group.id", format!("{}-restore", config.processor.group_id));

@@ -3,8 +3,12 @@
 //!
 //! When a partition task opens it appends a fence to its changelog partition (see
 //! [`crate::changelog`]) and [`open`] brings the local store up to that fence: from the store's
-//! `changelog_next`, or from the beginning for a store that is new because the partition moved
-//! here or the disk was lost. A batch is applied, atomically with the new `changelog_next`, only
+//! `changelog_next`, or, for a store that is new because the partition moved here or the disk
+//! was lost, from the latest complete snapshot ([`snapshot`]) and the frames after it. Only a
+//! changelog that never had a snapshot is read from its beginning; one whose beginning was
+//! deleted and that holds no complete snapshot has lost history, and the task refuses to
+//! open ([`ProcessorError::HistoryLost`]) rather than apply the frames that remain to an empty
+//! store. A batch is applied, atomically with the new `changelog_next`, only
 //! when its last frame is read; frames of an attempt cut short by a crash are dropped (that
 //! batch is processed again from `raw`), and frames of a fenced-off incarnation are ignored.
 //! A local store that applied a batch its successor never saw (it was a zombie) is detected
@@ -26,7 +30,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::changelog::{self, ChangelogRecord};
 use crate::error::ProcessorError;
-use crate::store::{Op, StateStore, CHANGELOG_NEXT, EPOCH, FENCE as FENCE_KEY};
+use crate::snapshot::SnapshotState;
+use crate::store::{Cf, Op, StateStore, CHANGELOG_NEXT, EPOCH, FENCE as FENCE_KEY, SNAPSHOT};
 
 /// Restore fails when the changelog yields nothing for this long before the fence is reached.
 const STALL: Duration = Duration::from_secs(120);
@@ -42,8 +47,13 @@ pub struct Restored {
     pub incomplete: u64,
     /// Frames of fenced-off incarnations, ignored.
     pub fenced: u64,
-    /// The local store was stale and rebuilt from the beginning.
+    /// The local store was stale and rebuilt from the changelog.
     pub rebuilt: bool,
+    /// The changelog position of the snapshot the store was loaded from, if it was.
+    pub snapshot: Option<i64>,
+    /// Bytes of the snapshot's entries, and of the frames applied.
+    pub snapshot_bytes: u64,
+    pub frame_bytes: u64,
 }
 
 /// Opens the store in `dir` and brings it up to the task's own `fence`.
@@ -55,6 +65,10 @@ pub fn open(
     fence: Fence<'_>,
 ) -> Result<(StateStore, Restored), ProcessorError> {
     let store = StateStore::open(dir)?;
+    if store.get_i64(CHANGELOG_NEXT)?.is_none() {
+        drop(store);
+        return fresh(dir, client, topic, partition, fence);
+    }
     let why = match foreign(&store, client, topic, partition)? {
         Some(why) => why,
         None => match catch_up(&store, client, topic, partition, fence)? {
@@ -69,18 +83,7 @@ pub fn open(
         "rebuilding the local store from the changelog"
     );
     drop(store);
-    std::fs::remove_dir_all(dir).map_err(|e| {
-        ProcessorError::Startup(format!(
-            "cannot remove stale store `{}`: {e}",
-            dir.display()
-        ))
-    })?;
-    let store = StateStore::open(dir)?;
-    let restored = catch_up(&store, client, topic, partition, fence)?.ok_or_else(|| {
-        ProcessorError::Startup(format!(
-            "partition {partition}: a new store cannot be stale (changelog `{topic}`)"
-        ))
-    })?;
+    let (store, restored) = fresh(dir, client, topic, partition, fence)?;
     Ok((
         store,
         Restored {
@@ -88,6 +91,127 @@ pub fn open(
             ..restored
         },
     ))
+}
+
+/// Builds the store in `dir` from nothing: the latest complete snapshot, then the frames after
+/// it (or the whole changelog when it never had a snapshot).
+fn fresh(
+    dir: &Path,
+    client: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    fence: Fence<'_>,
+) -> Result<(StateStore, Restored), ProcessorError> {
+    // Whatever is there is not a store (a load cut short leaves entries without a position).
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| {
+            ProcessorError::Startup(format!(
+                "cannot remove stale store `{}`: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let store = StateStore::open(dir)?;
+    let consumer: BaseConsumer = client.create()?;
+    let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
+    let located = snapshot::latest(&consumer, topic, partition, low, fence.offset)?;
+    let Some(located) = located else {
+        if low > 0 {
+            return Err(history_lost(topic, partition, 0, low));
+        }
+        let restored =
+            catch_up(&store, client, topic, partition, fence)?.expect("a new store is never stale");
+        return Ok((store, restored));
+    };
+    let started = Instant::now();
+    let snapshot_bytes = snapshot::load(&store, &consumer, topic, partition, &located)?;
+    tracing::info!(
+        partition,
+        position = located.id.position,
+        bytes = snapshot_bytes,
+        seconds = started.elapsed().as_secs_f64(),
+        "loaded the latest snapshot"
+    );
+    store.write(&[Op {
+        cf: Cf::Meta,
+        key: SNAPSHOT.to_vec(),
+        value: Some(
+            SnapshotState {
+                position: located.id.position,
+                bytes: snapshot_bytes,
+                taken_at_ms: located.id.taken_at_ms,
+                ..SnapshotState::NONE
+            }
+            .encode(),
+        ),
+    }])?;
+    let restored = catch_up(&store, client, topic, partition, fence)?.ok_or_else(|| {
+        ProcessorError::Startup(format!(
+            "partition {partition}: the snapshot at changelog position {} (epoch {}) disagrees with the frames after it: two instances wrote this partition's changelog at once (check processor.partitions across instances)",
+            located.id.position, located.id.epoch
+        ))
+    })?;
+    Ok((
+        store,
+        Restored {
+            snapshot: Some(located.id.position),
+            snapshot_bytes,
+            ..restored
+        },
+    ))
+}
+
+fn history_lost(topic: &str, partition: i32, needed: i64, low: i64) -> ProcessorError {
+    metrics::counter!("hookstream_processor_restore_gaps_total").increment(1);
+    ProcessorError::HistoryLost {
+        topic: topic.to_owned(),
+        partition,
+        needed,
+        low,
+    }
+}
+
+/// Reads `[from, until)` of a changelog partition, handing each record to `each`; fails when
+/// nothing comes for [`STALL`]. Logs progress every 10 s as `what`.
+pub(crate) fn scan(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    until: i64,
+    what: &str,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<(), ProcessorError>,
+) -> Result<(), ProcessorError> {
+    if from >= until {
+        return Ok(());
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    consumer.assign(&assignment)?;
+    let (mut last_progress, mut last_log) = (Instant::now(), Instant::now());
+    let mut next = from;
+    while next < until {
+        if last_progress.elapsed() > STALL {
+            return Err(ProcessorError::Stalled(format!(
+                "{what}: partition {partition} of `{topic}` stalled at offset {next} of {until}"
+            )));
+        }
+        if last_log.elapsed() > Duration::from_secs(10) {
+            tracing::info!(partition, offset = next, until, "{what}");
+            last_log = Instant::now();
+        }
+        let Some(message) = consumer.poll(Duration::from_secs(1)) else {
+            continue;
+        };
+        let message = message?;
+        next = message.offset() + 1;
+        last_progress = Instant::now();
+        if message.offset() >= until {
+            break;
+        }
+        each(&message)?;
+    }
+    Ok(())
 }
 
 /// The task's own fence: its offset (the epoch) and its key.
@@ -168,105 +292,122 @@ pub fn catch_up(
     let consumer: BaseConsumer = client.create()?;
     let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
     let stored = store.get_i64(CHANGELOG_NEXT)?;
-    if stored.is_some_and(|next| next < low) {
-        tracing::warn!(partition, stored = ?stored, low, "changelog records the store needs were deleted; restoring what remains");
+    if let Some(next) = stored.filter(|next| *next < low) {
+        return Err(history_lost(topic, partition, next, low));
     }
-    let mut next = stored.unwrap_or(low).max(low);
     let mut latest_fence = store.get_i64(EPOCH)?.unwrap_or(i64::MIN);
     let mut restored = Restored::default();
     let mut assembling: Option<Assembling> = None;
-    if next < fence {
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, partition, Offset::Offset(next))?;
-        consumer.assign(&assignment)?;
-    }
-    let (mut last_progress, mut last_log) = (Instant::now(), Instant::now());
-    while next < fence {
-        if last_progress.elapsed() > STALL {
-            return Err(ProcessorError::Stalled(format!(
-                "restoring partition {partition} from `{topic}` stalled at offset {next} of {fence}"
-            )));
-        }
-        if last_log.elapsed() > Duration::from_secs(10) {
-            tracing::info!(partition, offset = next, until = fence, "restoring");
-            last_log = Instant::now();
-        }
-        let Some(message) = consumer.poll(Duration::from_secs(1)) else {
-            continue;
-        };
-        let message = message?;
-        let offset = message.offset();
-        next = offset + 1;
-        last_progress = Instant::now();
-        if offset >= fence {
-            break;
-        }
-        restored.records += 1;
-        let record = match changelog::decode(message.payload().unwrap_or_default()) {
-            Ok(record) => record,
-            Err(reason) => {
-                tracing::warn!(partition, offset, %reason, "skipping an undecodable changelog record");
-                continue;
+    let mut stale = false;
+    let from = stored.unwrap_or(low);
+    scan(
+        &consumer,
+        topic,
+        partition,
+        from,
+        fence,
+        "restoring",
+        |message| {
+            if stale {
+                return Ok(());
             }
-        };
-        let frame = match record {
-            ChangelogRecord::Fence => {
-                latest_fence = latest_fence.max(offset);
-                restored.incomplete += u64::from(assembling.take().is_some());
-                continue;
+            let offset = message.offset();
+            restored.records += 1;
+            if message
+                .key()
+                .is_some_and(|k| k.starts_with(changelog::SNAPSHOT_KEY_PREFIX))
+            {
+                return Ok(());
             }
-            ChangelogRecord::Frame(frame) => frame,
-        };
-        if frame.epoch < latest_fence {
-            restored.fenced += 1;
-            continue;
-        }
-        if frame.epoch > latest_fence {
-            if stored.is_some() {
-                return Ok(None);
+            let payload = message.payload().unwrap_or_default();
+            let record = match changelog::decode(payload) {
+                Ok(record) => record,
+                Err(reason) => {
+                    tracing::warn!(partition, offset, %reason, "skipping an undecodable changelog record");
+                    return Ok(());
+                }
+            };
+            let frame = match record {
+                ChangelogRecord::Fence => {
+                    latest_fence = latest_fence.max(offset);
+                    restored.incomplete += u64::from(assembling.take().is_some());
+                    return Ok(());
+                }
+                ChangelogRecord::Snapshot(_) => return Ok(()),
+                ChangelogRecord::Frame(frame) => frame,
+            };
+            if frame.epoch < latest_fence {
+                restored.fenced += 1;
+                return Ok(());
             }
-            latest_fence = frame.epoch;
-        }
-        let continues = assembling.as_ref().is_some_and(|a| {
-            (a.epoch, a.seq, a.next_index) == (frame.epoch, frame.seq, frame.index)
-        });
-        if !continues {
-            restored.incomplete += u64::from(assembling.take().is_some());
-            if frame.index != 0 {
-                continue;
+            if frame.epoch > latest_fence {
+                if stored.is_some() {
+                    stale = true;
+                    return Ok(());
+                }
+                latest_fence = frame.epoch;
             }
-            assembling = Some(Assembling {
-                epoch: frame.epoch,
-                seq: frame.seq,
-                next_index: 0,
-                ops: Vec::new(),
+            restored.frame_bytes += payload.len() as u64;
+            let continues = assembling.as_ref().is_some_and(|a| {
+                (a.epoch, a.seq, a.next_index) == (frame.epoch, frame.seq, frame.index)
             });
-        }
-        let batch = assembling.as_mut().expect("assembling a batch");
-        batch.ops.extend(frame.ops);
-        batch.next_index += 1;
-        if frame.last {
-            let mut ops = assembling.take().expect("assembling a batch").ops;
-            ops.push(Op::meta(CHANGELOG_NEXT, next));
-            ops.push(Op::meta(EPOCH, frame.epoch));
-            store.write(&ops)?;
-            restored.batches += 1;
-        }
+            if !continues {
+                restored.incomplete += u64::from(assembling.take().is_some());
+                if frame.index != 0 {
+                    return Ok(());
+                }
+                assembling = Some(Assembling {
+                    epoch: frame.epoch,
+                    seq: frame.seq,
+                    next_index: 0,
+                    ops: Vec::new(),
+                });
+            }
+            let batch = assembling.as_mut().expect("assembling a batch");
+            batch.ops.extend(frame.ops);
+            batch.next_index += 1;
+            if frame.last {
+                let mut ops = assembling.take().expect("assembling a batch").ops;
+                ops.push(Op::meta(CHANGELOG_NEXT, offset + 1));
+                ops.push(Op::meta(EPOCH, frame.epoch));
+                store.write(&ops)?;
+                restored.batches += 1;
+            }
+            Ok(())
+        },
+    )?;
+    if stale {
+        return Ok(None);
     }
     restored.incomplete += u64::from(assembling.is_some());
     let mut identity = fence.to_be_bytes().to_vec();
     identity.extend_from_slice(own.key);
+    let snapshot = SnapshotState::decode(store.get(Cf::Meta, SNAPSHOT)?.as_deref())
+        .written(restored.frame_bytes, now_ms());
     store.write(&[
         Op::meta(CHANGELOG_NEXT, fence + 1),
         Op::meta(EPOCH, fence),
         Op {
-            cf: crate::store::Cf::Meta,
+            cf: Cf::Meta,
             key: FENCE_KEY.to_vec(),
             value: Some(identity),
+        },
+        Op {
+            cf: Cf::Meta,
+            key: SNAPSHOT.to_vec(),
+            value: Some(snapshot.encode()),
         },
     ])?;
     Ok(Some(restored))
 }
 
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub mod snapshot;
 #[cfg(test)]
 mod tests;

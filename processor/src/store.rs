@@ -116,6 +116,12 @@ pub const EPOCH: &[u8] = b"epoch";
 /// Offset (8 bytes) and key of the changelog fence this store last caught up to (local only):
 /// its identity, checked against the changelog before the store is reused.
 pub const FENCE: &[u8] = b"fence";
+/// The latest snapshot of this store in the changelog and the frame bytes written since
+/// ([`crate::snapshot::SnapshotState`], local only).
+pub const SNAPSHOT: &[u8] = b"snapshot";
+/// `meta` keys about this copy of the store and its place in the changelog, not part of the
+/// state: never in a snapshot.
+pub const LOCAL_META: [&[u8]; 4] = [CHANGELOG_NEXT, EPOCH, FENCE, SNAPSHOT];
 
 pub struct StateStore {
     db: DB,
@@ -217,6 +223,25 @@ impl StateStore {
                     .map_err(|e| self.error(e))
             })
             .collect()
+    }
+
+    /// Every entry of every store as puts, local `meta` keys left out: what a snapshot holds.
+    pub fn state_ops(&self) -> Result<Vec<Op>, ProcessorError> {
+        let mut ops = Vec::new();
+        for cf in Cf::ALL {
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (key, value) = item.map_err(|e| self.error(e))?;
+                if cf == Cf::Meta && LOCAL_META.contains(&key.as_ref()) {
+                    continue;
+                }
+                ops.push(Op {
+                    cf,
+                    key: key.to_vec(),
+                    value: Some(value.to_vec()),
+                });
+            }
+        }
+        Ok(ops)
     }
 
     /// Applies ops atomically.

@@ -37,7 +37,10 @@ use crate::catalog::SourceCatalog;
 use crate::error::ProcessorError;
 use crate::input::{RawInput, Undecodable};
 use crate::output::OutRecord;
-use crate::store::{Cf, Op, StateStore, BUFFERED, FLUSH_PENDING, FORMAT, STORE_FORMAT};
+use crate::snapshot::SnapshotState;
+use crate::store::{
+    Cf, Op, StateStore, BUFFERED, CHANGELOG_NEXT, FLUSH_PENDING, FORMAT, SNAPSHOT, STORE_FORMAT,
+};
 use batch::Batch;
 pub use batch::Flush;
 
@@ -138,6 +141,7 @@ pub struct PartitionTask {
     refused: BTreeMap<(i32, i64), String>,
     holding: Holding,
     flush_pending: bool,
+    snapshot: SnapshotState,
 }
 
 impl PartitionTask {
@@ -161,6 +165,7 @@ impl PartitionTask {
         }
         let buffered = store.get_i64(BUFFERED)?.unwrap_or(0).max(0) as usize;
         let flush_pending = store.get(Cf::Meta, FLUSH_PENDING)?.is_some();
+        let snapshot = SnapshotState::decode(store.get(Cf::Meta, SNAPSHOT)?.as_deref());
         Ok(Self {
             store,
             epoch,
@@ -170,6 +175,7 @@ impl PartitionTask {
             refused: Default::default(),
             holding: Holding::default(),
             flush_pending,
+            snapshot,
         })
         .and_then(|mut task| {
             // Sources the store holds events of are as quiet as if their records had just come.
@@ -347,6 +353,55 @@ impl PartitionTask {
             }
         }
         self.buffered = self.store.get_i64(BUFFERED)?.unwrap_or(0).max(0) as usize;
+        self.snapshot = SnapshotState::decode(self.store.get(Cf::Meta, SNAPSHOT)?.as_deref());
+        Ok(())
+    }
+
+    /// The store's latest snapshot and the changelog bytes written since.
+    pub fn snapshot_state(&self) -> SnapshotState {
+        self.snapshot
+    }
+
+    /// The store change that counts `bytes` more changelog frames (written with the batch).
+    pub fn changelog_written(&self, bytes: u64, now_ms: i64) -> Op {
+        Op {
+            cf: Cf::Meta,
+            key: SNAPSHOT.to_vec(),
+            value: Some(self.snapshot.written(bytes, now_ms).encode()),
+        }
+    }
+
+    /// A snapshot of the store as of its changelog position (see [`crate::snapshot`]): its
+    /// chunks for partition `partition` of the changelog, and the state once they are written.
+    pub fn snapshot(
+        &self,
+        partition: i32,
+        now_ms: i64,
+    ) -> Result<(Vec<OutRecord>, SnapshotState), ProcessorError> {
+        let position = self.store.get_i64(CHANGELOG_NEXT)?.unwrap_or(0);
+        let ops = self.store.state_ops()?;
+        let bytes = ops
+            .iter()
+            .map(|op| crate::changelog::op_bytes(op) as u64)
+            .sum();
+        let records = crate::changelog::snapshot(partition, self.epoch, position, now_ms, &ops);
+        let state = SnapshotState {
+            position,
+            bytes,
+            taken_at_ms: now_ms,
+            ..SnapshotState::NONE
+        };
+        Ok((records, state))
+    }
+
+    /// Records that the snapshot `state` describes is complete in the changelog.
+    pub fn snapshot_written(&mut self, state: SnapshotState) -> Result<(), ProcessorError> {
+        self.store.write(&[Op {
+            cf: Cf::Meta,
+            key: SNAPSHOT.to_vec(),
+            value: Some(state.encode()),
+        }])?;
+        self.snapshot = state;
         Ok(())
     }
 }

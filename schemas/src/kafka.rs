@@ -65,12 +65,15 @@ pub fn client_config(kafka: &KafkaConfig, role: Role) -> ClientConfig {
 }
 
 /// Creates the given topics if they are missing, with the configured partitions and
-/// replication; `state` is created compacted.
+/// replication; `state` and `budget` are created compacted, the changelog with
+/// `retention.ms = changelog_retention_ms` (-1: kept forever).
 pub async fn ensure_topics(
     kafka: &KafkaConfig,
     names: &TopicNames,
     topics: &[Topic],
+    changelog_retention_ms: i64,
 ) -> Result<(), SchemasError> {
+    let retention = changelog_retention_ms.to_string();
     let admin: AdminClient<DefaultClientContext> = client_config(kafka, Role::Admin).create()?;
     let named: Vec<(Topic, String)> = topics.iter().map(|t| (*t, names.name(*t))).collect();
     let new_topics: Vec<NewTopic<'_>> = named
@@ -83,8 +86,10 @@ pub async fn ensure_topics(
             );
             if topic.compacted() {
                 t.set("cleanup.policy", "compact")
-            } else if topic.retained_forever() {
-                t.set("cleanup.policy", "delete").set("retention.ms", "-1")
+            } else if *topic == Topic::Changelog {
+                t.set("cleanup.policy", "delete")
+                    .set("retention.ms", &retention)
+                    .set("retention.bytes", "-1")
             } else {
                 t
             }
@@ -129,10 +134,11 @@ pub async fn ensure_topics_waiting(
     kafka: &KafkaConfig,
     names: &TopicNames,
     topics: &[Topic],
+    changelog_retention_ms: i64,
 ) -> Result<(), SchemasError> {
     let mut backoff = Duration::from_millis(500);
     loop {
-        match ensure_topics(kafka, names, topics).await {
+        match ensure_topics(kafka, names, topics, changelog_retention_ms).await {
             Err(error) if error.is_retriable() => {
                 metrics::counter!("hookstream_broker_retries_total", "operation" => "create_topics")
                     .increment(1);

@@ -23,6 +23,7 @@ pub mod records;
 pub mod registry;
 pub mod scope;
 pub mod time;
+pub mod topic_config;
 pub mod topics;
 
 pub use error::SchemasError;

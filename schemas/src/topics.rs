@@ -11,7 +11,7 @@
 //! | `usage`    | `tenant`        | delete  | downstream workers |
 //! | `dlq`      | `tenant/entity` | delete  | processor  |
 //! | `rejected` | `tenant`        | delete  | ingest     |
-//! | `changelog`| frame id        | delete, kept forever | processor (its state stores; partition = `raw` partition) |
+//! | `changelog`| frame id        | delete (snapshots bound it) | processor (its state stores; partition = `raw` partition) |
 //!
 //! The topics the processor writes can live under their own prefix
 //! (`processor.output_prefix`): a rebuild writes a fresh set next to the live one.
@@ -66,11 +66,6 @@ impl Topic {
     /// `state` keeps only the latest record per key; every other topic is a log.
     pub fn compacted(self) -> bool {
         matches!(self, Topic::State | Topic::Budget)
-    }
-
-    /// The changelog is the state stores' history: never deleted by retention.
-    pub fn retained_forever(self) -> bool {
-        matches!(self, Topic::Changelog)
     }
 
     /// Topics the processor writes (and so may put under its own output prefix).

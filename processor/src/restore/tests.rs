@@ -4,7 +4,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use super::*;
 use crate::changelog::{fence, frames};
 use crate::output::OutRecord;
-use crate::store::{Cf, Txn, CHECKPOINT};
+use crate::store::{Cf, Txn, CHECKPOINT, SNAPSHOT};
 
 struct Log<'c> {
     producer: ThreadedProducer<DefaultProducerContext>,
@@ -124,14 +124,15 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
     let (rebuilt, restored) =
         open(rebuilt_dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
     assert_eq!(
-        restored,
-        Restored {
-            records: third as u64,
-            batches: 3,
-            incomplete: 1,
-            fenced: 1,
-            rebuilt: false
-        }
+        (
+            restored.records,
+            restored.batches,
+            restored.incomplete,
+            restored.fenced,
+            restored.rebuilt,
+            restored.snapshot
+        ),
+        (third as u64, 3, 1, 1, false, None)
     );
     same(&rebuilt, &original);
     assert_eq!(rebuilt.get(Cf::Entity, b"e\x09").unwrap(), None);
@@ -144,6 +145,12 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
 
     let again = catch_up(&rebuilt, &client(&brokers), "changelog", 1, own).unwrap();
     assert_eq!(again, Some(Restored::default()));
+    let state = SnapshotState::decode(rebuilt.get(Cf::Meta, SNAPSHOT).unwrap().as_deref());
+    assert_eq!(state.position, -1, "no snapshot yet");
+    assert!(
+        state.since > 800_000,
+        "the frames restored count: {state:?}"
+    );
     let empty_dir = tempfile::tempdir().unwrap();
     let empty = StateStore::open(empty_dir.path()).unwrap();
     assert_eq!(
@@ -236,4 +243,61 @@ fn a_store_from_another_incarnation_of_the_topics_is_rebuilt() {
     assert!(restored.rebuilt, "a foreign store is rebuilt");
     assert_eq!(store.checkpoint().unwrap(), None, "and skips no input");
     assert_eq!(store.get(Cf::Entity, b"e\x03").unwrap(), None);
+}
+
+/// A new store starts from the latest complete snapshot and applies only the frames after it;
+/// a snapshot cut short after it (a crash while it was written) is not used, and a store
+/// loaded from a snapshot equals the store that wrote it.
+#[test]
+fn a_new_store_starts_from_the_latest_complete_snapshot() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("changelog", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut log = Log::new(&cluster);
+    let original_dir = tempfile::tempdir().unwrap();
+    let original = StateStore::open(original_dir.path()).unwrap();
+
+    let epoch = log.append(&[fence(1)]);
+    for n in 0..4 {
+        let ops = batch(&original, n, n == 1);
+        log.append(&frames(1, epoch, u64::from(n), &ops));
+        original.write(&ops).unwrap();
+    }
+    let position = log.next;
+    let complete =
+        crate::changelog::snapshot(1, epoch, position, 1_000, &original.state_ops().unwrap());
+    assert!(complete.len() >= 2);
+    log.append(&complete);
+    let ops = batch(&original, 5, true);
+    log.append(&frames(1, epoch, 5, &ops));
+    original.write(&ops).unwrap();
+    let torn =
+        crate::changelog::snapshot(1, epoch, log.next, 2_000, &original.state_ops().unwrap());
+    assert!(torn.len() >= 2);
+    log.append(&torn[..torn.len() - 1]);
+    let ops = batch(&original, 6, false);
+    log.append(&frames(1, epoch, 6, &ops));
+    original.write(&ops).unwrap();
+    let opened = fence(1);
+    let own = Fence {
+        offset: log.append(std::slice::from_ref(&opened)),
+        key: &opened.key,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    // Junk from a load cut short is not a store: it is cleared first.
+    {
+        let junk = StateStore::open(dir.path()).unwrap();
+        junk.write(&batch(&junk, 9, false)).unwrap();
+    }
+    let (store, restored) = open(dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+    assert_eq!(restored.snapshot, Some(position));
+    assert_eq!(restored.batches, 2, "only the frames after the snapshot");
+    assert!(restored.snapshot_bytes > 400_000);
+    same(&store, &original);
+    assert_eq!(store.get(Cf::Entity, b"e\x09").unwrap(), None, "no junk");
+    let state = SnapshotState::decode(store.get(Cf::Meta, SNAPSHOT).unwrap().as_deref());
+    assert_eq!((state.position, state.taken_at_ms), (position, 1_000));
+    assert_eq!(state.since, restored.frame_bytes);
+    assert_eq!(store.get_i64(CHANGELOG_NEXT).unwrap(), Some(own.offset + 1));
 }

@@ -271,10 +271,76 @@ pub struct ProcessorConfig {
     /// free one). Unset: no endpoint.
     #[serde(default)]
     pub listen: Option<String>,
+    /// When partition tasks write snapshots of their stores to the changelog, and how long
+    /// the changelog keeps what snapshots made redundant (docs/robustness.md, bounded history).
+    #[serde(default)]
+    pub snapshots: SnapshotConfig,
 }
 
 fn default_budget_absorb() -> u64 {
     200
+}
+
+/// Snapshots bound a partition's restore by its state, not its age: a restore reads the
+/// latest complete snapshot and the changelog frames after it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// A snapshot is due once the frames written since the last one reach
+    /// `max(min_bytes, ratio × the last snapshot's bytes)`, …
+    #[serde(default = "default_snapshot_min_bytes")]
+    pub min_bytes: u64,
+    #[serde(default = "default_snapshot_ratio")]
+    pub ratio: f64,
+    /// … or, with any change since, once the last one is this old (wall clock). An unchanged
+    /// store is snapshotted again after a quarter of the changelog's retention, so time
+    /// retention never deletes a task's only snapshot while the task runs.
+    #[serde(default = "default_snapshot_interval")]
+    pub interval_secs: u64,
+    /// `retention.ms` of a changelog topic hookstream creates (0: kept forever). At least four
+    /// snapshot intervals.
+    #[serde(default = "default_changelog_retention")]
+    pub changelog_retention_secs: u64,
+    /// After each snapshot, delete the changelog before it (`DeleteRecords`; Kafka and
+    /// Redpanda): the changelog then keeps about one snapshot plus the frames since. Off for
+    /// brokers without it (Tansu).
+    #[serde(default)]
+    pub delete_records: bool,
+}
+
+fn default_snapshot_min_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_snapshot_ratio() -> f64 {
+    0.25
+}
+fn default_snapshot_interval() -> u64 {
+    3600
+}
+fn default_changelog_retention() -> u64 {
+    7 * 24 * 3600
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            min_bytes: default_snapshot_min_bytes(),
+            ratio: default_snapshot_ratio(),
+            interval_secs: default_snapshot_interval(),
+            changelog_retention_secs: default_changelog_retention(),
+            delete_records: false,
+        }
+    }
+}
+
+impl SnapshotConfig {
+    /// The changelog's `retention.ms`: -1 for kept forever.
+    pub fn retention_ms(&self) -> i64 {
+        match self.changelog_retention_secs {
+            0 => -1,
+            secs => (secs as i64).saturating_mul(1000),
+        }
+    }
 }
 
 impl Default for ProcessorConfig {
@@ -292,6 +358,7 @@ impl Default for ProcessorConfig {
             scope: None,
             budget_absorb_ms: default_budget_absorb(),
             listen: None,
+            snapshots: SnapshotConfig::default(),
         }
     }
 }

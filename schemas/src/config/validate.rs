@@ -105,6 +105,7 @@ impl Config {
         if self.processor.batch_max == 0 {
             p.push("processor.batch_max: must be positive".into());
         }
+        snapshot_problems(&self.processor.snapshots, &mut p);
         let mut tenants = HashSet::new();
         for (ti, tenant) in self.tenants.iter().enumerate() {
             let at = format!("tenants[{ti}] (`{}`)", tenant.id);
@@ -242,6 +243,25 @@ fn check_prefix(p: &mut Vec<String>, key: &str, prefix: &str) {
     }
     if prefix.len() > 200 {
         p.push(format!("{key}: longer than 200 characters"));
+    }
+}
+
+fn snapshot_problems(s: &super::SnapshotConfig, p: &mut Vec<String>) {
+    if !(s.ratio.is_finite() && s.ratio > 0.0) {
+        p.push(format!(
+            "processor.snapshots.ratio: {} is not a positive number",
+            s.ratio
+        ));
+    }
+    if s.interval_secs == 0 {
+        p.push("processor.snapshots.interval_secs: must be positive".into());
+    }
+    let retention = s.changelog_retention_secs;
+    if retention != 0 && retention < s.interval_secs.saturating_mul(4) {
+        p.push(format!(
+            "processor.snapshots.changelog_retention_secs: {retention} is less than four snapshot intervals ({} s): the changelog could lose a task's only snapshot; raise it, lower interval_secs, or set 0 to keep the changelog forever",
+            s.interval_secs.saturating_mul(4)
+        ));
     }
 }
 
