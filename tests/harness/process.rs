@@ -46,7 +46,12 @@ impl Service {
     /// Starts `hookstream process` and waits until it has subscribed; its base URL is its
     /// status endpoint's, when `processor.listen` is set.
     pub fn processor(config: &Path) -> Self {
-        let mut service = Self::spawn("processor", &["process", "--config"], config);
+        Self::processor_with_env(config, &[])
+    }
+
+    /// [`Self::processor`] with extra environment variables (failpoints).
+    pub fn processor_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut service = Self::spawn_with_env("processor", &["process", "--config"], config, env);
         let status = service.wait_for_line("status on http://|processor started");
         if let Some(url) = status.split("status on ").nth(1) {
             service.base_url = Some(url.split_whitespace().next().unwrap().to_owned());
@@ -56,6 +61,15 @@ impl Service {
     }
 
     fn spawn(name: &'static str, args: &[&str], config: &Path) -> Self {
+        Self::spawn_with_env(name, args, config, &[])
+    }
+
+    fn spawn_with_env(
+        name: &'static str,
+        args: &[&str],
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log_dir = tempfile::Builder::new()
             .prefix("hookstream-log-")
             .tempdir()
@@ -70,6 +84,7 @@ impl Service {
                 std::env::var("HOOKSTREAM_TEST_LOG")
                     .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
