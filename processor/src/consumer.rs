@@ -394,6 +394,15 @@ impl Pipeline {
         seq: &mut u64,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Durable, ProcessorError> {
+        if let Some(partition) = self.zombie(tasks, pending)? {
+            tracing::warn!(partition, "another incarnation appended to this task's changelog partition: this instance lost the partition; closing the step's tasks before they produce");
+            metrics::counter!("hookstream_processor_fenced_steps_total").increment(1);
+            for (partition, _) in pending.iter() {
+                tasks.remove(partition);
+            }
+            self.rewind(first_offsets)?;
+            return Ok(Durable::No);
+        }
         let raw = self.topics.name(Topic::Raw);
         let mut frames = Vec::new();
         let mut last_frame = Vec::with_capacity(pending.len());
@@ -467,6 +476,31 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// A task of `pending` that commits no `raw` offsets (a flush or absorb step: no failed
+    /// offset commit would tell a zombie) and whose changelog partition grew since its own
+    /// last append: another incarnation opened it. Transactions fence zombies in
+    /// exactly-once mode (where commit markers also take offsets), so it is not checked there.
+    fn zombie(
+        &self,
+        tasks: &HashMap<i32, PartitionTask>,
+        pending: &[(i32, Pending)],
+    ) -> Result<Option<i32>, ProcessorError> {
+        if self.exactly_once {
+            return Ok(None);
+        }
+        let topic = self.topics.name(Topic::Changelog);
+        for (partition, _) in pending.iter().filter(|(_, b)| b.next_offset.is_none()) {
+            let (_, high) = tokio::task::block_in_place(|| {
+                self.consumer
+                    .fetch_watermarks(&topic, *partition, Duration::from_secs(10))
+            })?;
+            if high > tasks[partition].changelog_end() {
+                return Ok(Some(*partition));
+            }
+        }
+        Ok(None)
+    }
+
     /// Moves the consumer back to these (partition, offset)s of `raw`: their records are
     /// fetched again (a task's checkpoint skips what it had applied).
     fn rewind(&self, positions: &[(i32, i64)]) -> Result<(), ProcessorError> {

@@ -310,6 +310,8 @@ impl ProcessorService {
             restore: {
                 let mut restore = client_config(&config.kafka, Role::Consumer);
                 restore.set("group.id", format!("{}-restore", config.processor.group_id));
+                // Restore reads known offset ranges: no reason to long-poll at their end.
+                restore.set("fetch.wait.max.ms", "10");
                 restore
             },
         };

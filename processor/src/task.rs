@@ -142,6 +142,8 @@ pub struct PartitionTask {
     holding: Holding,
     flush_pending: bool,
     snapshot: SnapshotState,
+    /// The changelog partition's end after this task's last append (frames, a snapshot).
+    changelog_end: i64,
 }
 
 impl PartitionTask {
@@ -166,6 +168,7 @@ impl PartitionTask {
         let buffered = store.get_i64(BUFFERED)?.unwrap_or(0).max(0) as usize;
         let flush_pending = store.get(Cf::Meta, FLUSH_PENDING)?.is_some();
         let snapshot = SnapshotState::decode(store.get(Cf::Meta, SNAPSHOT)?.as_deref());
+        let changelog_end = store.get_i64(CHANGELOG_NEXT)?.unwrap_or(0);
         Ok(Self {
             store,
             epoch,
@@ -176,6 +179,7 @@ impl PartitionTask {
             holding: Holding::default(),
             flush_pending,
             snapshot,
+            changelog_end,
         })
         .and_then(|mut task| {
             // Sources the store holds events of are as quiet as if their records had just come.
@@ -354,7 +358,14 @@ impl PartitionTask {
         }
         self.buffered = self.store.get_i64(BUFFERED)?.unwrap_or(0).max(0) as usize;
         self.snapshot = SnapshotState::decode(self.store.get(Cf::Meta, SNAPSHOT)?.as_deref());
+        self.changelog_end = self.store.get_i64(CHANGELOG_NEXT)?.unwrap_or(0);
         Ok(())
+    }
+
+    /// Where the changelog partition ends if nobody but this task appended to it since its
+    /// last append: a zombie check before a step that commits no input offsets.
+    pub fn changelog_end(&self) -> i64 {
+        self.changelog_end
     }
 
     /// The store's latest snapshot and the changelog bytes written since.
@@ -394,8 +405,14 @@ impl PartitionTask {
         Ok((records, state))
     }
 
-    /// Records that the snapshot `state` describes is complete in the changelog.
-    pub fn snapshot_written(&mut self, state: SnapshotState) -> Result<(), ProcessorError> {
+    /// Records that the snapshot `state` describes is complete in the changelog, which now
+    /// ends at `changelog_end`.
+    pub fn snapshot_written(
+        &mut self,
+        state: SnapshotState,
+        changelog_end: i64,
+    ) -> Result<(), ProcessorError> {
+        self.changelog_end = changelog_end;
         self.store.write(&[Op {
             cf: Cf::Meta,
             key: SNAPSHOT.to_vec(),

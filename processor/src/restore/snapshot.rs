@@ -15,7 +15,7 @@ use crate::error::ProcessorError;
 use crate::store::{Op, StateStore, CHANGELOG_NEXT, EPOCH};
 
 /// First window read back from the end, in records.
-const FIRST_WINDOW: i64 = 1024;
+const FIRST_WINDOW: i64 = 8;
 
 /// A complete snapshot in the changelog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

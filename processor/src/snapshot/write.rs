@@ -41,7 +41,8 @@ impl Pipeline {
             let Some(written) = self.append(&records, stop).await? else {
                 return Ok(false);
             };
-            task.snapshot_written(state)?;
+            let end = written.last().map_or(task.changelog_end(), |(_, o)| o + 1);
+            task.snapshot_written(state, end)?;
             metrics::counter!("hookstream_processor_snapshots_total").increment(1);
             metrics::counter!("hookstream_processor_snapshot_bytes_total").increment(state.bytes);
             tracing::info!(
