@@ -181,6 +181,7 @@ async fn run_process(path: &Path) -> anyhow::Result<()> {
     let metrics = metrics_recorder()?;
     let options = processor::StartOptions {
         create_topics: true,
+        check_topics: true,
     };
     let mut service = processor::ProcessorService::start(&config, options).await?;
     let shutdown = shutdown_signal();

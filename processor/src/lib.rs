@@ -57,6 +57,9 @@ use crate::task::TaskSettings;
 pub struct StartOptions {
     /// Create the topics through the admin API first (off for the embedded mock cluster).
     pub create_topics: bool,
+    /// Refuse topics configured to lose data (DescribeConfigs; off for the embedded mock
+    /// cluster, which does not implement it).
+    pub check_topics: bool,
 }
 
 /// With static partitions the id is stable, so a restarted instance fences its predecessor's
@@ -191,7 +194,11 @@ impl ProcessorService {
             )
             .await?;
         }
-        let unsafe_topics = schemas::topic_config::check(config).await?;
+        let unsafe_topics = if options.check_topics {
+            schemas::topic_config::check(config).await?
+        } else {
+            Vec::new()
+        };
         if !unsafe_topics.is_empty() {
             return Err(ProcessorError::Startup(format!(
                 "topics configured to lose data the processor needs (change them with your broker's admin tools, then start again):\n{}",

@@ -112,6 +112,7 @@ pub async fn rebuild(
     }
     let options = processor::StartOptions {
         create_topics: true,
+        check_topics: true,
     };
     let mut service = processor::ProcessorService::start(&config, options).await?;
     loop {

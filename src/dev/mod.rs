@@ -52,9 +52,14 @@ pub async fn run(args: DevArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
                 .with_context(|| format!("creating topic {name}"))?;
         }
     }
-    let processor =
-        processor::ProcessorService::start(&config, processor::StartOptions { create_topics })
-            .await?;
+    let processor = processor::ProcessorService::start(
+        &config,
+        processor::StartOptions {
+            create_topics,
+            check_topics: create_topics,
+        },
+    )
+    .await?;
     let ingest_options = ingest::StartOptions {
         create_topics,
         workers: Some(2),
