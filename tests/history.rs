@@ -145,3 +145,57 @@ fn kill_9_mid_snapshot_restores_from_the_previous_snapshot_with_identical_output
         started.elapsed()
     );
 }
+
+/// A changelog someone created compacted (compaction destroys frames, which are not keyed by
+/// store key) and one whose retention is shorter than four snapshot intervals: `hookstream
+/// topics` shows the broker's real values and marks them, and `hookstream process` refuses to
+/// start, naming the key, before it reads or writes anything.
+#[test]
+fn topics_configured_to_lose_history_are_refused_by_name() {
+    let broker = Broker::start();
+    for (name, key, value) in [
+        ("compacted", "cleanup.policy", "compact"),
+        ("short", "retention.ms", "3600000"),
+    ] {
+        let config = TestConfig::write(&broker, name);
+        let changelog = config.topic("changelog");
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &config.brokers)
+                .create()
+                .unwrap();
+        let topic = rdkafka::admin::NewTopic::new(
+            &changelog,
+            3,
+            rdkafka::admin::TopicReplication::Fixed(1),
+        )
+        .set(key, value);
+        let created = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(admin.create_topics([&topic], &rdkafka::admin::AdminOptions::new()))
+            .unwrap();
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
+        let path = config.path.to_str().unwrap();
+        let listed = harness::process::run(&["topics", "--create", "--config", path]);
+        let stdout = String::from_utf8_lossy(&listed.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{changelog} ")))
+            .unwrap_or_else(|| panic!("{changelog} listed:\n{stdout}"));
+        assert!(
+            line.contains(&format!("UNSAFE: {key}=")),
+            "the changelog is marked by its key: {line}"
+        );
+        assert!(!listed.status.success(), "`hookstream topics` exits 1");
+        let started = harness::process::run(&["process", "--config", path]);
+        let stderr = String::from_utf8_lossy(&started.stderr);
+        assert!(
+            !started.status.success(),
+            "the processor started:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&changelog) && stderr.contains(&format!("{key}={value}")),
+            "the refusal names the topic and the key:\n{stderr}"
+        );
+    }
+}

@@ -65,7 +65,7 @@ pub struct SnapshotChunk {
 }
 
 /// The key prefix of snapshot chunks.
-pub const SNAPSHOT_KEY_PREFIX: &[u8] = b"snapshot-";
+pub const SNAPSHOT_KEY_PREFIX: &str = "snapshot-";
 
 /// Part of one batch's store changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,24 +284,35 @@ fn record(partition: i32, key: String, wire: &WireOut<'_>) -> OutRecord {
     }
 }
 
-/// A batch's ops as frames; the last one closes the batch. No ops, no frames.
-pub fn frames(partition: i32, epoch: i64, seq: u64, ops: &[Op]) -> Vec<OutRecord> {
-    let chunks = chunks(ops);
+/// One record per chunk; `wire` makes chunk `index`'s record (and `last` tells the last).
+fn chunk_records<'a>(
+    partition: i32,
+    chunks: Vec<&'a [Op]>,
+    wire: impl Fn(u32, bool, Vec<WireOpOut<'a>>) -> (String, WireOut<'a>),
+) -> Vec<OutRecord> {
     let count = chunks.len();
     chunks
         .into_iter()
         .enumerate()
         .map(|(index, chunk)| {
-            let wire = WireOut::Frame {
-                epoch,
-                seq,
-                index: index as u32,
-                last: index + 1 == count,
-                ops: wire_ops(chunk),
-            };
-            record(partition, format!("{epoch}-{seq}-{index}"), &wire)
+            let (key, wire) = wire(index as u32, index + 1 == count, wire_ops(chunk));
+            record(partition, key, &wire)
         })
         .collect()
+}
+
+/// A batch's ops as frames; the last one closes the batch. No ops, no frames.
+pub fn frames(partition: i32, epoch: i64, seq: u64, ops: &[Op]) -> Vec<OutRecord> {
+    chunk_records(partition, chunks(ops), |index, last, ops| {
+        let wire = WireOut::Frame {
+            epoch,
+            seq,
+            index,
+            last,
+            ops,
+        };
+        (format!("{epoch}-{seq}-{index}"), wire)
+    })
 }
 
 /// A store's entries as the chunks of one snapshot (at least one, even for an empty store).
@@ -316,26 +327,17 @@ pub fn snapshot(
     if chunks.is_empty() {
         chunks.push(&[]);
     }
-    let count = chunks.len();
-    chunks
-        .into_iter()
-        .enumerate()
-        .map(|(index, chunk)| {
-            let wire = WireOut::Snapshot {
-                epoch,
-                position,
-                taken_at_ms,
-                index: index as u32,
-                last: index + 1 == count,
-                ops: wire_ops(chunk),
-            };
-            let key = format!(
-                "{}{position}-{index}",
-                String::from_utf8_lossy(SNAPSHOT_KEY_PREFIX)
-            );
-            record(partition, key, &wire)
-        })
-        .collect()
+    chunk_records(partition, chunks, |index, last, ops| {
+        let wire = WireOut::Snapshot {
+            epoch,
+            position,
+            taken_at_ms,
+            index,
+            last,
+            ops,
+        };
+        (format!("{SNAPSHOT_KEY_PREFIX}{position}-{index}"), wire)
+    })
 }
 
 fn read_ops(ops: Vec<WireOpIn>) -> Result<Vec<Op>, String> {
@@ -446,7 +448,7 @@ mod tests {
         assert!(records.len() >= 2);
         let mut decoded = Vec::new();
         for (i, record) in records.iter().enumerate() {
-            assert!(record.key.starts_with(SNAPSHOT_KEY_PREFIX));
+            assert!(record.key.starts_with(SNAPSHOT_KEY_PREFIX.as_bytes()));
             let ChangelogRecord::Snapshot(chunk) = decode(record.value.as_ref().unwrap()).unwrap()
             else {
                 panic!("not a snapshot chunk");

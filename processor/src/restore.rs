@@ -21,6 +21,7 @@
 //! (recreated under the same names, another cluster, a restored backup of the disk) fails that
 //! check and is rebuilt from the changelog instead of skipping input from its old checkpoint.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,10 +29,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::changelog::{self, ChangelogRecord};
 use crate::error::ProcessorError;
 use crate::snapshot::SnapshotState;
 use crate::store::{Cf, Op, StateStore, CHANGELOG_NEXT, EPOCH, FENCE as FENCE_KEY, SNAPSHOT};
+use replay::Replay;
 
 /// Restore fails when the changelog yields nothing for this long before the fence is reached.
 const STALL: Duration = Duration::from_secs(120);
@@ -114,11 +115,8 @@ fn fresh(
     let store = StateStore::open(dir)?;
     let consumer: BaseConsumer = client.create()?;
     let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
-    let located = snapshot::latest(&consumer, topic, partition, low, fence.offset)?;
-    let Some(located) = located else {
-        if low > 0 {
-            return Err(history_lost(topic, partition, 0, low));
-        }
+    let latest = snapshot::latest(&consumer, topic, partition, low, fence.offset)?;
+    let Some(located) = start_of(topic, partition, low, latest)? else {
         let restored =
             catch_up(&store, client, topic, partition, fence)?.expect("a new store is never stale");
         return Ok((store, restored));
@@ -161,6 +159,21 @@ fn fresh(
     ))
 }
 
+/// Where a new store starts: the latest complete snapshot (`Some`), else the beginning of
+/// the changelog (`None`) if it still starts at offset 0; else history is lost.
+fn start_of(
+    topic: &str,
+    partition: i32,
+    low: i64,
+    latest: Option<snapshot::Located>,
+) -> Result<Option<snapshot::Located>, ProcessorError> {
+    match latest {
+        Some(located) => Ok(Some(located)),
+        None if low > 0 => Err(history_lost(topic, partition, 0, low)),
+        None => Ok(None),
+    }
+}
+
 fn history_lost(topic: &str, partition: i32, needed: i64, low: i64) -> ProcessorError {
     metrics::counter!("hookstream_processor_restore_gaps_total").increment(1);
     ProcessorError::HistoryLost {
@@ -171,8 +184,8 @@ fn history_lost(topic: &str, partition: i32, needed: i64, low: i64) -> Processor
     }
 }
 
-/// Reads `[from, until)` of a changelog partition, handing each record to `each`; fails when
-/// nothing comes for [`STALL`]. Logs progress every 10 s as `what`.
+/// Reads `[from, until)` of a changelog partition, handing each record to `each` until it
+/// breaks; fails when nothing comes for [`STALL`]. Logs progress every 10 s as `what`.
 pub(crate) fn scan(
     consumer: &BaseConsumer,
     topic: &str,
@@ -180,7 +193,9 @@ pub(crate) fn scan(
     from: i64,
     until: i64,
     what: &str,
-    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<(), ProcessorError>,
+    mut each: impl FnMut(
+        &rdkafka::message::BorrowedMessage<'_>,
+    ) -> Result<ControlFlow<()>, ProcessorError>,
 ) -> Result<(), ProcessorError> {
     if from >= until {
         return Ok(());
@@ -209,7 +224,9 @@ pub(crate) fn scan(
         if message.offset() >= until {
             break;
         }
-        each(&message)?;
+        if each(&message)?.is_break() {
+            break;
+        }
     }
     Ok(())
 }
@@ -271,14 +288,6 @@ pub fn foreign(
     )))
 }
 
-/// The batch being assembled from its frames.
-struct Assembling {
-    epoch: i64,
-    seq: u64,
-    next_index: u32,
-    ops: Vec<Op>,
-}
-
 /// Applies the changelog partition from the store's position up to `fence` (exclusive).
 /// `None`: the store is stale and must be rebuilt.
 pub fn catch_up(
@@ -295,91 +304,25 @@ pub fn catch_up(
     if let Some(next) = stored.filter(|next| *next < low) {
         return Err(history_lost(topic, partition, next, low));
     }
-    let mut latest_fence = store.get_i64(EPOCH)?.unwrap_or(i64::MIN);
-    let mut restored = Restored::default();
-    let mut assembling: Option<Assembling> = None;
-    let mut stale = false;
-    let from = stored.unwrap_or(low);
+    let mut replay = Replay::new(store, partition, stored.is_some())?;
     scan(
         &consumer,
         topic,
         partition,
-        from,
+        stored.unwrap_or(low),
         fence,
         "restoring",
         |message| {
-            if stale {
-                return Ok(());
-            }
-            let offset = message.offset();
-            restored.records += 1;
-            if message
-                .key()
-                .is_some_and(|k| k.starts_with(changelog::SNAPSHOT_KEY_PREFIX))
-            {
-                return Ok(());
-            }
-            let payload = message.payload().unwrap_or_default();
-            let record = match changelog::decode(payload) {
-                Ok(record) => record,
-                Err(reason) => {
-                    tracing::warn!(partition, offset, %reason, "skipping an undecodable changelog record");
-                    return Ok(());
-                }
-            };
-            let frame = match record {
-                ChangelogRecord::Fence => {
-                    latest_fence = latest_fence.max(offset);
-                    restored.incomplete += u64::from(assembling.take().is_some());
-                    return Ok(());
-                }
-                ChangelogRecord::Snapshot(_) => return Ok(()),
-                ChangelogRecord::Frame(frame) => frame,
-            };
-            if frame.epoch < latest_fence {
-                restored.fenced += 1;
-                return Ok(());
-            }
-            if frame.epoch > latest_fence {
-                if stored.is_some() {
-                    stale = true;
-                    return Ok(());
-                }
-                latest_fence = frame.epoch;
-            }
-            restored.frame_bytes += payload.len() as u64;
-            let continues = assembling.as_ref().is_some_and(|a| {
-                (a.epoch, a.seq, a.next_index) == (frame.epoch, frame.seq, frame.index)
-            });
-            if !continues {
-                restored.incomplete += u64::from(assembling.take().is_some());
-                if frame.index != 0 {
-                    return Ok(());
-                }
-                assembling = Some(Assembling {
-                    epoch: frame.epoch,
-                    seq: frame.seq,
-                    next_index: 0,
-                    ops: Vec::new(),
-                });
-            }
-            let batch = assembling.as_mut().expect("assembling a batch");
-            batch.ops.extend(frame.ops);
-            batch.next_index += 1;
-            if frame.last {
-                let mut ops = assembling.take().expect("assembling a batch").ops;
-                ops.push(Op::meta(CHANGELOG_NEXT, offset + 1));
-                ops.push(Op::meta(EPOCH, frame.epoch));
-                store.write(&ops)?;
-                restored.batches += 1;
-            }
-            Ok(())
+            replay.record(
+                message.offset(),
+                message.key().unwrap_or_default(),
+                message.payload().unwrap_or_default(),
+            )
         },
     )?;
-    if stale {
+    let Some(restored) = replay.finish() else {
         return Ok(None);
-    }
-    restored.incomplete += u64::from(assembling.is_some());
+    };
     let mut identity = fence.to_be_bytes().to_vec();
     identity.extend_from_slice(own.key);
     let snapshot = SnapshotState::decode(store.get(Cf::Meta, SNAPSHOT)?.as_deref())
@@ -408,6 +351,7 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+mod replay;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 mod write;
 
 /// What a store knows of its latest snapshot (the `meta` key [`crate::store::SNAPSHOT`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotState {
     /// The changelog position the latest snapshot covers (-1: none yet).
     pub position: i64,

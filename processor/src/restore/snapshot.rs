@@ -6,6 +6,8 @@
 //! frames after it. A snapshot is complete when chunks `0..=last` of one snapshot id are all
 //! there, in order; other records may sit between them.
 
+use std::ops::ControlFlow;
+
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 
@@ -66,7 +68,7 @@ fn complete_in(
             let Ok(Head::Snapshot(id, index, last)) =
                 changelog::decode_head(message.payload().unwrap_or_default())
             else {
-                return Ok(());
+                return Ok(ControlFlow::Continue(()));
             };
             let offset = message.offset();
             assembling = match assembling {
@@ -85,7 +87,7 @@ fn complete_in(
                     });
                 }
             }
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         },
     )?;
     Ok(found)
@@ -114,7 +116,7 @@ pub fn load(
             let payload = message.payload().unwrap_or_default();
             if !matches!(changelog::decode_head(payload), Ok(Head::Snapshot(id, index, _)) if id == snapshot.id && index == next_index)
             {
-                return Ok(());
+                return Ok(ControlFlow::Continue(()));
             }
             let Ok(ChangelogRecord::Snapshot(chunk)) = changelog::decode(payload) else {
                 return Err(ProcessorError::Startup(format!(
@@ -129,7 +131,7 @@ pub fn load(
                 .sum::<u64>();
             store.write(&chunk.ops)?;
             next_index += 1;
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         },
     )?;
     store.write(&[

@@ -301,3 +301,30 @@ fn a_new_store_starts_from_the_latest_complete_snapshot() {
     assert_eq!(state.since, restored.frame_bytes);
     assert_eq!(store.get_i64(CHANGELOG_NEXT).unwrap(), Some(own.offset + 1));
 }
+
+/// Where a new store starts: the latest complete snapshot; the beginning only when the
+/// changelog still has it; otherwise history is lost. (No broker here can delete records —
+/// Tansu's `DeleteRecords` is `todo!()`, the mock cluster's unsupported — so this rule is
+/// checked on its own.)
+#[test]
+fn a_new_store_starts_from_a_snapshot_or_the_beginning_or_not_at_all() {
+    let located = snapshot::Located {
+        id: crate::changelog::SnapshotId {
+            epoch: 3,
+            position: 40,
+            taken_at_ms: 1,
+        },
+        first: 40,
+        last: 42,
+    };
+    assert_eq!(start_of("c", 1, 30, Some(located)).unwrap(), Some(located));
+    assert_eq!(start_of("c", 1, 0, None).unwrap(), None);
+    assert!(matches!(
+        start_of("c", 1, 30, None),
+        Err(ProcessorError::HistoryLost {
+            needed: 0,
+            low: 30,
+            ..
+        })
+    ));
+}
