@@ -218,7 +218,7 @@ fn restore_time(brokers: &str, topic: &str) -> Duration {
             };
             let dir = tempfile::tempdir().unwrap();
             let started = Instant::now();
-            let (_, restored) = restore::open(dir.path(), &client, topic, 0, own).unwrap();
+            let (_, restored) = restore::open(dir.path(), &client, topic, 0, own, &restore::Meter::default()).unwrap();
             let took = started.elapsed();
             println!(
                 "  restore: {:.3} s (snapshot at {:?}, {} snapshot bytes, {} frame batches after it, {} records read)",

@@ -199,3 +199,127 @@ fn topics_configured_to_lose_history_are_refused_by_name() {
         );
     }
 }
+
+/// A restore that takes five times `max.poll.interval.ms` (failpoint `restore-slow` on
+/// partition 0, after the machine lost its disk): it runs in the background, so the instance
+/// stays in the group (no revocation, no "poll interval exceeded"), partitions 1 and 2
+/// process new input meanwhile, `/readyz` reports partition 0 restoring (503) until it runs,
+/// and every event comes out exactly once.
+#[test]
+fn a_restore_longer_than_max_poll_interval_keeps_the_other_partitions_and_the_membership() {
+    let broker = Broker::start();
+    let settings = Settings {
+        processor: "listen = \"127.0.0.1:0\"".into(),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "slowrestore", &settings);
+    let path = config.variant("slowrestore", |text| {
+        text.replace(
+            "\"session.timeout.ms\" = \"6000\"",
+            "\"session.timeout.ms\" = \"6000\"\n\"max.poll.interval.ms\" = \"6000\"",
+        )
+    });
+    harness::create_topics(&config);
+    let first = stream(3_000);
+    produce(&config.brokers, &config.topic("raw"), &first, 0);
+    let mut processor = Service::processor(&path);
+    wait_for_events(&config.brokers, &config.topic("events"), &first);
+    processor.terminate();
+    std::fs::remove_dir_all(config.dir().join("state-slowrestore")).unwrap();
+
+    let started = Instant::now();
+    let processor =
+        Service::processor_with_env(&path, &[("FAILPOINTS", "restore-slow=return(0:30000)")]);
+    let readyz = format!("{}/readyz", processor.base_url());
+    let phases = |body: &str| -> BTreeMap<String, String> {
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        json["partitions"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(p, t)| (p.clone(), t["phase"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    harness::wait_until(|| {
+        let (status, body) = harness::http::get(&readyz);
+        status == 503
+            && phases(&body)
+                == BTreeMap::from([
+                    ("0".to_owned(), "restoring".to_owned()),
+                    ("1".to_owned(), "running".to_owned()),
+                    ("2".to_owned(), "running".to_owned()),
+                ])
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "partition 0 restoring while 1 and 2 run: {:?}",
+            harness::http::get(&readyz)
+        )
+    });
+
+    let second: Vec<_> = stream(1_500)
+        .into_iter()
+        .map(|mut input| {
+            input.event_id = format!("after-{}", input.event_id);
+            input.occurred_at += 3_600_000;
+            input
+        })
+        .collect();
+    produce(&config.brokers, &config.topic("raw"), &second, 0);
+    let raw = read_until(&config.brokers, &config.topic("raw"), |r| {
+        r.len() >= first.len() + second.len()
+    });
+    let elsewhere: std::collections::HashSet<&str> = raw
+        .iter()
+        .filter(|r| r.partition != 0)
+        .filter_map(|r| r.header("hs-event-id"))
+        .filter(|id| id.starts_with("after-"))
+        .collect();
+    assert!(!elsewhere.is_empty());
+    let elsewhere_inputs: Vec<_> = second
+        .iter()
+        .filter(|i| elsewhere.contains(i.event_id.as_str()))
+        .cloned()
+        .collect();
+    wait_for_events(&config.brokers, &config.topic("events"), &elsewhere_inputs);
+    let (status, body) = harness::http::get(&readyz);
+    assert_eq!(
+        (status, phases(&body)["0"].as_str()),
+        (503, "restoring"),
+        "partitions 1 and 2 emitted their new events while partition 0 was still restoring: {body}"
+    );
+    eprintln!(
+        "[{:?}] partitions 1 and 2 emitted {} new events while partition 0 restores",
+        started.elapsed(),
+        elsewhere_inputs.len()
+    );
+
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    let repeats = wait_for_events(&config.brokers, &config.topic("events"), &all);
+    assert_eq!(repeats, 0, "no event is emitted twice");
+    harness::wait_until(|| harness::http::get(&readyz).0 == 200)
+        .unwrap_or_else(|| panic!("ready once restored: {:?}", harness::http::get(&readyz)));
+    let metrics = format!("{}/metrics", processor.base_url());
+    assert_eq!(
+        harness::http::metric(
+            &metrics,
+            "hookstream_processor_partition_phase",
+            &[("partition", "0"), ("phase", "running")]
+        ),
+        Some(1.0)
+    );
+    let log = plain(&processor.log());
+    assert!(
+        started.elapsed() >= Duration::from_secs(30),
+        "the restore took its 30 s"
+    );
+    assert!(
+        !log.contains("partitions revoked") && !log.contains("poll interval"),
+        "the instance was never evicted:\n{log}"
+    );
+    assert_eq!(
+        log.matches("partitions assigned").count(),
+        1,
+        "one assignment:\n{log}"
+    );
+}

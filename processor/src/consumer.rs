@@ -18,7 +18,6 @@
 //! wall-clock driven (idle flush, budget absorb) touches its state and it re-emits exactly
 //! the same records.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,6 +37,8 @@ use crate::changelog;
 use crate::commit::Outcome;
 use crate::error::ProcessorError;
 use crate::input::decode;
+use crate::open::{Opened, Openings};
+use crate::progress::{self, report, set_phase, Phase, Progress};
 use crate::store::{Op, CHANGELOG_NEXT, EPOCH};
 use crate::task::{position, Decoded, Flush, PartitionTask, Pending, TaskSettings};
 use crate::usage_view::{partition_of, Report};
@@ -58,7 +59,7 @@ pub struct Pipeline {
     pub restore: rdkafka::ClientConfig,
     /// Outputs, changelog frames and offsets in one transaction per batch.
     pub exactly_once: bool,
-    /// Where each open task stands, for whoever watches (a rebuild's progress bar).
+    /// Where each assigned partition's task stands (`/readyz`, a rebuild's progress bar).
     pub progress: Progress,
     /// Other partitions' budget shares (when some tenant has caps), absorbed at most every
     /// `budget_absorb`.
@@ -82,26 +83,6 @@ pub struct Pipeline {
 /// How often an idle loop wakes to see whether a snapshot is due by age.
 const SNAPSHOT_CHECK: Duration = Duration::from_secs(60);
 
-/// Per partition of `raw`: the task's next offset and how many events it holds back, as of
-/// its last durable batch.
-pub type Progress = Arc<Mutex<BTreeMap<i32, TaskProgress>>>;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TaskProgress {
-    pub next_offset: Option<i64>,
-    pub buffered: usize,
-}
-
-pub(crate) fn report(progress: &Progress, partition: i32, task: &PartitionTask) {
-    progress.lock().expect("progress lock").insert(
-        partition,
-        TaskProgress {
-            next_offset: task.next_offset(),
-            buffered: task.buffered(),
-        },
-    );
-}
-
 impl Pipeline {
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), ProcessorError> {
         let mut tasks: HashMap<i32, PartitionTask> = HashMap::new();
@@ -114,6 +95,7 @@ impl Pipeline {
         let mut catching_up: HashMap<i32, i64> = HashMap::new();
         let mut fetched = Fetched::default();
         let mut reopen = crate::retry::Reopen::new(self.waiting.clone());
+        let mut openings = Openings::default();
         loop {
             let holding = tasks.values().any(|t| t.buffered() > 0);
             let flush_unfinished = tasks.values().any(PartitionTask::flush_pending);
@@ -125,7 +107,7 @@ impl Pipeline {
             let unopened = context
                 .assigned()
                 .iter()
-                .any(|p| !tasks.contains_key(p) && reopen.due(*p, now));
+                .any(|p| !tasks.contains_key(p) && !openings.busy(*p) && reopen.due(*p, now));
             let retry_at = reopen.next_attempt().map(tokio::time::Instant::from_std);
             let first = tokio::select! {
                 biased;
@@ -133,6 +115,7 @@ impl Pipeline {
                 _ = std::future::ready(()), if unopened || flush_unfinished => None,
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => None,
                 _ = context.changed.notified() => None,
+                _ = openings.next() => None,
                 message = self.consumer.recv() => Some(message),
                 _ = tokio::time::sleep(self.idle_flush), if holding => None,
                 _ = tokio::time::sleep(self.budget_absorb), if shares_waiting => None,
@@ -167,10 +150,8 @@ impl Pipeline {
             for partition in context.take_revoked() {
                 reopen.forget(partition);
                 fetched.forget(partition);
-                self.progress
-                    .lock()
-                    .expect("progress lock")
-                    .remove(&partition);
+                openings.revoke(partition);
+                progress::remove(&self.progress, partition);
                 if tasks.remove(&partition).is_some() {
                     tracing::info!(partition, "closed partition task");
                 }
@@ -187,26 +168,36 @@ impl Pipeline {
             }
             // Every record here is of an assigned partition (filtered above).
             for partition in context.assigned() {
-                if let Entry::Vacant(slot) = tasks.entry(partition) {
-                    if !reopen.due(partition, Instant::now()) {
-                        continue;
+                let idle = !tasks.contains_key(&partition) && !openings.busy(partition);
+                if !idle || !reopen.due(partition, Instant::now()) {
+                    continue;
+                }
+                match self.begin_open(partition, &mut openings, &mut stop).await {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(error) if error.is_retriable() => {
+                        self.waiting_to_open(&mut reopen, partition, &error);
                     }
-                    let (task, raw_end) = match self.open_task(partition, &mut stop).await {
-                        Ok(Some(opened)) => opened,
-                        Ok(None) => return Ok(()),
-                        Err(error) if error.is_retriable() => {
-                            reopen.failed(partition, &error, Instant::now());
-                            continue;
+                    Err(error) => return Err(error),
+                }
+            }
+            for (partition, opened) in self.finish_opens(&mut openings)? {
+                match opened {
+                    Opened::Task(task, raw_end) => {
+                        if let Some(offset) = reopen.opened(partition) {
+                            self.rewind(&[(partition, offset)])?;
+                            // What was fetched in this turn is fetched again after the rewind.
+                            by_partition.remove(&partition);
                         }
-                        Err(error) => return Err(error),
-                    };
-                    if let Some(offset) = reopen.opened(partition) {
-                        self.rewind(&[(partition, offset)])?;
-                        // What was fetched in this turn is fetched again after the rewind.
-                        by_partition.remove(&partition);
+                        set_phase(
+                            &self.progress,
+                            partition,
+                            Phase::CatchingUp { until: raw_end },
+                        );
+                        catching_up.insert(partition, raw_end);
+                        tasks.insert(partition, *task);
                     }
-                    catching_up.insert(partition, raw_end);
-                    slot.insert(task);
+                    Opened::Retry(error) => self.waiting_to_open(&mut reopen, partition, &error),
                 }
             }
             // Partitions whose task could not open: their records are fetched again later.
@@ -221,9 +212,13 @@ impl Pipeline {
             });
             catching_up.retain(|p, until| {
                 let until = fetched.end.get(p).map_or(*until, |end| (*until).min(*end));
-                tasks
+                let behind = tasks
                     .get(p)
-                    .is_some_and(|t| t.next_offset().unwrap_or(0) < until)
+                    .is_some_and(|t| t.next_offset().unwrap_or(0) < until);
+                if !behind && tasks.contains_key(p) {
+                    set_phase(&self.progress, *p, Phase::Running);
+                }
+                behind
             });
             // Between batches: snapshots due by size or age (their records go before this
             // turn's, which the tasks have not processed yet).
@@ -476,6 +471,23 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Opening `partition` failed for broker trouble: it is tried again with backoff.
+    fn waiting_to_open(
+        &self,
+        reopen: &mut crate::retry::Reopen,
+        partition: i32,
+        error: &ProcessorError,
+    ) {
+        reopen.failed(partition, error, Instant::now());
+        set_phase(
+            &self.progress,
+            partition,
+            Phase::Waiting {
+                error: error.to_string(),
+            },
+        );
+    }
+
     /// A task of `pending` that commits no `raw` offsets (a flush or absorb step: no failed
     /// offset commit would tell a zombie) and whose changelog partition grew since its own
     /// last append: another incarnation opened it. Transactions fence zombies in

@@ -71,6 +71,9 @@ pub enum ProcessorError {
     Stalled(String),
     #[error("processor cannot start: {0}")]
     Startup(String),
+    /// A background restore was cancelled: its partition was revoked, or the processor stops.
+    #[error("the restore of partition {0} was cancelled")]
+    RestoreCancelled(i32),
     /// The changelog no longer holds what a restore needs (from offset `needed`; it starts at
     /// `low`) and has no complete snapshot after it: its retention deleted history.
     #[error("partition {partition} of `{topic}` lost history: the restore needs offset {needed} but the changelog starts at {low} and holds no complete snapshot to start from; the task's state cannot be restored (rebuild the derived topics with `hookstream replay --rebuild`, and give the changelog a longer retention or run the processor within it)")]
@@ -87,7 +90,9 @@ impl ProcessorError {
         match self {
             ProcessorError::Kafka(e) => RetryClass::of_kafka(e),
             ProcessorError::Contract(e) if e.is_retriable() => RetryClass::Retriable,
-            ProcessorError::Stalled(_) => RetryClass::Retriable,
+            ProcessorError::Stalled(_) | ProcessorError::RestoreCancelled(_) => {
+                RetryClass::Retriable
+            }
             _ => RetryClass::Permanent,
         }
     }

@@ -25,6 +25,7 @@ pub mod error;
 pub mod input;
 mod open;
 pub mod output;
+pub mod progress;
 pub mod reconcile;
 pub mod reorder;
 pub mod restore;
@@ -49,8 +50,9 @@ pub use error::ProcessorError;
 
 use crate::assignment::RebalanceContext;
 use crate::catalog::SourceCatalog;
-pub use crate::consumer::TaskProgress;
-use crate::consumer::{GroupConsumer, Pipeline, Progress};
+use crate::consumer::{GroupConsumer, Pipeline};
+use crate::progress::Progress;
+pub use crate::progress::{Phase, TaskProgress};
 use crate::task::TaskSettings;
 
 #[derive(Debug, Clone, Default)]

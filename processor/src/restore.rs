@@ -23,6 +23,8 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -57,6 +59,63 @@ pub struct Restored {
     pub frame_bytes: u64,
 }
 
+/// How far a restore has got, shared with whoever reports it (`/readyz`, gauges), and the
+/// switch that cancels it (the partition was revoked, the processor stops).
+#[derive(Debug, Default)]
+pub struct Meter {
+    stage: Mutex<&'static str>,
+    remaining: AtomicI64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+/// A restore's progress as reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreProgress {
+    /// What it reads now: `finding the latest snapshot`, `loading a snapshot`, `restoring`.
+    pub stage: &'static str,
+    /// Changelog records left to read in this stage.
+    pub remaining_records: i64,
+    /// Changelog records and bytes read so far.
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl Meter {
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub fn progress(&self) -> RestoreProgress {
+        RestoreProgress {
+            stage: *self.stage.lock().expect("meter lock"),
+            remaining_records: self.remaining.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn stage(&self, stage: &'static str, remaining: i64) {
+        *self.stage.lock().expect("meter lock") = stage;
+        self.remaining.store(remaining, Ordering::Relaxed);
+    }
+
+    fn read(&self, partition: i32, remaining: i64, bytes: usize) {
+        self.remaining.store(remaining, Ordering::Relaxed);
+        let records = self.records.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if records.is_multiple_of(1024) || remaining == 0 {
+            metrics::gauge!("hookstream_processor_restore_remaining_records", "partition" => partition.to_string())
+                .set(remaining as f64);
+        }
+    }
+}
+
 /// Opens the store in `dir` and brings it up to the task's own `fence`.
 pub fn open(
     dir: &Path,
@@ -64,15 +123,17 @@ pub fn open(
     topic: &str,
     partition: i32,
     fence: Fence<'_>,
+    meter: &Meter,
 ) -> Result<(StateStore, Restored), ProcessorError> {
+    slow_down_for_tests(partition, meter);
     let store = StateStore::open(dir)?;
     if store.get_i64(CHANGELOG_NEXT)?.is_none() {
         drop(store);
-        return fresh(dir, client, topic, partition, fence);
+        return fresh(dir, client, topic, partition, fence, meter);
     }
     let why = match foreign(&store, client, topic, partition)? {
         Some(why) => why,
-        None => match catch_up(&store, client, topic, partition, fence)? {
+        None => match catch_up(&store, client, topic, partition, fence, meter)? {
             Some(restored) => return Ok((store, restored)),
             None => "the local store applied a batch another incarnation never saw".to_owned(),
         },
@@ -84,7 +145,7 @@ pub fn open(
         "rebuilding the local store from the changelog"
     );
     drop(store);
-    let (store, restored) = fresh(dir, client, topic, partition, fence)?;
+    let (store, restored) = fresh(dir, client, topic, partition, fence, meter)?;
     Ok((
         store,
         Restored {
@@ -102,6 +163,7 @@ fn fresh(
     topic: &str,
     partition: i32,
     fence: Fence<'_>,
+    meter: &Meter,
 ) -> Result<(StateStore, Restored), ProcessorError> {
     // Whatever is there is not a store (a load cut short leaves entries without a position).
     if dir.exists() {
@@ -115,14 +177,14 @@ fn fresh(
     let store = StateStore::open(dir)?;
     let consumer: BaseConsumer = client.create()?;
     let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
-    let latest = snapshot::latest(&consumer, topic, partition, low, fence.offset)?;
+    let latest = snapshot::latest(&consumer, meter, topic, partition, low, fence.offset)?;
     let Some(located) = start_of(topic, partition, low, latest)? else {
-        let restored =
-            catch_up(&store, client, topic, partition, fence)?.expect("a new store is never stale");
+        let restored = catch_up(&store, client, topic, partition, fence, meter)?
+            .expect("a new store is never stale");
         return Ok((store, restored));
     };
     let started = Instant::now();
-    let snapshot_bytes = snapshot::load(&store, &consumer, topic, partition, &located)?;
+    let snapshot_bytes = snapshot::load(&store, &consumer, meter, topic, partition, &located)?;
     tracing::info!(
         partition,
         position = located.id.position,
@@ -143,7 +205,7 @@ fn fresh(
             .encode(),
         ),
     }])?;
-    let restored = catch_up(&store, client, topic, partition, fence)?.ok_or_else(|| {
+    let restored = catch_up(&store, client, topic, partition, fence, meter)?.ok_or_else(|| {
         ProcessorError::Startup(format!(
             "partition {partition}: the snapshot at changelog position {} (epoch {}) disagrees with the frames after it: two instances wrote this partition's changelog at once (check processor.partitions across instances)",
             located.id.position, located.id.epoch
@@ -185,18 +247,23 @@ fn history_lost(topic: &str, partition: i32, needed: i64, low: i64) -> Processor
 }
 
 /// Reads `[from, until)` of a changelog partition, handing each record to `each` until it
-/// breaks; fails when nothing comes for [`STALL`]. Logs progress every 10 s as `what`.
+/// breaks; fails when nothing comes for [`STALL`], or when cancelled. Reports progress to
+/// `meter` and logs it every 10 s, as `what`.
 pub(crate) fn scan(
     consumer: &BaseConsumer,
+    meter: &Meter,
     topic: &str,
     partition: i32,
-    from: i64,
-    until: i64,
-    what: &str,
+    range: std::ops::Range<i64>,
+    what: &'static str,
     mut each: impl FnMut(
         &rdkafka::message::BorrowedMessage<'_>,
     ) -> Result<ControlFlow<()>, ProcessorError>,
 ) -> Result<(), ProcessorError> {
+    let std::ops::Range {
+        start: from,
+        end: until,
+    } = range;
     if from >= until {
         return Ok(());
     }
@@ -205,7 +272,11 @@ pub(crate) fn scan(
     consumer.assign(&assignment)?;
     let (mut last_progress, mut last_log) = (Instant::now(), Instant::now());
     let mut next = from;
+    meter.stage(what, until - from);
     while next < until {
+        if meter.cancelled() {
+            return Err(ProcessorError::RestoreCancelled(partition));
+        }
         if last_progress.elapsed() > STALL {
             return Err(ProcessorError::Stalled(format!(
                 "{what}: partition {partition} of `{topic}` stalled at offset {next} of {until}"
@@ -224,6 +295,7 @@ pub(crate) fn scan(
         if message.offset() >= until {
             break;
         }
+        meter.read(partition, until - next, message.payload_len());
         if each(&message)?.is_break() {
             break;
         }
@@ -296,6 +368,7 @@ pub fn catch_up(
     topic: &str,
     partition: i32,
     own: Fence<'_>,
+    meter: &Meter,
 ) -> Result<Option<Restored>, ProcessorError> {
     let fence = own.offset;
     let consumer: BaseConsumer = client.create()?;
@@ -307,10 +380,10 @@ pub fn catch_up(
     let mut replay = Replay::new(store, partition, stored.is_some())?;
     scan(
         &consumer,
+        meter,
         topic,
         partition,
-        stored.unwrap_or(low),
-        fence,
+        stored.unwrap_or(low)..fence,
         "restoring",
         |message| {
             replay.record(
@@ -342,6 +415,24 @@ pub fn catch_up(
         },
     ])?;
     Ok(Some(restored))
+}
+
+/// Test support: failpoint `restore-slow` with `return(P:MS)` makes the restore of partition
+/// P take MS milliseconds longer (a restore longer than `max.poll.interval.ms`).
+fn slow_down_for_tests(partition: i32, meter: &Meter) {
+    let Some(Some(arg)) = fail::eval("restore-slow", |arg| arg) else {
+        return;
+    };
+    let Some((p, ms)) = arg.split_once(':') else {
+        return;
+    };
+    if p.parse() != Ok(partition) {
+        return;
+    }
+    let until = Instant::now() + Duration::from_millis(ms.parse().unwrap_or(0));
+    while Instant::now() < until && !meter.cancelled() {
+        std::thread::sleep(Duration::from_millis(10)); // the failpoint's delay, cancellable
+    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

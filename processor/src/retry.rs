@@ -24,14 +24,15 @@ const MAX: Duration = Duration::from_secs(10);
 struct Pending {
     at: Instant,
     delay: Duration,
-    /// The first offset of the partition fetched but not processed while waiting.
-    rewind_to: Option<i64>,
 }
 
-/// Per partition: when to try opening its task again.
+/// Per partition: when to try opening its task again, and where to rewind it to when it opens.
 #[derive(Default)]
 pub struct Reopen {
     pending: BTreeMap<i32, Pending>,
+    /// The first offset of a partition fetched but not processed while its task was not open
+    /// (restoring, or waiting to try again).
+    rewind_to: BTreeMap<i32, i64>,
     waiting: Waiting,
 }
 
@@ -39,6 +40,7 @@ impl Reopen {
     pub fn new(waiting: Waiting) -> Self {
         Self {
             pending: BTreeMap::new(),
+            rewind_to: BTreeMap::new(),
             waiting,
         }
     }
@@ -60,7 +62,6 @@ impl Reopen {
         let entry = self.pending.entry(partition).or_insert(Pending {
             at: now,
             delay: FIRST / 2,
-            rewind_to: None,
         });
         entry.delay = (entry.delay * 2).min(MAX);
         entry.at = now + entry.delay;
@@ -73,9 +74,8 @@ impl Reopen {
 
     /// Records of `partition` from `offset` on were fetched but not processed.
     pub fn skipped(&mut self, partition: i32, offset: i64) {
-        if let Some(pending) = self.pending.get_mut(&partition) {
-            pending.rewind_to = Some(pending.rewind_to.map_or(offset, |o| o.min(offset)));
-        }
+        let first = self.rewind_to.entry(partition).or_insert(offset);
+        *first = (*first).min(offset);
     }
 
     /// The task opened: where to rewind the partition to, if records were skipped.
@@ -84,7 +84,8 @@ impl Reopen {
             .lock()
             .expect("waiting lock")
             .remove(&partition_key(partition));
-        self.pending.remove(&partition).and_then(|p| p.rewind_to)
+        self.pending.remove(&partition);
+        self.rewind_to.remove(&partition)
     }
 
     /// The partition was revoked: nothing to retry.
@@ -94,6 +95,7 @@ impl Reopen {
             .expect("waiting lock")
             .remove(&partition_key(partition));
         self.pending.remove(&partition);
+        self.rewind_to.remove(&partition);
     }
 }
 
@@ -119,6 +121,7 @@ mod tests {
         assert_eq!(reopen.waiting.lock().unwrap().len(), 1);
         assert_eq!(reopen.opened(3), Some(12));
         assert!(reopen.waiting.lock().unwrap().is_empty());
+        assert_eq!(reopen.opened(4), Some(1), "skipped while restoring");
         assert_eq!(reopen.opened(4), None);
     }
 }

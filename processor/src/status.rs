@@ -10,10 +10,16 @@
 //!   `hookstream_caps_used` /
 //!   `hookstream_caps_limit` (by `cap`), `hookstream_caps_deferred_total` (by `reason`) and
 //!   `hookstream_caps_breaker_open`.
-//! - `GET /healthz`: 200 with each open partition task's next `raw` offset and how many
-//!   events it holds back, as of its last durable batch; 503 (`waiting_for_broker`, with
-//!   the partitions and errors) while a partition task cannot open for broker trouble
-//!   ([`crate::retry`]) or produced records are not being acknowledged.
+//!   Per partition, `hookstream_processor_partition_phase` (1 for its phase, see
+//!   [`crate::progress`]) and `hookstream_processor_restore_remaining_records`.
+//! - `GET /healthz` (liveness): 200 with each assigned partition's phase, its task's next
+//!   `raw` offset and how many events it holds back, as of its last durable batch; 503
+//!   (`waiting_for_broker`, with the partitions and errors) while a partition task cannot
+//!   open for broker trouble ([`crate::retry`]) or produced records are not being
+//!   acknowledged. A restore, however long, is not a reason to restart: it answers 200.
+//! - `GET /readyz` (readiness): the same body; 200 `ready` when every partition is
+//!   `running`, else 503 `not_ready` (restoring, with records left; catching up; waiting;
+//!   failed, with the error).
 //!
 //! No endpoint unless `processor.listen` is set: several processors may share a host.
 
@@ -24,8 +30,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::Serialize;
 
-use crate::consumer::{Progress, TaskProgress};
 use crate::error::ProcessorError;
+use crate::progress::{self, Progress, TaskProgress};
 use crate::retry::Waiting;
 
 /// Renders the metrics registry as Prometheus text.
@@ -71,6 +77,7 @@ impl StatusServer {
                 .app_data(state.clone())
                 .route("/metrics", web::get().to(metrics))
                 .route("/healthz", web::get().to(health))
+                .route("/readyz", web::get().to(ready))
         })
         .workers(1)
         .disable_signals()
@@ -111,6 +118,24 @@ async fn health(state: web::Data<State>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(Health {
             status: "waiting_for_broker",
+            partitions,
+            waiting,
+        })
+    }
+}
+
+async fn ready(state: web::Data<State>) -> HttpResponse {
+    let partitions = state.progress.lock().expect("progress lock").clone();
+    let waiting = state.waiting.lock().expect("waiting lock").clone();
+    if waiting.is_empty() && progress::ready(&partitions) {
+        HttpResponse::Ok().json(Health {
+            status: "ready",
+            partitions,
+            waiting,
+        })
+    } else {
+        HttpResponse::ServiceUnavailable().json(Health {
+            status: "not_ready",
             partitions,
             waiting,
         })

@@ -124,7 +124,7 @@ pub async fn rebuild(
         let mut done = true;
         let mut processed = 0u64;
         for (partition, range) in ranges.iter().filter(|(_, r)| !r.is_empty()) {
-            let task = progress.get(partition).copied().unwrap_or_default();
+            let task = progress.get(partition).cloned().unwrap_or_default();
             let next = task
                 .next_offset
                 .unwrap_or(range.start)

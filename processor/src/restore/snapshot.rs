@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 
-use super::scan;
+use super::{scan, Meter};
 use crate::changelog::{self, ChangelogRecord, Head, SnapshotId};
 use crate::error::ProcessorError;
 use crate::store::{Op, StateStore, CHANGELOG_NEXT, EPOCH};
@@ -31,6 +31,7 @@ pub struct Located {
 /// The latest complete snapshot in `[low, end)` of the changelog partition, if any.
 pub fn latest(
     consumer: &BaseConsumer,
+    meter: &Meter,
     topic: &str,
     partition: i32,
     low: i64,
@@ -39,7 +40,7 @@ pub fn latest(
     let mut window = FIRST_WINDOW;
     loop {
         let from = end.saturating_sub(window).max(low);
-        let found = complete_in(consumer, topic, partition, from, end)?;
+        let found = complete_in(consumer, meter, topic, partition, from, end)?;
         if found.is_some() || from == low {
             return Ok(found);
         }
@@ -50,6 +51,7 @@ pub fn latest(
 /// The latest snapshot whose chunks are all in `[from, end)`.
 fn complete_in(
     consumer: &BaseConsumer,
+    meter: &Meter,
     topic: &str,
     partition: i32,
     from: i64,
@@ -59,10 +61,10 @@ fn complete_in(
     let mut found = None;
     scan(
         consumer,
+        meter,
         topic,
         partition,
-        from,
-        end,
+        from..end,
         "finding the latest snapshot",
         |message| {
             let Ok(Head::Snapshot(id, index, last)) =
@@ -98,6 +100,7 @@ fn complete_in(
 pub fn load(
     store: &StateStore,
     consumer: &BaseConsumer,
+    meter: &Meter,
     topic: &str,
     partition: i32,
     snapshot: &Located,
@@ -107,10 +110,10 @@ pub fn load(
     let until = snapshot.last + 1;
     scan(
         consumer,
+        meter,
         topic,
         partition,
-        snapshot.first,
-        until,
+        snapshot.first..until,
         "loading a snapshot",
         |message| {
             let payload = message.payload().unwrap_or_default();

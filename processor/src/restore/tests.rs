@@ -121,8 +121,15 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
     };
 
     let rebuilt_dir = tempfile::tempdir().unwrap();
-    let (rebuilt, restored) =
-        open(rebuilt_dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+    let (rebuilt, restored) = open(
+        rebuilt_dir.path(),
+        &client(&brokers),
+        "changelog",
+        1,
+        own,
+        &Meter::default(),
+    )
+    .unwrap();
     assert_eq!(
         (
             restored.records,
@@ -143,7 +150,15 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
     );
     assert_eq!(rebuilt.get_i64(EPOCH).unwrap(), Some(third));
 
-    let again = catch_up(&rebuilt, &client(&brokers), "changelog", 1, own).unwrap();
+    let again = catch_up(
+        &rebuilt,
+        &client(&brokers),
+        "changelog",
+        1,
+        own,
+        &Meter::default(),
+    )
+    .unwrap();
     assert_eq!(again, Some(Restored::default()));
     let state = SnapshotState::decode(rebuilt.get(Cf::Meta, SNAPSHOT).unwrap().as_deref());
     assert_eq!(state.position, -1, "no snapshot yet");
@@ -162,7 +177,8 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
             Fence {
                 offset: 0,
                 key: b"fence-x"
-            }
+            },
+            &Meter::default()
         )
         .unwrap(),
         Some(Restored::default()),
@@ -179,7 +195,15 @@ fn a_missing_store_is_rebuilt_from_frames_and_fences() {
             .write(&[Op::meta(CHANGELOG_NEXT, second + 1), Op::meta(EPOCH, first)])
             .unwrap();
     }
-    let (stale, restored) = open(stale_dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+    let (stale, restored) = open(
+        stale_dir.path(),
+        &client(&brokers),
+        "changelog",
+        1,
+        own,
+        &Meter::default(),
+    )
+    .unwrap();
     assert!(restored.rebuilt);
     same(&stale, &original);
 }
@@ -201,7 +225,15 @@ fn a_store_from_another_incarnation_of_the_topics_is_rebuilt() {
         key: &opened.key,
     };
     {
-        let (store, restored) = open(dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+        let (store, restored) = open(
+            dir.path(),
+            &client(&brokers),
+            "changelog",
+            1,
+            own,
+            &Meter::default(),
+        )
+        .unwrap();
         assert!(!restored.rebuilt);
         let ops = batch(&store, 3, false);
         log.append(&frames(1, epoch, 1, &ops));
@@ -217,7 +249,15 @@ fn a_store_from_another_incarnation_of_the_topics_is_rebuilt() {
         key: &reopened.key,
     };
     {
-        let (store, restored) = open(dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+        let (store, restored) = open(
+            dir.path(),
+            &client(&brokers),
+            "changelog",
+            1,
+            own,
+            &Meter::default(),
+        )
+        .unwrap();
         assert_eq!((restored.rebuilt, restored.records), (false, 0));
         assert_eq!(store.checkpoint().unwrap(), Some(30));
     }
@@ -239,7 +279,15 @@ fn a_store_from_another_incarnation_of_the_topics_is_rebuilt() {
         offset,
         key: &fresh.key,
     };
-    let (store, restored) = open(dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+    let (store, restored) = open(
+        dir.path(),
+        &client(&brokers),
+        "changelog",
+        1,
+        own,
+        &Meter::default(),
+    )
+    .unwrap();
     assert!(restored.rebuilt, "a foreign store is rebuilt");
     assert_eq!(store.checkpoint().unwrap(), None, "and skips no input");
     assert_eq!(store.get(Cf::Entity, b"e\x03").unwrap(), None);
@@ -290,7 +338,15 @@ fn a_new_store_starts_from_the_latest_complete_snapshot() {
         let junk = StateStore::open(dir.path()).unwrap();
         junk.write(&batch(&junk, 9, false)).unwrap();
     }
-    let (store, restored) = open(dir.path(), &client(&brokers), "changelog", 1, own).unwrap();
+    let (store, restored) = open(
+        dir.path(),
+        &client(&brokers),
+        "changelog",
+        1,
+        own,
+        &Meter::default(),
+    )
+    .unwrap();
     assert_eq!(restored.snapshot, Some(position));
     assert_eq!(restored.batches, 2, "only the frames after the snapshot");
     assert!(restored.snapshot_bytes > 400_000);
