@@ -62,6 +62,7 @@ fn settings() -> TaskSettings {
     };
     TaskSettings {
         max_buffered: 1_000_000,
+        max_held: u64::MAX,
         caps: Some(Arc::new(Caps::from_rules(
             [("acme".to_owned(), rules)],
             0,

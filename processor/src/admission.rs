@@ -32,6 +32,7 @@ use crate::input::RawInput;
 use crate::output::{self, OutRecord};
 use crate::reorder;
 use crate::store::{Cf, Txn};
+use crate::ttl;
 
 fn tenant_key(tenant: &str) -> Vec<u8> {
     let mut key = b"t".to_vec();
@@ -179,6 +180,8 @@ impl Tenants {
 pub struct Admitted {
     pub inputs: Vec<RawInput>,
     pub deferred: usize,
+    /// Deferrals past `processor.max_held_per_tenant`, sent to `dlq`.
+    pub diverted: usize,
 }
 
 /// Applies the caps engine to `input` at the tenant's stream time `at`.
@@ -190,13 +193,14 @@ pub fn admit(
     tenants: &mut Tenants,
     input: RawInput,
     at: Millis,
+    max_held: u64,
     out: &mut Vec<OutRecord>,
 ) -> Result<Admitted, ProcessorError> {
     let tenant = input.meta.tenant.clone();
     let Some(rules) = caps.rules(&tenant) else {
         return Ok(Admitted {
             inputs: vec![input],
-            deferred: 0,
+            ..Admitted::default()
         });
     };
     let release_mode = rules
@@ -220,15 +224,25 @@ pub fn admit(
             admitted.inputs.push(input);
         }
         Decision::Defer(deferral) => {
+            let hold = deferral.until.filter(|_| release_mode);
+            if hold.is_some() && state.held >= max_held {
+                metrics::counter!("hookstream_caps_held_overflow_total", "tenant" => tenant.clone())
+                    .increment(1);
+                let reason = format!("held_full: tenant `{tenant}` already holds {} events deferred by its caps on this partition (processor.max_held_per_tenant); redrive this one once the cap allows", state.held);
+                out.push(output::diverted(&input, &reason));
+                admitted.diverted += 1;
+                return Ok(admitted);
+            }
             metrics::counter!("hookstream_caps_deferred_total", "tenant" => tenant.clone(), "reason" => deferral.reason.as_str())
                 .increment(1);
             out.push(output::deferred(&input, &deferral, codecs));
-            if let (Some(until), true) = (deferral.until, release_mode) {
+            if let Some(until) = hold {
                 txn.put(
                     Cf::Held,
                     held_key(&tenant, until, input.offset),
                     reorder::encode(&input),
                 );
+                state.held += 1;
             }
             admitted.deferred += 1;
         }
@@ -258,6 +272,13 @@ fn gauges(caps: &Caps, tenant: &str, state: &TenantState) {
             metrics::gauge!("hookstream_caps_used", &labels).set(used.of(cap) as f64);
             metrics::gauge!("hookstream_caps_limit", &labels).set(limit as f64);
         }
+    }
+    if rules.caps.is_some() {
+        let labels = [
+            ("tenant", tenant.to_owned()),
+            ("partition", caps.partition().to_string()),
+        ];
+        metrics::gauge!("hookstream_caps_held", &labels).set(state.held as f64);
     }
     if rules.breaker.is_some() {
         let open = !matches!(state.breaker.tenant.phase, Phase::Closed);
@@ -300,6 +321,7 @@ fn release(
             from = key.clone();
             from.push(0); // the next key after this one
             txn.delete(Cf::Held, key);
+            state.held = state.held.saturating_sub(1);
             admitted.inputs.push(input);
         } else {
             break; // the caps refuse again: later ones wait too, in order
@@ -316,6 +338,7 @@ pub fn absorb_usage(
     txn: &mut Txn<'_>,
     tenants: &mut Tenants,
     reports: &[UsageRecord],
+    ttl_ms: Millis,
     out: &mut Vec<OutRecord>,
 ) -> Result<(), ProcessorError> {
     for report in reports {
@@ -343,6 +366,16 @@ pub fn absorb_usage(
         let (entry, alerts) = caps.report(state, previous.as_ref(), report, at);
         out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
         if let Some(entry) = entry {
+            if previous.is_none() {
+                // No entry: the event is unknown (not seen yet, or its entry expired). Its
+                // own entry would expire within the dedupe window; this one does too.
+                let expires_at = at.saturating_add(ttl_ms);
+                txn.put(
+                    Cf::Ttl,
+                    ttl::key(&report.tenant, expires_at, ttl::Kind::Usage, &key),
+                    Vec::new(),
+                );
+            }
             txn.put(
                 Cf::Caps,
                 key,

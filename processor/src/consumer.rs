@@ -541,6 +541,10 @@ fn record_stats(stats: &crate::task::BatchStats) {
     metrics::counter!("hookstream_processor_late_total").increment(stats.late as u64);
     metrics::counter!("hookstream_processor_released_total").increment(stats.released as u64);
     metrics::counter!("hookstream_processor_dedupe_expired_total").increment(stats.expired as u64);
+    metrics::counter!("hookstream_processor_tombstones_expired_total")
+        .increment(stats.tombstones_expired as u64);
+    metrics::counter!("hookstream_processor_usage_expired_total")
+        .increment(stats.usage_expired as u64);
     metrics::counter!("hookstream_processor_deferred_total").increment(stats.deferred as u64);
     metrics::counter!("hookstream_processor_out_of_scope_total")
         .increment(stats.out_of_scope as u64);

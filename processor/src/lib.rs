@@ -34,6 +34,7 @@ pub mod snapshot;
 pub mod status;
 pub mod store;
 pub mod task;
+pub mod ttl;
 pub mod usage_view;
 
 use std::collections::BTreeMap;
@@ -266,6 +267,11 @@ impl ProcessorService {
                 max_flush: config.processor.batch_max.saturating_mul(10).max(1),
                 scope: config.processor.scope.clone().map(Arc::new),
                 caps: Some(Arc::new(caps::Caps::new(config, 0, raw_partitions)?)),
+                tombstone_retention_ms: match config.processor.tombstone_retention_secs {
+                    0 => None,
+                    secs => Some(secs.saturating_mul(1000).min(i64::MAX as u64) as i64),
+                },
+                max_held: config.processor.max_held_per_tenant,
                 codecs: Arc::new(
                     schemas::registry::codecs(
                         config,

@@ -70,6 +70,20 @@ pub fn event(input: &RawInput, late: bool, codecs: &Codecs) -> OutRecord {
     }
 }
 
+/// A Kafka tombstone for an entity whose deletion expired from the store
+/// (`processor.tombstone_retention_secs`): the compacted `state` topic drops the key.
+pub fn state_expired(entity_key: &[u8], at: i64) -> OutRecord {
+    OutRecord {
+        topic: Topic::State,
+        key: entity_key.to_vec(),
+        value: None,
+        headers: Vec::new(),
+        timestamp: Some(at),
+        partition: None,
+        origin: None,
+    }
+}
+
 /// The entity's new `state`, derived from the event `input`.
 pub fn state(input: &RawInput, state: &EntityState, codecs: &Codecs) -> OutRecord {
     let (tenant, entity) = (input.meta.tenant.as_str(), input.meta.entity.as_str());

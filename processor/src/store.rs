@@ -43,10 +43,13 @@ pub enum Cf {
     Held,
     /// Stream time per (tenant, source) and per tenant ([`crate::clock`]).
     Clock,
+    /// What expires by a tenant's stream time: tombstones, usage entries of unknown events
+    /// ([`crate::ttl`]).
+    Ttl,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 8] = [
+    pub const ALL: [Cf; 9] = [
         Cf::Dedupe,
         Cf::Expiry,
         Cf::Entity,
@@ -55,6 +58,7 @@ impl Cf {
         Cf::Caps,
         Cf::Held,
         Cf::Clock,
+        Cf::Ttl,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Cf {
             Cf::Caps => "caps",
             Cf::Held => "held",
             Cf::Clock => "clock",
+            Cf::Ttl => "ttl",
         }
     }
 

@@ -73,6 +73,10 @@ pub struct TaskSettings {
     pub caps: Option<Arc<Caps>>,
     /// How `events` and `state` values are encoded (JSON, or Avro under registered ids).
     pub codecs: Arc<Codecs>,
+    /// How long a tombstone outlives its delete, in the tenant's stream time (None: forever).
+    pub tombstone_retention_ms: Option<Millis>,
+    /// Most events a tenant's caps hold on this task; past it deferrals go to `dlq`.
+    pub max_held: u64,
 }
 
 impl Default for TaskSettings {
@@ -85,6 +89,8 @@ impl Default for TaskSettings {
             scope: None,
             caps: None,
             codecs: Arc::new(Codecs::json()),
+            tombstone_retention_ms: Some(7 * 24 * 3600 * 1000),
+            max_held: 100_000,
         }
     }
 }
@@ -129,6 +135,9 @@ pub struct BatchStats {
     pub deferred: usize,
     /// First deliveries whose event time was not trusted (too far ahead of receipt).
     pub time_skewed: usize,
+    /// Tombstones and usage entries of unknown events that expired.
+    pub tombstones_expired: usize,
+    pub usage_expired: usize,
 }
 
 pub struct PartitionTask {

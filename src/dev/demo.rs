@@ -183,10 +183,14 @@ fn read_states(
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             let message = message?;
             let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
-            if expected.contains_key(&key) {
-                let record: StateRecord =
-                    serde_json::from_slice(message.payload().unwrap_or_default())?;
-                states.insert(key, record);
+            match message.payload() {
+                Some(value) if expected.contains_key(&key) => {
+                    states.insert(key, serde_json::from_slice::<StateRecord>(value)?);
+                }
+                None => {
+                    states.remove(&key);
+                }
+                Some(_) => {}
             }
         }
         let done = expected

@@ -46,6 +46,9 @@ pub struct TenantState {
     pub status: CapStatus,
     pub breaker: BreakerState,
     pub others: OtherShares,
+    /// Events this task holds for release at a window's reset.
+    #[serde(default)]
+    pub held: u64,
 }
 
 impl TenantState {

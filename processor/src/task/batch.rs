@@ -29,6 +29,7 @@ use crate::store::{Cf, Op, Txn, BUFFERED, FORMAT, STORE_FORMAT};
 use super::{BatchStats, TaskSettings};
 
 mod emit;
+mod expire;
 use emit::entity;
 pub use emit::Flush;
 
@@ -57,7 +58,10 @@ pub(super) struct Batch<'a> {
     tenants: admission::Tenants,
     clocks: BTreeMap<Vec<u8>, Tracked>,
     /// Tenants' stream times this batch moved (written back at the end).
-    tenant_times: BTreeMap<String, Millis>,
+    pub(super) tenant_times: BTreeMap<String, Millis>,
+    /// The earliest expiry in each tenant's `ttl` index as far as this batch has looked
+    /// (`None`: the index is empty), so a stream time that moves short of it costs no seek.
+    pub(super) ttl_next: BTreeMap<String, Option<Millis>>,
     /// Inputs the broker refused records of, for good, with why: sent to `dlq` instead.
     refused: &'a BTreeMap<(i32, i64), String>,
 }
@@ -81,6 +85,7 @@ impl<'a> Batch<'a> {
             tenants: admission::Tenants::default(),
             clocks: BTreeMap::new(),
             tenant_times: BTreeMap::new(),
+            ttl_next: BTreeMap::new(),
             refused: &task.refused,
         }
     }
@@ -179,9 +184,11 @@ impl<'a> Batch<'a> {
             &mut self.tenants,
             input,
             at,
+            self.settings.max_held,
             self.out,
         )?;
         self.stats.deferred += admitted.deferred;
+        self.stats.dead_letters += admitted.diverted;
         Ok(admitted.inputs)
     }
 
@@ -295,8 +302,10 @@ impl<'a> Batch<'a> {
             &mut self.txn,
             &mut self.tenants,
             reports,
+            self.settings.dedupe_window_ms,
             self.out,
         )?;
+        self.ttl_next.clear();
         self.reorder(None, released)
     }
 
@@ -338,38 +347,6 @@ impl<'a> Batch<'a> {
         })
     }
 
-    /// Removes the source's dedupe entries that expired by its stream time `now` (and the
-    /// usage entries of their events: after the window a report for the event counts as one
-    /// for an unknown event).
-    fn expire(&mut self, source: &[u8], now: Millis) -> Result<(), ProcessorError> {
-        let from = reorder::at(source, Millis::MIN);
-        for (expiry_key, _) in
-            self.txn
-                .range(Cf::Expiry, &from, &reorder::due_bound(source, now))?
-        {
-            let dedupe_key = expiry_key[source.len() + 8..].to_vec();
-            // The entry may have been renewed (a delivery after it expired): keep the new one.
-            if self
-                .txn
-                .get(Cf::Dedupe, &dedupe_key)?
-                .is_some_and(|v| dedupe::expires_at(&v) <= now)
-            {
-                if self.caps.is_some() {
-                    if let Some((tenant, source, event_id)) = dedupe::parts(&dedupe_key) {
-                        let entry = admission::usage_key(tenant, event_id, source);
-                        self.txn.delete(Cf::Caps, entry);
-                        let early = admission::usage_prefix(tenant, event_id);
-                        self.txn.delete(Cf::Caps, early);
-                    }
-                }
-                self.txn.delete(Cf::Dedupe, dedupe_key);
-                self.stats.expired += 1;
-            }
-            self.txn.delete(Cf::Expiry, expiry_key);
-        }
-        Ok(())
-    }
-
     fn clock(&mut self, source: &[u8]) -> Result<&mut Tracked, ProcessorError> {
         if !self.clocks.contains_key(source) {
             let clock = clock::load(&self.txn, source)?;
@@ -398,6 +375,7 @@ impl<'a> Batch<'a> {
         let current = self.tenant_time(tenant)?;
         if current.is_none_or(|c| c < at) {
             self.tenant_times.insert(tenant.to_owned(), at);
+            self.expire_ttl(tenant, at)?;
         }
         Ok(())
     }

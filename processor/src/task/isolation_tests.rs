@@ -164,6 +164,8 @@ fn settings() -> TaskSettings {
     ];
     TaskSettings {
         dedupe_window_ms: 60_000,
+        tombstone_retention_ms: Some(120_000),
+        max_held: 4,
         max_buffered: 8,
         caps: Some(Arc::new(Caps::from_rules(rules, 0, 1))),
         ..TaskSettings::default()

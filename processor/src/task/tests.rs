@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use proptest::prelude::*;
 use schemas::raw::RawMeta;
-use schemas::records::{EventRecord, StateRecord};
+use schemas::records::{EventRecord, StateRecord, UsageRecord};
 use schemas::topics::Topic;
 
 use super::*;
@@ -356,7 +356,7 @@ proptest! {
 
     /// Outputs depend on the records alone, not on where batches begin and end: any sequence
     /// (out of order beyond the grace, so some events are late; redeliveries; a buffer small
-    /// enough to overflow) gives byte-identical outputs whether processed in one batch or in
+    /// enough to overflow; deletes whose tombstones expire) gives byte-identical outputs whether processed in one batch or in
     /// arbitrary ones, so a batch re-processed after a crash, with other boundaries, re-emits
     /// exactly what the crashed attempt emitted.
     #[test]
@@ -370,10 +370,21 @@ proptest! {
             sequence[from..to]
                 .iter()
                 .enumerate()
-                .map(|(i, g)| input((from + i) as i64, &g.id, &format!("o{}", g.entity), g.at, "{}"))
+                .map(|(i, g)| {
+                    input((from + i) as i64, &g.id, &format!("o{}", g.entity), g.at, "{}").map(|mut r| {
+                        if g.at % 3 == 0 {
+                            r.meta.event_type = "order.deleted".into();
+                        }
+                        r
+                    })
+                })
                 .collect()
         };
-        let settings = TaskSettings { max_buffered: 5, ..TaskSettings::default() };
+        let settings = TaskSettings {
+            max_buffered: 5,
+            tombstone_retention_ms: Some(5_000),
+            ..TaskSettings::default()
+        };
         let whole_dir = tempfile::tempdir().unwrap();
         let mut whole = open(&whole_dir, settings.clone());
         let (mut expected, _) = run(&mut whole, records(0, sequence.len()));
@@ -502,16 +513,20 @@ fn a_redrive_passes_dedupe_once_per_redrive_id() {
     assert_eq!(redriven, ["r1", "r2"]);
 }
 
-/// A tenant's usage entry (estimate, later actual) lives as long as the event's dedupe entry.
-#[test]
-fn usage_entries_expire_with_their_dedupe_entry() {
+fn capped_with_a_minute_window(dir: &tempfile::TempDir) -> PartitionTask {
     let settings = TaskSettings {
         dedupe_window_ms: 60_000,
         caps: capped(Some(1_000), None),
         ..TaskSettings::default()
     };
+    open(dir, settings)
+}
+
+/// A tenant's usage entry (estimate, later actual) lives as long as the event's dedupe entry.
+#[test]
+fn usage_entries_expire_with_their_dedupe_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let mut task = open(&dir, settings);
+    let mut task = capped_with_a_minute_window(&dir);
     let entry = crate::admission::usage_key("acme", "a", "orders");
     run(&mut task, vec![input(0, "a", "o1", 10_000, "{}")]);
     assert!(task.store.get(Cf::Caps, &entry).unwrap().is_some());
@@ -629,7 +644,6 @@ fn a_large_flush_goes_in_bounded_steps_with_the_same_result() {
 #[test]
 fn usage_entries_are_per_source() {
     use crate::caps::{EventUsage, Usage};
-    use schemas::records::UsageRecord;
     let settings = TaskSettings {
         caps: capped(None, Some(1_000_000)),
         ..TaskSettings::default()
@@ -705,4 +719,202 @@ fn usage_entries_are_per_source() {
     assert_eq!(actual(&task, "c", "orders"), Some(5));
     let early = crate::admission::usage_prefix("acme", "c");
     assert_eq!(task.store.get(Cf::Caps, &early).unwrap(), None);
+}
+
+/// An input received when it occurred (event times far from the test's receive times are
+/// not trusted).
+fn received(offset: i64, event_id: &str, entity: &str, at: i64, body: &str) -> Decoded {
+    input(offset, event_id, entity, at, body).map(|mut i| {
+        i.meta.received_at = at;
+        i
+    })
+}
+
+/// A tombstone blocks older updates until the tenant's stream time is
+/// `tombstone_retention` past the delete; then the entity leaves the store, `state` gets a
+/// Kafka tombstone for its key, and an older update re-creates it (documented). Another
+/// tenant's clock, however far ahead, expires nothing of this tenant's.
+#[test]
+fn tombstones_expire_by_their_tenants_stream_time() {
+    const RETENTION: i64 = 3_600_000;
+    let settings = TaskSettings {
+        tombstone_retention_ms: Some(RETENTION),
+        ..TaskSettings::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, settings);
+    let delete = |offset: i64, id: &str, at: i64| {
+        received(offset, id, "o1", at, "{}").map(|mut i| {
+            i.meta.event_type = "order.deleted".into();
+            i
+        })
+    };
+    let other_tenant = |offset: i64, id: &str, at: i64| {
+        received(offset, id, "x1", at, "{}").map(|mut i| {
+            i.meta.tenant = "zeta".into();
+            i
+        })
+    };
+    run(&mut task, vec![received(0, "a", "o1", 10_000, "{}")]);
+    run(&mut task, vec![delete(1, "d", 20_000)]);
+    let (out, _) = run(&mut task, vec![received(2, "b", "o2", 20_000 + G, "{}")]);
+    assert!(states(&out).iter().any(|s| s.entity == "o1" && s.deleted));
+    let key = schemas::key::EntityKey::new("acme", "o1").encode();
+    let (out, _) = run(&mut task, vec![other_tenant(3, "z", i64::MAX - G)]);
+    assert!(
+        out.iter().all(|r| r.value.is_some()),
+        "no tombstone expired by zeta's clock"
+    );
+    assert!(task
+        .store
+        .get(Cf::Entity, key.as_bytes())
+        .unwrap()
+        .is_some());
+
+    let (out, stats) = run(
+        &mut task,
+        vec![received(4, "c", "o3", 20_000 + RETENTION - 1, "{}")],
+    );
+    assert_eq!(stats.tombstones_expired, 0);
+    assert!(out.iter().all(|r| r.value.is_some()));
+    let (out, stats) = run(
+        &mut task,
+        vec![received(5, "e", "o3", 20_000 + RETENTION, "{}")],
+    );
+    assert_eq!(stats.tombstones_expired, 1);
+    let expired: Vec<&OutRecord> = out.iter().filter(|r| r.value.is_none()).collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        (expired[0].topic, expired[0].key.as_slice()),
+        (Topic::State, key.as_bytes())
+    );
+    assert!(task
+        .store
+        .get(Cf::Entity, key.as_bytes())
+        .unwrap()
+        .is_none());
+    assert!(task
+        .store
+        .range(Cf::Ttl, b"", &[0xff; 8])
+        .unwrap()
+        .is_empty());
+
+    // After expiry an update older than the delete is no longer late: it re-creates o1.
+    let (out, _) = run(&mut task, vec![received(6, "old", "o1", 15_000, "{}")]);
+    let out = [out, flush(&mut task)].concat();
+    let old = events(&out)
+        .into_iter()
+        .find(|e| e.event_id == "old")
+        .unwrap();
+    assert!(!old.late);
+}
+
+/// A re-created entity's old tombstone index entry expires nothing.
+#[test]
+fn a_recreated_entity_outlives_its_old_tombstone_entry() {
+    let settings = TaskSettings {
+        tombstone_retention_ms: Some(1_000_000),
+        ..TaskSettings::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, settings);
+    let deleted = received(0, "d", "o1", 10_000, "{}").map(|mut i| {
+        i.meta.event_type = "order.deleted".into();
+        i
+    });
+    run(
+        &mut task,
+        vec![deleted, received(1, "n", "o1", 20_000, r#"{"v":1}"#)],
+    );
+    run(&mut task, vec![received(2, "next", "o3", 20_000 + G, "{}")]);
+    let (_, stats) = run(&mut task, vec![received(3, "far", "o2", 5_000_000, "{}")]);
+    assert_eq!(stats.tombstones_expired, 0);
+    let key = schemas::key::EntityKey::new("acme", "o1").encode();
+    let state: crate::reconcile::EntityState =
+        serde_json::from_slice(&task.store.get(Cf::Entity, key.as_bytes()).unwrap().unwrap())
+            .unwrap();
+    assert!(!state.deleted);
+}
+
+/// A usage report for an event never seen leaves an entry that expires a dedupe window (of
+/// the tenant's stream time) later, so reports of unknown events cannot grow the store.
+#[test]
+fn usage_entries_of_unknown_events_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = capped_with_a_minute_window(&dir);
+    run(&mut task, vec![received(0, "a", "o1", 10_000, "{}")]);
+    let report = UsageRecord {
+        tenant: "acme".into(),
+        event_id: "never".into(),
+        tokens: 5,
+        cost_micros: 0,
+        source: Some("orders".into()),
+    };
+    let mut out = Vec::new();
+    let pending = task
+        .absorb(0, &[], &[report], &SourceCatalog::empty(), &mut out)
+        .unwrap();
+    task.commit(&pending).unwrap();
+    let orphan = crate::admission::usage_key("acme", "never", "orders");
+    assert!(task.store.get(Cf::Caps, &orphan).unwrap().is_some());
+    let (_, stats) = run(
+        &mut task,
+        vec![received(1, "b", "o1", 10_000 + 59_999, "{}")],
+    );
+    assert_eq!(stats.usage_expired, 0);
+    let (_, stats) = run(
+        &mut task,
+        vec![received(2, "c", "o1", 10_000 + 60_000, "{}")],
+    );
+    assert_eq!(stats.usage_expired, 1);
+    assert!(task.store.get(Cf::Caps, &orphan).unwrap().is_none());
+}
+
+/// Past `max_held`, a cap's deferrals go to `dlq` (`held_full`) instead of being held; a
+/// release makes room again.
+#[test]
+fn held_events_are_bounded_per_tenant() {
+    let mut limits = crate::caps::test_support::caps(Some(1), None, None);
+    limits.on_window_reset = schemas::config::OnWindowReset::Release;
+    let rules = crate::caps::TenantRules {
+        caps: Some(limits),
+        breaker: None,
+    };
+    let settings = TaskSettings {
+        max_held: 2,
+        caps: Some(Arc::new(crate::caps::Caps::from_rules(
+            [("acme".to_owned(), rules)],
+            0,
+            1,
+        ))),
+        ..TaskSettings::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, settings);
+    let hour = 3_600_000;
+    let (out, stats) = run(
+        &mut task,
+        (0..5)
+            .map(|i| received(i, &format!("e{i}"), "o1", hour + i, "{}"))
+            .collect(),
+    );
+    assert_eq!((stats.deferred, stats.dead_letters), (2, 2));
+    let dlq: Vec<&OutRecord> = out.iter().filter(|r| r.topic == Topic::Dlq).collect();
+    assert_eq!(dlq.len(), 2);
+    assert!(dlq.iter().all(|r| {
+        r.headers
+            .iter()
+            .any(|(k, v)| k == "hs-error" && v.starts_with(b"held_full"))
+    }));
+    assert_eq!(
+        task.store.range(Cf::Held, b"", &[0xff; 8]).unwrap().len(),
+        2
+    );
+    // The next hour releases one held event (the cap admits one per hour) and holds the new.
+    let (_, stats) = run(&mut task, vec![received(5, "n", "o2", 2 * hour, "{}")]);
+    assert_eq!((stats.deferred, stats.dead_letters), (1, 0));
+    assert_eq!(
+        task.store.range(Cf::Held, b"", &[0xff; 8]).unwrap().len(),
+        2
+    );
 }

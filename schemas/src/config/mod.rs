@@ -275,6 +275,24 @@ pub struct ProcessorConfig {
     /// the changelog keeps what snapshots made redundant (docs/robustness.md, bounded history).
     #[serde(default)]
     pub snapshots: SnapshotConfig,
+    /// How long a deleted entity's tombstone blocks older events from re-creating it, in the
+    /// tenant's stream time (default 7 days; 0: forever, an unbounded store). When it expires
+    /// the entity leaves the store and a Kafka tombstone (null value) goes to `state`.
+    #[serde(default = "default_tombstone_retention")]
+    pub tombstone_retention_secs: u64,
+    /// Most events a cap may hold for release at its window's reset, per tenant and partition
+    /// task (default 100 000); past it the cap's deferrals go to `dlq` (`held_full`), from
+    /// where `hookstream redrive` brings them back.
+    #[serde(default = "default_max_held")]
+    pub max_held_per_tenant: u64,
+}
+
+fn default_tombstone_retention() -> u64 {
+    7 * 24 * 3600
+}
+
+fn default_max_held() -> u64 {
+    100_000
 }
 
 fn default_budget_absorb() -> u64 {
@@ -359,6 +377,8 @@ impl Default for ProcessorConfig {
             budget_absorb_ms: default_budget_absorb(),
             listen: None,
             snapshots: SnapshotConfig::default(),
+            tombstone_retention_secs: default_tombstone_retention(),
+            max_held_per_tenant: default_max_held(),
         }
     }
 }

@@ -105,6 +105,9 @@ impl Config {
         if self.processor.batch_max == 0 {
             p.push("processor.batch_max: must be positive".into());
         }
+        if self.processor.max_held_per_tenant == 0 {
+            p.push("processor.max_held_per_tenant: must be positive (a tenant must be able to hold at least one deferred event)".into());
+        }
         snapshot_problems(&self.processor.snapshots, &mut p);
         let mut tenants = HashSet::new();
         for (ti, tenant) in self.tenants.iter().enumerate() {
@@ -304,6 +307,8 @@ mod tests {
             partitions = 0
             [ingest]
             listen = "nowhere"
+            [processor]
+            max_held_per_tenant = 0
             [[tenants]]
             id = "Acme/1"
             [[tenants.sources]]
@@ -324,6 +329,7 @@ mod tests {
             "kafka.topic_prefix",
             "kafka.partitions",
             "ingest.listen",
+            "processor.max_held_per_tenant",
             "tenants[0] (`Acme/1`).id",
             "secrets[0] (`k1`): a Standard Webhooks secret",
             "`HOOKSTREAM_TEST_UNSET_VARIABLE` is not set",

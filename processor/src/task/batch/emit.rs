@@ -11,6 +11,7 @@ use crate::output;
 use crate::reconcile::{reconcile, Change, EntityState, Outcome};
 use crate::reorder;
 use crate::store::{Cf, Txn, FLUSH_PENDING};
+use crate::ttl;
 
 use super::Batch;
 
@@ -170,6 +171,17 @@ impl Batch<'_> {
             Outcome::Applied(state) => {
                 self.out.push(output::event(&input, false, codecs));
                 self.out.push(output::state(&input, &state, codecs));
+                if let (true, Some(retention)) =
+                    (state.deleted, self.settings.tombstone_retention_ms)
+                {
+                    self.schedule_ttl(
+                        &meta.tenant,
+                        state.updated_at.saturating_add(retention),
+                        ttl::Kind::Tombstone,
+                        entity_key.as_bytes(),
+                        state.updated_at.to_be_bytes().to_vec(),
+                    );
+                }
                 self.txn.put(
                     Cf::Entity,
                     entity_key.into_bytes(),
