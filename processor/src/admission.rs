@@ -2,8 +2,9 @@
 //! delivery, between dedupe and reorder, with its state kept in the task's store so that it is
 //! restored, replayed and fenced like the rest.
 //!
-//! * `caps` column family: `t` + tenant → the tenant's [`TenantState`] (JSON), and `u` +
-//!   tenant + event id → the event's [`EventUsage`] (estimate, and actual once reported).
+//! * `caps` column family: the tenant's [`TenantState`], the other partitions' shares and the
+//!   entity breakers' tracks, each under keys of their own ([`stored`]), and `u` + tenant +
+//!   event id + source → the event's [`EventUsage`] (estimate, and actual once reported).
 //! * `held` column family: events a cap deferred until its window resets, keyed by tenant,
 //!   window end, then `raw` offset. With `on_window_reset = "release"` they are re-admitted in
 //!   arrival order by the tenant's next event on the partition at or after the window's end,
@@ -34,11 +35,7 @@ use crate::reorder;
 use crate::store::{Cf, Txn};
 use crate::ttl;
 
-fn tenant_key(tenant: &str) -> Vec<u8> {
-    let mut key = b"t".to_vec();
-    key.extend_from_slice(tenant.as_bytes());
-    key
-}
+pub mod stored;
 
 /// Usage entries are per (tenant, event id, source): two sources may use the same event id.
 /// The entries of one (tenant, event id) are adjacent, so a report that names no source finds
@@ -112,25 +109,6 @@ fn held_key(tenant: &str, until: Millis, offset: i64) -> Vec<u8> {
     key
 }
 
-pub fn load(txn: &Txn<'_>, tenant: &str) -> Result<TenantState, ProcessorError> {
-    match txn.get(Cf::Caps, &tenant_key(tenant))? {
-        None => Ok(TenantState::default()),
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| ProcessorError::Corrupt {
-            path: String::new(),
-            key: format!("caps/t{tenant}"),
-            reason: e.to_string(),
-        }),
-    }
-}
-
-fn save(txn: &mut Txn<'_>, tenant: &str, state: &TenantState) {
-    txn.put(
-        Cf::Caps,
-        tenant_key(tenant),
-        serde_json::to_vec(state).expect("tenant state serializes"),
-    );
-}
-
 struct Loaded {
     state: TenantState,
     changed: bool,
@@ -146,14 +124,14 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    fn get(&mut self, txn: &Txn<'_>, tenant: &str) -> Result<&mut Loaded, ProcessorError> {
+    fn get(&mut self, txn: &mut Txn<'_>, tenant: &str) -> Result<&mut Loaded, ProcessorError> {
         if !self.loaded.contains_key(tenant) {
-            let state = load(txn, tenant)?;
+            let (state, moved) = stored::load(txn, tenant)?;
             self.loaded.insert(
                 tenant.to_owned(),
                 Loaded {
                     state,
-                    changed: false,
+                    changed: moved,
                     publish: false,
                 },
             );
@@ -164,14 +142,20 @@ impl Tenants {
     /// Writes back the states that changed and publishes this partition's share of the
     /// tenants it changed itself to `budget` (absorbing others' shares alone publishes nothing,
     /// or partitions would answer each other's shares forever).
-    pub fn finish(self, caps: &Caps, txn: &mut Txn<'_>, out: &mut Vec<OutRecord>) {
+    pub fn finish(
+        self,
+        caps: &Caps,
+        txn: &mut Txn<'_>,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<(), ProcessorError> {
         for (tenant, loaded) in self.loaded.into_iter().filter(|(_, l)| l.changed) {
-            save(txn, &tenant, &loaded.state);
+            stored::save(txn, &tenant, &loaded.state)?;
             gauges(caps, &tenant, &loaded.state);
             if loaded.publish {
                 out.push(output::budget(&caps.share(&loaded.state, &tenant)));
             }
         }
+        Ok(())
     }
 }
 
@@ -182,6 +166,8 @@ pub struct Admitted {
     pub deferred: usize,
     /// Deferrals past `processor.max_held_per_tenant`, sent to `dlq`.
     pub diverted: usize,
+    /// Something was added to the tenant's `ttl` index.
+    pub ttl_scheduled: bool,
 }
 
 /// Applies the caps engine to `input` at the tenant's stream time `at`.
@@ -216,7 +202,19 @@ pub fn admit(
     if release_mode {
         release(caps, codecs, txn, state, &tenant, at, out, &mut admitted)?;
     }
+    let entity = &input.meta.entity;
+    let track = match rules.breaker {
+        Some(_) => Some(stored::load_entity(txn, &tenant, entity)?),
+        None => None,
+    };
+    if let Some(Some(track)) = &track {
+        state.breaker.entities.insert(entity.clone(), track.clone());
+    }
     let (decision, alerts) = caps.admit(state, &input.meta, input.body.len(), at);
+    if let (Some(before), Some(after)) = (track, state.breaker.entities.remove(entity)) {
+        stored::save_entity(txn, &tenant, entity, &after, before.is_none());
+        admitted.ttl_scheduled |= before.is_none();
+    }
     out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
     match decision {
         Decision::Admit(usage) => {
@@ -410,6 +408,7 @@ pub fn absorb(
         let loaded = tenants.get(txn, &share.tenant)?;
         let state = &mut loaded.state;
         if state.absorb_share(partition, share.clone()) {
+            stored::save_share(txn, share);
             loaded.changed = true;
             // The share proves the tenant's stream time reached its windows: move ours there
             // too, so the alert partition raises `cap_recovered` without traffic of its own.

@@ -389,7 +389,21 @@ impl Pipeline {
         seq: &mut u64,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Durable, ProcessorError> {
-        if let Some(partition) = self.zombie(tasks, pending)? {
+        let zombie = match self.zombie(tasks, pending) {
+            Ok(zombie) => zombie,
+            Err(error) if error.is_retriable() => {
+                // The broker cannot say: the step is not made durable; its tasks reopen
+                // (with backoff) and do it again once the broker answers.
+                tracing::warn!(%error, "cannot check the changelog's end before a flush or absorb step; closing the step's tasks to reopen them");
+                for (partition, _) in pending.iter() {
+                    tasks.remove(partition);
+                }
+                self.rewind(first_offsets)?;
+                return Ok(Durable::No);
+            }
+            Err(error) => return Err(error),
+        };
+        if let Some(partition) = zombie {
             tracing::warn!(partition, "another incarnation appended to this task's changelog partition: this instance lost the partition; closing the step's tasks before they produce");
             metrics::counter!("hookstream_processor_fenced_steps_total").increment(1);
             for (partition, _) in pending.iter() {

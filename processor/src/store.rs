@@ -36,15 +36,16 @@ pub enum Cf {
     Entity,
     Buffer,
     Meta,
-    /// Caps: each tenant's [`crate::caps::TenantState`] (`t` + tenant) and each admitted
-    /// event's usage entry (`u` + dedupe key).
+    /// Caps: each tenant's own state, the other partitions' budget shares, the entity
+    /// breakers' tracks (one key each, [`crate::admission::stored`]) and each admitted
+    /// event's usage entry (`u` + …).
     Caps,
     /// Events deferred by a cap until its window resets, per tenant in `raw` offset order.
     Held,
     /// Stream time per (tenant, source) and per tenant ([`crate::clock`]).
     Clock,
-    /// What expires by a tenant's stream time: tombstones, usage entries of unknown events
-    /// ([`crate::ttl`]).
+    /// What expires by a tenant's stream time: tombstones, usage entries of unknown events,
+    /// idle entity breaker tracks ([`crate::ttl`]).
     Ttl,
 }
 

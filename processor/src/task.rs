@@ -470,6 +470,8 @@ fn scoped(scope: &Scope, record: &Decoded) -> Scoped {
 mod batch;
 
 #[cfg(test)]
+mod caps_store_tests;
+#[cfg(test)]
 mod isolation_tests;
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,9 @@
 //! - [`Kind::Tombstone`]: a deleted entity (`entity` store), `processor.tombstone_retention_secs`
 //!   after its delete's event time;
 //! - [`Kind::Usage`]: the usage entry a report left for an event not (yet) seen, the dedupe
-//!   window after the report was applied — the event's own entry would have expired by then.
+//!   window after the report was applied — the event's own entry would have expired by then;
+//! - [`Kind::Breaker`]: an entity breaker's track (`caps` store), once it could be idle: a
+//!   minute after its last arrival, or when its cooldown ends; found active, it is indexed again.
 //!
 //! Only the tenant's own stream time expires its entries: one tenant's clock far in the future
 //! cannot expire another tenant's tombstones.
@@ -23,6 +25,7 @@ use crate::reorder;
 pub enum Kind {
     Tombstone,
     Usage,
+    Breaker,
 }
 
 impl Kind {
@@ -30,6 +33,7 @@ impl Kind {
         match self {
             Kind::Tombstone => b'd',
             Kind::Usage => b'u',
+            Kind::Breaker => b'b',
         }
     }
 
@@ -37,6 +41,7 @@ impl Kind {
         match tag {
             b'd' => Some(Kind::Tombstone),
             b'u' => Some(Kind::Usage),
+            b'b' => Some(Kind::Breaker),
             _ => None,
         }
     }

@@ -23,31 +23,75 @@
 //! below `spike_min_baseline_per_minute`. (Summing per-partition baselines, rather than
 //! folding the others' arrivals into one partition's minutes, keeps a partition that rarely
 //! sees the tenant from judging the tenant's usual traffic a spike.)
-//! Memory is bounded: entities idle for a minute whose breaker is not holding events are
-//! evicted by [`BreakerState::evict_idle`], and at most [`MAX_TRACKED_ENTITIES`] are kept.
+//! The entity tracks are a working set: the task keeps each in a store key of its own, puts
+//! the tracks of the entities it observes in [`BreakerState::entities`] just before, and
+//! forgets a track once it is idle and holds nothing back ([`EntityTrack::evictable_at`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use schemas::config::BreakerConfig;
 use schemas::records::AlertRecord;
 use schemas::time::Millis;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::alerts::breaker_opened;
 use super::budget::OtherShares;
 
 const MINUTE_MS: Millis = 60_000;
-/// Most entities one tenant's breaker tracks; past it the least recently seen closed ones go.
-pub const MAX_TRACKED_ENTITIES: usize = 10_000;
 /// Baseline fixed point: thousandths of an event per minute; decay in millionths.
 const MILLI: u64 = 1_000;
 const PPM: u64 = 1_000_000;
 
 /// Arrivals per second over the last minute.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// In JSON (the `budget` topic) a meter is `{"seconds": [[second, arrivals], …]}`; in binary
+/// forms (the store) it is the first second and then every second's count up to the newest,
+/// zeros included: at most 60 small numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Meter {
     /// (second, arrivals), ascending, only the last 60 seconds.
     seconds: VecDeque<(i64, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pairs {
+    seconds: VecDeque<(i64, u64)>,
+}
+
+impl Serialize for Meter {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            let pairs = Pairs {
+                seconds: self.seconds.clone(),
+            };
+            return pairs.serialize(serializer);
+        }
+        let first = self.seconds.front().map_or(0, |&(s, _)| s);
+        let mut counts = Vec::with_capacity(60);
+        for &(second, n) in &self.seconds {
+            counts.resize((second - first) as usize, 0);
+            counts.push(n);
+        }
+        (first, counts).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Meter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let Pairs { seconds } = Pairs::deserialize(deserializer)?;
+            return Ok(Meter { seconds });
+        }
+        let (first, counts) = <(i64, Vec<u64>)>::deserialize(deserializer)?;
+        if counts.len() > 60 {
+            return Err(serde::de::Error::invalid_length(
+                counts.len(),
+                &"at most 60 seconds",
+            ));
+        }
+        let seconds = (first..).zip(counts).filter(|&(_, n)| n > 0).collect();
+        Ok(Meter { seconds })
+    }
 }
 
 impl Meter {
@@ -153,6 +197,18 @@ pub struct EntityTrack {
     pub last_seen: Millis,
 }
 
+impl EntityTrack {
+    /// From when forgetting the track changes nothing: it has been idle for a minute (its
+    /// meter is empty, a half-open breaker would close) and an open breaker's cooldown is over.
+    pub fn evictable_at(&self) -> Millis {
+        let idle = self.last_seen.saturating_add(MINUTE_MS);
+        match self.phase {
+            Phase::Open { until } => idle.max(until),
+            Phase::Closed | Phase::HalfOpen { .. } => idle,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantTrack {
     pub meter: Meter,
@@ -229,6 +285,9 @@ pub enum Held {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerState {
     pub tenant: TenantTrack,
+    /// The tracks of the entities being observed (stored under keys of their own; read only
+    /// from stores written before that layout).
+    #[serde(default)]
     pub entities: BTreeMap<String, EntityTrack>,
 }
 
@@ -245,10 +304,6 @@ impl BreakerState {
     ) -> (Option<Held>, Vec<AlertRecord>) {
         let cooldown = (config.cooldown_secs.saturating_mul(1000)).min(i64::MAX as u64) as Millis;
         let mut alerts = Vec::new();
-        if !self.entities.contains_key(entity) && self.entities.len() >= MAX_TRACKED_ENTITIES {
-            self.evict_idle(at);
-            self.evict_oldest_closed(MAX_TRACKED_ENTITIES - 1);
-        }
         let track = self.entities.entry(entity.to_owned()).or_default();
         track.meter.record(at);
         track.last_seen = track.last_seen.max(at);
@@ -288,32 +343,6 @@ impl BreakerState {
             None
         };
         (held, alerts)
-    }
-
-    /// Forgets entities idle for a minute whose breaker holds nothing back any more.
-    pub fn evict_idle(&mut self, at: Millis) {
-        self.entities.retain(|_, track| {
-            let idle = track.last_seen.saturating_add(MINUTE_MS) <= at;
-            let holding = matches!(track.phase, Phase::Open { until } if until > at);
-            !idle || holding
-        });
-    }
-
-    fn evict_oldest_closed(&mut self, keep: usize) {
-        if self.entities.len() <= keep {
-            return;
-        }
-        let mut closed: Vec<(Millis, String)> = self
-            .entities
-            .iter()
-            .filter(|(_, t)| t.phase == Phase::Closed)
-            .map(|(id, t)| (t.last_seen, id.clone()))
-            .collect();
-        closed.sort();
-        let excess = self.entities.len() - keep;
-        for (_, id) in closed.into_iter().take(excess) {
-            self.entities.remove(&id);
-        }
     }
 }
 

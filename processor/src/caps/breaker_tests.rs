@@ -37,6 +37,31 @@ fn burst(
     (held, alerts)
 }
 
+/// In the store (binary) a meter is dense and small; in JSON (the `budget` topic) it keeps
+/// its pairs form.
+#[test]
+fn meters_are_dense_in_the_store_and_pairs_in_json() {
+    let mut track = TenantTrack::default();
+    for at in [T0, T0 + 5, T0 + 2_000, T0 + 59_999] {
+        track.record(&config(), at);
+    }
+    let binary = postcard::to_allocvec(&track).unwrap();
+    assert_eq!(postcard::from_bytes::<TenantTrack>(&binary).unwrap(), track);
+    let meter = postcard::to_allocvec(&track.meter).unwrap();
+    assert!(meter.len() <= 8 + 60, "{} bytes", meter.len());
+    let json = serde_json::to_string(&track.meter).unwrap();
+    let second = T0 / 1000;
+    assert_eq!(
+        json,
+        format!(
+            r#"{{"seconds":[[{second},2],[{},1],[{},1]]}}"#,
+            second + 2,
+            second + 59
+        )
+    );
+    assert_eq!(serde_json::from_str::<Meter>(&json).unwrap(), track.meter);
+}
+
 #[test]
 fn the_meter_counts_the_last_minute_only() {
     let mut meter = Meter::default();
@@ -191,29 +216,56 @@ fn a_new_tenant_is_judged_against_the_baseline_floor() {
     assert_eq!(state.tenant.threshold(&self::config(), 0), None);
 }
 
+/// A track may be forgotten from [`EntityTrack::evictable_at`] on: the next arrival is then
+/// decided as if it were kept (a quiet or half-open track also ends in the same phase; an open
+/// one whose cooldown is over would probe, a fresh one is closed: the next loop is a new
+/// incident). Before then, forgetting an open breaker would let the loop through.
 #[test]
-fn idle_entities_are_evicted_and_memory_is_bounded() {
+fn a_track_is_evictable_once_forgetting_it_changes_no_decision() {
     let config = config();
-    let mut state = BreakerState::default();
-    burst(&mut state, &config, "loop", T0, 101, 10);
-    state.observe(&config, "acme", "quiet", T0, &OtherShares::default());
-    state.evict_idle(T0 + 61_000);
-    assert!(
-        state.entities.contains_key("loop"),
-        "an open breaker is kept"
-    );
-    assert!(!state.entities.contains_key("quiet"));
-    for i in 0..(MAX_TRACKED_ENTITIES + 10) {
-        state.observe(
-            &config,
-            "acme",
-            &format!("e{i}"),
-            T0 + 62_000,
-            &OtherShares::default(),
-        );
+    let others = OtherShares::default();
+    let mut looping = BreakerState::default();
+    burst(&mut looping, &config, "e", T0, 101, 10);
+    let Phase::Open { until } = looping.entities["e"].phase else {
+        panic!("the burst opens the breaker");
+    };
+    let mut quiet = BreakerState::default();
+    quiet.observe(&config, "acme", "e", T0, &others);
+    let mut half_open = looping.clone();
+    half_open.observe(&config, "acme", "e", until, &others);
+    assert!(matches!(
+        half_open.entities["e"].phase,
+        Phase::HalfOpen { .. }
+    ));
+    assert_eq!(looping.entities["e"].evictable_at(), until);
+    let next = |mut state: BreakerState, at: Millis| {
+        let (held, alerts) = state.observe(&config, "acme", "e", at, &others);
+        (held, alerts, state.entities["e"].phase)
+    };
+    for (name, state) in [
+        ("quiet", quiet),
+        ("open", looping.clone()),
+        ("half-open", half_open),
+    ] {
+        let at = state.entities["e"].evictable_at();
+        for later in [at, at + 1, at + 86_400_000] {
+            let mut forgotten = state.clone();
+            forgotten.entities.clear();
+            let (kept, fresh) = (next(state.clone(), later), next(forgotten, later));
+            assert_eq!(
+                (&kept.0, &kept.1),
+                (&fresh.0, &fresh.1),
+                "{name} at {later}"
+            );
+            if name != "open" {
+                assert_eq!(kept.2, fresh.2, "{name} at {later}");
+            }
+        }
     }
-    assert!(state.entities.len() <= MAX_TRACKED_ENTITIES);
-    assert!(state.entities.contains_key("loop"));
+    let mut forgotten = looping.clone();
+    forgotten.entities.clear();
+    assert_eq!(next(looping, until - 1).0, Some(Held::Entity));
+    assert_eq!(next(forgotten, until - 1).0, None);
 }
 
 #[test]

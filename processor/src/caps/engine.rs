@@ -45,6 +45,8 @@ pub struct TenantState {
     pub ledger: Ledger,
     pub status: CapStatus,
     pub breaker: BreakerState,
+    /// The other partitions' last shares (stored under keys of their own).
+    #[serde(default)]
     pub others: OtherShares,
     /// Events this task holds for release at a window's reset.
     #[serde(default)]
@@ -251,9 +253,8 @@ impl Caps {
         (entry, alerts)
     }
 
-    /// Moves the tenant to stream time `at`: window resets, recovered caps, idle entities.
+    /// Moves the tenant to stream time `at`: window resets, recovered caps.
     pub fn tick(&self, state: &mut TenantState, tenant: &str, at: Millis) -> Tick {
-        state.breaker.evict_idle(at);
         let Some(limits) = self.rules(tenant).and_then(|r| r.caps.as_ref()) else {
             return Tick::default();
         };

@@ -176,6 +176,7 @@ impl<'a> Batch<'a> {
             return Ok(vec![input]);
         }
         let at = self.tenant_time(&input.meta.tenant)?.unwrap_or(Millis::MIN);
+        let tenant = input.meta.tenant.clone();
         let caps = self.caps.as_ref().expect("checked above");
         let admitted = admission::admit(
             caps,
@@ -189,6 +190,9 @@ impl<'a> Batch<'a> {
         )?;
         self.stats.deferred += admitted.deferred;
         self.stats.dead_letters += admitted.diverted;
+        if admitted.ttl_scheduled {
+            self.ttl_next.remove(&tenant);
+        }
         Ok(admitted.inputs)
     }
 
@@ -331,7 +335,7 @@ impl<'a> Batch<'a> {
             clock::save_tenant_time(&mut self.txn, &tenant, at);
         }
         if let Some(caps) = &self.caps {
-            std::mem::take(&mut self.tenants).finish(caps, &mut self.txn, self.out);
+            std::mem::take(&mut self.tenants).finish(caps, &mut self.txn, self.out)?;
         }
         self.txn.put_i64(BUFFERED, self.buffered as i64);
         self.txn.put_i64(FORMAT, STORE_FORMAT);

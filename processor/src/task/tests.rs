@@ -31,11 +31,11 @@ fn input(offset: i64, event_id: &str, entity: &str, at: i64, body: &str) -> Deco
     })
 }
 
-fn open(dir: &tempfile::TempDir, settings: TaskSettings) -> PartitionTask {
+pub(super) fn open(dir: &tempfile::TempDir, settings: TaskSettings) -> PartitionTask {
     PartitionTask::open(dir.path(), settings).unwrap()
 }
 
-fn run(task: &mut PartitionTask, records: Vec<Decoded>) -> (Vec<OutRecord>, BatchStats) {
+pub(super) fn run(task: &mut PartitionTask, records: Vec<Decoded>) -> (Vec<OutRecord>, BatchStats) {
     let mut out = Vec::new();
     let pending = task
         .process(records, &SourceCatalog::empty(), &mut out)
@@ -723,7 +723,7 @@ fn usage_entries_are_per_source() {
 
 /// An input received when it occurred (event times far from the test's receive times are
 /// not trusted).
-fn received(offset: i64, event_id: &str, entity: &str, at: i64, body: &str) -> Decoded {
+pub(super) fn received(offset: i64, event_id: &str, entity: &str, at: i64, body: &str) -> Decoded {
     input(offset, event_id, entity, at, body).map(|mut i| {
         i.meta.received_at = at;
         i

@@ -48,7 +48,8 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Removes the tenant's tombstones and orphan usage entries due at its stream time `now`.
+    /// Removes the tenant's tombstones, orphan usage entries and idle entity breaker tracks
+    /// due at its stream time `now`.
     /// An expired tombstone also goes to `state` as a Kafka tombstone for its key, so the
     /// compacted topic forgets the entity too.
     /// Runs at the record that moves the tenant's stream time, so what expires, and where its
@@ -66,6 +67,9 @@ impl Batch<'_> {
             };
             match entry.kind {
                 Kind::Tombstone => self.expire_tombstone(&entry, &value)?,
+                Kind::Breaker => {
+                    admission::stored::expire_entity(&mut self.txn, tenant, entry.target, now)?;
+                }
                 Kind::Usage => {
                     if self.txn.get(Cf::Caps, entry.target)?.is_some() {
                         self.txn.delete(Cf::Caps, entry.target.to_vec());
