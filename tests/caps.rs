@@ -624,6 +624,124 @@ fn usage_reports_count_once_and_a_token_cap_trips_on_actual_usage() {
     assert_eq!(deferred[0]["reason"], "tokens_per_day");
 }
 
+/// Writes a usage report for an event of `agents/entity` with Kafka timestamp `at`.
+fn report_at(config: &TestConfig, entity: &str, event_id: &str, tokens: u64, at: i64) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    let value = serde_json::json!({
+        "tenant": "agents", "event_id": event_id, "tokens": tokens, "cost_micros": 0
+    })
+    .to_string();
+    let key = format!("agents/{entity}");
+    let topic = config.topic("usage");
+    let record = FutureRecord::to(&topic)
+        .key(&key)
+        .payload(&value)
+        .timestamp(at);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(producer.send(record, Duration::from_secs(30)))
+        .unwrap();
+}
+
+/// The tenant's tokens in the day starting at `day`, summed over the partitions' latest
+/// budget shares, once the sum reaches `at_least` (returned as it was then: a larger sum
+/// means something was charged twice or charged to the wrong day).
+fn tenant_tokens(config: &TestConfig, day: i64, at_least: u64) -> u64 {
+    let mut latest: BTreeMap<i64, u64> = BTreeMap::new();
+    harness::kafka::stream_until(
+        &config.brokers,
+        &config.topic("budget"),
+        Duration::from_secs(60),
+        |record| {
+            let share = record.json();
+            if share["tenant"] == "agents" {
+                let partition = share["partition"].as_i64().unwrap();
+                let today = share["day_start"].as_i64() == Some(day);
+                let tokens = share["tokens"].as_u64().unwrap();
+                latest.insert(partition, if today { tokens } else { 0 });
+            }
+            latest.values().sum::<u64>() >= at_least
+        },
+    );
+    latest.values().sum()
+}
+
+/// `usage` is read from each task's stored position, and a report counts in the day it was
+/// written: a processor started on a `usage` topic holding a week of reports (of events it
+/// never saw) charges none of them to today; today's report for its event counts once; and
+/// after a `kill -9` with the disk lost (restored from the changelog) nothing is read or
+/// charged again.
+#[test]
+fn a_week_of_old_usage_reports_charges_nothing_today_across_restarts() {
+    let broker = Broker::start();
+    let settings = Settings {
+        tenants: agents(),
+        processor: "partitions = [0, 1, 2]".into(),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "usageweek", &settings);
+    harness::create_topics(&config);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let midnight = now - now.rem_euclid(24 * HOUR);
+    for hour in 0..7 * 24 {
+        let at = midnight - 7 * 24 * HOUR + hour * HOUR;
+        report_at(
+            &config,
+            &format!("old-{}", hour % 30),
+            &format!("old-{hour}"),
+            1_000,
+            at,
+        );
+    }
+    let mut processor = Service::processor(&config.path);
+    let e1 = input("agents", "call-1", "e1", now);
+    produce(
+        &config.brokers,
+        &config.topic("raw"),
+        std::slice::from_ref(&e1),
+        0,
+    );
+    outcome(&config, &[e1]);
+    assert_eq!(
+        tenant_tokens(&config, midnight, 10),
+        10,
+        "the estimate of e1, nothing of the week"
+    );
+    report_at(&config, "call-1", "e1", 600, now);
+    assert_eq!(
+        tenant_tokens(&config, midnight, 600),
+        600,
+        "e1's report replaces its estimate"
+    );
+
+    processor.kill();
+    std::fs::remove_dir_all(config.dir().join("state")).unwrap();
+    let _restarted = Service::processor(&config.path);
+    let e2 = input("agents", "call-1", "e2", now + 1);
+    produce(
+        &config.brokers,
+        &config.topic("raw"),
+        std::slice::from_ref(&e2),
+        0,
+    );
+    outcome(&config, &[e2]);
+    assert_eq!(
+        tenant_tokens(&config, midnight, 610),
+        610,
+        "after the restart: e1's report once, e2's estimate, nothing of the week"
+    );
+}
+
 /// Cap decisions are made once, whatever `kill -9` interrupts: a processor killed three times
 /// while 3 000 events of a capped tenant flow admits or defers each event exactly once (never
 /// both, never neither), every re-emitted record is byte-identical to its first emission, and

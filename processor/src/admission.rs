@@ -32,8 +32,9 @@ use crate::error::ProcessorError;
 use crate::input::RawInput;
 use crate::output::{self, OutRecord};
 use crate::reorder;
-use crate::store::{Cf, Txn};
+use crate::store::{Cf, Txn, USAGE_NEXT};
 use crate::ttl;
+use crate::usage_view::Report;
 
 pub mod stored;
 
@@ -328,18 +329,32 @@ fn release(
     Ok(())
 }
 
-/// Applies usage reports of events this partition owns: an event's actual usage replaces its
-/// estimate, once per report (a repeated report counts nothing), at the tenant's stream time.
+/// Applies this partition's `usage` reports from its stored position on, in offset order, and
+/// moves the position past them: an event's actual usage replaces its estimate, once per
+/// report (a repeated report counts nothing), counted in the day the report was written.
 pub fn absorb_usage(
     caps: &Caps,
     codecs: &Codecs,
     txn: &mut Txn<'_>,
     tenants: &mut Tenants,
-    reports: &[UsageRecord],
+    reports: &[Report],
     ttl_ms: Millis,
     out: &mut Vec<OutRecord>,
 ) -> Result<(), ProcessorError> {
-    for report in reports {
+    let mut next = txn.get_i64(USAGE_NEXT)?.unwrap_or(0);
+    for Report {
+        offset,
+        timestamp,
+        usage,
+        ..
+    } in reports
+    {
+        if *offset < next {
+            continue; // applied before (a re-read after the task reopened)
+        }
+        next = offset + 1;
+        txn.put_i64(USAGE_NEXT, next);
+        let Some(report) = usage else { continue };
         if caps
             .rules(&report.tenant)
             .and_then(|r| r.caps.as_ref())
@@ -355,13 +370,14 @@ pub fn absorb_usage(
         let loaded = tenants.get(txn, &report.tenant)?;
         (loaded.changed, loaded.publish) = (true, true);
         let state = &mut loaded.state;
-        let at = at.unwrap_or(Millis::MIN).max(
+        // A tenant without events here yet: the report's own time is all there is.
+        let at = at.or(*timestamp).unwrap_or(Millis::MIN).max(
             state
                 .ledger
                 .window(crate::caps::CapKind::TokensPerDay)
                 .start_ms,
         );
-        let (entry, alerts) = caps.report(state, previous.as_ref(), report, at);
+        let (entry, alerts) = caps.report(state, previous.as_ref(), report, at, *timestamp);
         out.extend(alerts.iter().map(|a| output::alert(a, codecs)));
         if let Some(entry) = entry {
             if previous.is_none() {

@@ -42,7 +42,6 @@ use crate::progress::{self, report, set_phase, Phase, Progress};
 use crate::store::{Op, CHANGELOG_NEXT, EPOCH};
 use crate::task::{position, Decoded, Flush, PartitionTask, Pending, TaskSettings};
 use crate::usage_view::{partition_of, Report};
-use schemas::records::UsageRecord;
 
 pub type GroupConsumer = StreamConsumer<RebalanceContext>;
 
@@ -148,6 +147,9 @@ impl Pipeline {
                 }
             }
             for partition in context.take_revoked() {
+                if let Some(usage) = &self.usage {
+                    usage.unfollow(partition);
+                }
                 reopen.forget(partition);
                 fetched.forget(partition);
                 openings.revoke(partition);
@@ -184,6 +186,9 @@ impl Pipeline {
             for (partition, opened) in self.finish_opens(&mut openings)? {
                 match opened {
                     Opened::Task(task, raw_end) => {
+                        if let Some(usage) = &self.usage {
+                            usage.follow(partition, task.usage_next()?);
+                        }
                         if let Some(offset) = reopen.opened(partition) {
                             self.rewind(&[(partition, offset)])?;
                             // What was fetched in this turn is fetched again after the rewind.
@@ -231,31 +236,26 @@ impl Pipeline {
                 .collect();
             if let Some(view) = &self.budget {
                 let version = view.version();
-                let reports_waiting = self.usage.as_ref().is_some_and(|u| !u.is_empty());
+                // A task absorbs only once it has caught up (see `catching_up`).
+                let ready = |p: &i32| tasks.contains_key(p) && !catching_up.contains_key(p);
+                let reports_waiting = self
+                    .usage
+                    .as_ref()
+                    .is_some_and(|u| tasks.keys().filter(|p| ready(p)).any(|p| u.waiting(*p)));
                 if (version != absorbed.0 || reports_waiting)
                     && absorbed.1.elapsed() >= self.budget_absorb
                 {
                     let shares = view.snapshot();
-                    // Reports of events owned by an open task here are applied now; those of
-                    // partitions assigned here but not opened yet wait; the rest belong to
-                    // other instances.
-                    let owner = |report: &Report| partition_of(&report.key, self.raw_partitions);
-                    // A task absorbs only once it has caught up (see `catching_up`).
-                    let ready = |p: &i32| tasks.contains_key(p) && !catching_up.contains_key(p);
-                    let reports = self.usage.as_ref().map_or_else(Vec::new, |usage| {
-                        usage.take(|r| {
-                            let p = owner(r);
-                            ready(&p) || !context.is_assigned(p)
-                        })
-                    });
                     let mut intents: Vec<(i32, Pending)> = Vec::new();
                     let mut alerts = Vec::new();
                     for (partition, task) in tasks.iter().filter(|(p, _)| ready(p)) {
-                        let own: Vec<UsageRecord> = reports
-                            .iter()
-                            .filter(|r| owner(r) == *partition)
-                            .map(|r| r.usage.clone())
-                            .collect();
+                        // This partition's reports (`usage` is co-partitioned with `raw`),
+                        // from the task's position: a step that fails reopens the task,
+                        // which reads them again from its stored position.
+                        let own = self.usage.as_ref().map_or_else(Vec::new, |usage| {
+                            usage.take(*partition, MAX_REPORTS_PER_STEP)
+                        });
+                        count_misrouted(&own, self.raw_partitions);
                         let pending =
                             task.absorb(*partition, &shares, &own, &self.catalog, &mut alerts)?;
                         if !pending.ops.is_empty() {
@@ -569,5 +569,22 @@ fn record_stats(stats: &crate::task::BatchStats) {
             count = stats.dead_letters,
             "records sent to the dead-letter topic"
         );
+    }
+}
+
+/// Most `usage` reports one task applies in one absorb step (the durable set stays bounded).
+const MAX_REPORTS_PER_STEP: usize = 5_000;
+
+/// Reports whose key maps to another partition than the one they were written to: their
+/// producer did not use Kafka's default partitioner, so they cannot replace their event's
+/// estimate (they count as reports of unknown events, in the task that read them).
+fn count_misrouted(reports: &[Report], partitions: i32) {
+    let misrouted = reports
+        .iter()
+        .filter(|r| r.usage.is_some() && partition_of(&r.key, partitions) != r.partition)
+        .count();
+    if misrouted > 0 {
+        metrics::counter!("hookstream_processor_usage_misrouted_total").increment(misrouted as u64);
+        tracing::warn!(misrouted, "usage reports keyed to another partition than the one they were written to (use the default murmur2 partitioner)");
     }
 }

@@ -152,6 +152,18 @@ fn checked_partitions(
             topics.name(Topic::Raw),
         )));
     }
+    let reads_usage =
+        config.processor.scope.is_none() && config.tenants.iter().any(|t| t.caps.is_some());
+    if reads_usage {
+        let usage = count(Topic::Usage)?;
+        if usage != raw {
+            return Err(ProcessorError::Startup(format!(
+                "`{}` has {usage} partitions but `{}` has {raw}: each partition task reads the usage reports of its own events from the same partition of `usage` (keys `tenant/entity`, default partitioner); recreate `usage` with {raw} partitions",
+                topics.name(Topic::Usage),
+                topics.name(Topic::Raw),
+            )));
+        }
+    }
     Ok(raw)
 }
 

@@ -113,6 +113,9 @@ pub const FORMAT: &[u8] = b"format";
 /// 2: stream time per (tenant, source); `buffer` and `expiry` keys start with the source.
 pub const STORE_FORMAT: i64 = 2;
 pub const BUFFERED: &[u8] = b"buffered";
+/// The next `usage` offset the task has to apply (its partition of `usage` is co-partitioned
+/// with its partition of `raw`): moved in the durable step that applies the reports.
+pub const USAGE_NEXT: &[u8] = b"usage_next";
 /// Next offset of the changelog partition this store has applied (local only).
 pub const CHANGELOG_NEXT: &[u8] = b"changelog_next";
 /// Set while a decided wall-clock flush has not been carried out.

@@ -28,7 +28,6 @@ use std::time::Instant;
 
 use schemas::avro::Codecs;
 use schemas::raw::header;
-use schemas::records::UsageRecord;
 use schemas::scope::{InRange, Scope};
 use schemas::time::Millis;
 
@@ -41,6 +40,7 @@ use crate::snapshot::SnapshotState;
 use crate::store::{
     Cf, Op, StateStore, BUFFERED, CHANGELOG_NEXT, FLUSH_PENDING, FORMAT, SNAPSHOT, STORE_FORMAT,
 };
+use crate::usage_view::Report;
 use batch::Batch;
 pub use batch::Flush;
 
@@ -209,6 +209,11 @@ impl PartitionTask {
         self.next_offset
     }
 
+    /// The next offset of this partition of `usage` to apply (0: from the beginning).
+    pub fn usage_next(&self) -> Result<i64, ProcessorError> {
+        Ok(self.store.get_i64(crate::store::USAGE_NEXT)?.unwrap_or(0))
+    }
+
     /// This incarnation's epoch: the offset of its fence in the changelog.
     pub fn epoch(&self) -> i64 {
         self.epoch
@@ -285,7 +290,7 @@ impl PartitionTask {
         &self,
         partition: i32,
         shares: &[BudgetShare],
-        reports: &[UsageRecord],
+        reports: &[Report],
         catalog: &SourceCatalog,
         out: &mut Vec<OutRecord>,
     ) -> Result<Pending, ProcessorError> {
@@ -475,3 +480,5 @@ mod caps_store_tests;
 mod isolation_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod usage_tests;

@@ -268,12 +268,14 @@ mod tests {
             cost_micros: 0,
         });
         let status = CapStatus::default().next(&limits, &ledger, &ledger.used(), None, nowhere);
+        let today = ledger.day.start_ms;
         ledger.apply_report(
             Some(&entry),
             Usage {
                 tokens: 101,
                 cost_micros: 0,
             },
+            today,
         );
         let next = status.next(&limits, &ledger, &ledger.used(), None, nowhere);
         let alerts = cap_alerts("acme", &status, &next, at("2026-11-22T17:30:00Z"));

@@ -29,6 +29,7 @@ use super::breaker::{BreakerState, Held, Phase};
 use super::budget::{tenant_used, BudgetShare, OtherShares};
 use super::estimate::estimate;
 use super::ledger::{admit, Admission, EventUsage, Ledger};
+use super::window::{window_of, WindowKind};
 use super::{CapKind, Usage};
 use crate::error::ProcessorError;
 
@@ -229,14 +230,16 @@ impl Caps {
         (decision, alerts)
     }
 
-    /// Applies a usage report at stream time `at`; `previous` is the event's stored entry.
-    /// Returns the entry to store (None: nothing changed, e.g. a repeated report).
+    /// Applies a usage report at stream time `at`; `previous` is the event's stored entry,
+    /// `reported_at` when the report was written (its Kafka timestamp; never later than `at`
+    /// counts). Returns the entry to store (None: nothing changed, e.g. a repeated report).
     pub fn report(
         &self,
         state: &mut TenantState,
         previous: Option<&EventUsage>,
         report: &UsageRecord,
         at: Millis,
+        reported_at: Option<Millis>,
     ) -> (Option<EventUsage>, Vec<AlertRecord>) {
         let Some(limits) = self.rules(&report.tenant).and_then(|r| r.caps.as_ref()) else {
             return (None, Vec::new());
@@ -246,7 +249,9 @@ impl Caps {
             tokens: report.tokens,
             cost_micros: report.cost_micros,
         };
-        let entry = state.ledger.apply_report(previous, actual);
+        let reported = reported_at.map_or(at, |r| r.min(at));
+        let reported_day = window_of(WindowKind::Day, limits.timezone, reported).start_ms;
+        let entry = state.ledger.apply_report(previous, actual, reported_day);
         let alerts = self
             .update_status(&report.tenant, limits, state, None, at)
             .0;

@@ -144,11 +144,12 @@ fn usage_reports_count_once_and_can_trip_the_token_cap() {
         cost_micros: 0,
         source: None,
     };
-    let (stored, alerts) = caps.report(&mut state, Some(&entry), &report, now + 1);
+    let (stored, alerts) = caps.report(&mut state, Some(&entry), &report, now + 1, None);
     let stored = stored.unwrap();
     assert!(alerts.is_empty());
     assert_eq!(
-        caps.report(&mut state, Some(&stored), &report, now + 2).0,
+        caps.report(&mut state, Some(&stored), &report, now + 2, None)
+            .0,
         None
     );
     assert_eq!(state.ledger.used().tokens, 600);
@@ -159,7 +160,7 @@ fn usage_reports_count_once_and_can_trip_the_token_cap() {
         tokens: 950,
         ..report
     };
-    let (_, alerts) = caps.report(&mut state, Some(&stored), &bigger, now + 4);
+    let (_, alerts) = caps.report(&mut state, Some(&stored), &bigger, now + 4, None);
     assert_eq!(state.ledger.used().tokens, 1_050);
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].cap.as_deref(), Some("tokens_per_day"));

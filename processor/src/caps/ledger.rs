@@ -152,17 +152,29 @@ impl Ledger {
         }
     }
 
-    /// Applies a usage report for an event whose stored entry is `previous` (None: unknown).
-    /// Returns the entry to store, or None when the report changes nothing (a repeat).
+    /// Applies a usage report for an event whose stored entry is `previous` (None: unknown),
+    /// written in the day starting at `reported_day`. Returns the entry to store, or None when
+    /// the report changes nothing (a repeat). A report counts in the day it was written: one
+    /// written in a day already closed (read late, or read again) is recorded and counts
+    /// nothing today, unless it corrects an estimate counted today.
     pub fn apply_report(
         &mut self,
         previous: Option<&EventUsage>,
         actual: Usage,
+        reported_day: Millis,
     ) -> Option<EventUsage> {
         let current = self.day.start_ms;
         let counted_here = previous.is_some_and(|p| p.day_start == current);
         match previous {
             Some(p) if p.actual == Some(actual) => return None,
+            // Written in a day that has closed (read late, or again): recorded, counts nothing.
+            _ if !counted_here && reported_day < current => {
+                return Some(EventUsage {
+                    day_start: previous.map_or(reported_day, |p| p.day_start),
+                    estimate: previous.and_then(|p| p.estimate),
+                    actual: Some(actual),
+                })
+            }
             Some(p) if counted_here => match p.actual {
                 None => {
                     self.estimated = self.estimated.minus(p.estimate.unwrap_or_default());
@@ -310,12 +322,19 @@ mod tests {
         let mut ledger = Ledger::default();
         ledger.roll(Tz::UTC, at("2026-01-01T10:00:00Z"));
         let entry = ledger.record_admitted(usage(100, 10));
-        let reported = ledger.apply_report(Some(&entry), usage(40, 4)).unwrap();
+        let reported = ledger
+            .apply_report(Some(&entry), usage(40, 4), today(&ledger))
+            .unwrap();
         assert_eq!(ledger.used().tokens, 40);
         assert_eq!(reported.effective(), usage(40, 4));
-        assert_eq!(ledger.apply_report(Some(&reported), usage(40, 4)), None);
+        assert_eq!(
+            ledger.apply_report(Some(&reported), usage(40, 4), today(&ledger)),
+            None
+        );
         assert_eq!(ledger.used().tokens, 40);
-        let replaced = ledger.apply_report(Some(&reported), usage(70, 7)).unwrap();
+        let replaced = ledger
+            .apply_report(Some(&reported), usage(70, 7), today(&ledger))
+            .unwrap();
         assert_eq!((ledger.used().tokens, ledger.used().cost_micros), (70, 7));
         assert_eq!(replaced.estimate, Some(usage(100, 10)));
         assert_eq!(ledger.estimated, Usage::default());
@@ -331,7 +350,7 @@ mod tests {
             admit(&ledger.used(), &limits, usage(100, 0)),
             Admission::Admit
         );
-        ledger.apply_report(Some(&entry), usage(1_200, 0));
+        ledger.apply_report(Some(&entry), usage(1_200, 0), today(&ledger));
         assert_eq!(
             admit(&ledger.used(), &limits, usage(0, 0)),
             Admission::Defer(CapKind::TokensPerDay)
@@ -345,20 +364,63 @@ mod tests {
         let yesterday = ledger.record_admitted(usage(100, 0));
         ledger.roll(Tz::UTC, at("2026-01-02T01:00:00Z"));
         // Admitted yesterday, reported today: counted today, in full.
-        let moved = ledger.apply_report(Some(&yesterday), usage(30, 0)).unwrap();
+        let moved = ledger
+            .apply_report(Some(&yesterday), usage(30, 0), today(&ledger))
+            .unwrap();
         assert_eq!(ledger.used().tokens, 30);
         assert_eq!(moved.day_start, ledger.day.start_ms);
-        assert_eq!(ledger.apply_report(Some(&moved), usage(30, 0)), None);
+        assert_eq!(
+            ledger.apply_report(Some(&moved), usage(30, 0), today(&ledger)),
+            None
+        );
         // Unknown event: counted, and remembered so a repeat counts once.
-        let unknown = ledger.apply_report(None, usage(5, 0)).unwrap();
+        let unknown = ledger
+            .apply_report(None, usage(5, 0), today(&ledger))
+            .unwrap();
         assert_eq!((unknown.estimate, ledger.used().tokens), (None, 35));
-        assert_eq!(ledger.apply_report(Some(&unknown), usage(5, 0)), None);
+        assert_eq!(
+            ledger.apply_report(Some(&unknown), usage(5, 0), today(&ledger)),
+            None
+        );
         // Reported in a window that has closed: a correction is recorded, nothing counted.
         ledger.roll(Tz::UTC, at("2026-01-03T01:00:00Z"));
-        let corrected = ledger.apply_report(Some(&moved), usage(50, 0)).unwrap();
+        let corrected = ledger
+            .apply_report(Some(&moved), usage(50, 0), today(&ledger))
+            .unwrap();
         assert_eq!(
             (corrected.actual, ledger.used().tokens),
             (Some(usage(50, 0)), 0)
         );
+    }
+
+    /// A report counts in the day it was written: read late or again (after a restart), a
+    /// report from a closed day charges nothing today, whether its event is unknown or was
+    /// counted in that day; one that corrects an estimate counted today still does.
+    #[test]
+    fn reports_written_in_a_closed_day_charge_nothing_today() {
+        let mut ledger = Ledger::default();
+        ledger.roll(Tz::UTC, at("2026-01-01T10:00:00Z"));
+        let yesterday = ledger.day.start_ms;
+        let old_event = ledger.record_admitted(usage(100, 0));
+        ledger.roll(Tz::UTC, at("2026-01-08T10:00:00Z"));
+        let week_ago = ledger.apply_report(None, usage(500, 5), yesterday).unwrap();
+        assert_eq!(week_ago.day_start, yesterday);
+        let late = ledger
+            .apply_report(Some(&old_event), usage(70, 0), yesterday)
+            .unwrap();
+        assert_eq!(
+            (late.day_start, late.actual),
+            (yesterday, Some(usage(70, 0)))
+        );
+        assert_eq!(ledger.used(), Used::default());
+        let todays = ledger.record_admitted(usage(100, 0));
+        ledger.apply_report(Some(&todays), usage(40, 0), yesterday);
+        assert_eq!(ledger.used().tokens, 40);
+        ledger.apply_report(None, usage(5, 0), today(&ledger));
+        assert_eq!(ledger.used().tokens, 45);
+    }
+
+    fn today(ledger: &Ledger) -> Millis {
+        ledger.day.start_ms
     }
 }

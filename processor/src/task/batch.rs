@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use schemas::key::EntityKey;
-use schemas::records::UsageRecord;
 use schemas::time::Millis;
 
 use crate::admission;
@@ -285,7 +284,7 @@ impl<'a> Batch<'a> {
         &mut self,
         partition: i32,
         shares: &[BudgetShare],
-        reports: &[UsageRecord],
+        reports: &[crate::usage_view::Report],
     ) -> Result<(), ProcessorError> {
         let Some(caps) = &self.caps else {
             return Ok(());

@@ -35,6 +35,24 @@ pub(super) fn open(dir: &tempfile::TempDir, settings: TaskSettings) -> Partition
     PartitionTask::open(dir.path(), settings).unwrap()
 }
 
+/// `usage` reports at consecutive offsets from `first`, without timestamps.
+pub(super) fn reports(
+    first: i64,
+    usage: impl IntoIterator<Item = UsageRecord>,
+) -> Vec<crate::usage_view::Report> {
+    usage
+        .into_iter()
+        .zip(first..)
+        .map(|(usage, offset)| crate::usage_view::Report {
+            partition: 0,
+            offset,
+            timestamp: None,
+            key: Vec::new(),
+            usage: Some(usage),
+        })
+        .collect()
+}
+
 pub(super) fn run(task: &mut PartitionTask, records: Vec<Decoded>) -> (Vec<OutRecord>, BatchStats) {
     let mut out = Vec::new();
     let pending = task
@@ -676,7 +694,7 @@ fn usage_entries_are_per_source() {
         .absorb(
             0,
             &[],
-            &[report("a", Some("billing"), 7), report("b", None, 9)],
+            &reports(0, [report("a", Some("billing"), 7), report("b", None, 9)]),
             &SourceCatalog::empty(),
             &mut out,
         )
@@ -706,7 +724,7 @@ fn usage_entries_are_per_source() {
         .absorb(
             0,
             &[],
-            &[report("c", None, 5)],
+            &reports(2, [report("c", None, 5)]),
             &SourceCatalog::empty(),
             &mut out,
         )
@@ -852,7 +870,13 @@ fn usage_entries_of_unknown_events_expire() {
     };
     let mut out = Vec::new();
     let pending = task
-        .absorb(0, &[], &[report], &SourceCatalog::empty(), &mut out)
+        .absorb(
+            0,
+            &[],
+            &reports(0, [report]),
+            &SourceCatalog::empty(),
+            &mut out,
+        )
         .unwrap();
     task.commit(&pending).unwrap();
     let orphan = crate::admission::usage_key("acme", "never", "orders");
