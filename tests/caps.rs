@@ -462,6 +462,10 @@ fn report(config: &TestConfig, entity: &str, event_id: &str, tokens: u64) {
 
 /// Writes a usage report's value bytes, keyed `agents/entity`.
 fn write_report(config: &TestConfig, entity: &str, value: &[u8]) {
+    send_report(config, entity, value, None);
+}
+
+fn send_report(config: &TestConfig, entity: &str, value: &[u8], at: Option<i64>) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
@@ -470,7 +474,10 @@ fn write_report(config: &TestConfig, entity: &str, value: &[u8]) {
         .unwrap();
     let key = format!("agents/{entity}");
     let topic = config.topic("usage");
-    let record = FutureRecord::to(&topic).key(&key).payload(value);
+    let mut record = FutureRecord::to(&topic).key(&key).payload(value);
+    if let Some(at) = at {
+        record = record.timestamp(at);
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -626,28 +633,22 @@ fn usage_reports_count_once_and_a_token_cap_trips_on_actual_usage() {
 
 /// Writes a usage report for an event of `agents/entity` with Kafka timestamp `at`.
 fn report_at(config: &TestConfig, entity: &str, event_id: &str, tokens: u64, at: i64) {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
     let value = serde_json::json!({
         "tenant": "agents", "event_id": event_id, "tokens": tokens, "cost_micros": 0
     })
     .to_string();
-    let key = format!("agents/{entity}");
-    let topic = config.topic("usage");
-    let record = FutureRecord::to(&topic)
-        .key(&key)
-        .payload(&value)
-        .timestamp(at);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(producer.send(record, Duration::from_secs(30)))
-        .unwrap();
+    send_report(config, entity, value.as_bytes(), Some(at));
+}
+
+/// Appends one event to `raw` and waits until it is admitted or deferred.
+fn decide(config: &TestConfig, event: Input) {
+    produce(
+        &config.brokers,
+        &config.topic("raw"),
+        std::slice::from_ref(&event),
+        0,
+    );
+    outcome(config, &[event]);
 }
 
 /// The tenant's tokens in the day starting at `day`, summed over the partitions' latest
@@ -704,14 +705,7 @@ fn a_week_of_old_usage_reports_charges_nothing_today_across_restarts() {
         );
     }
     let mut processor = Service::processor(&config.path);
-    let e1 = input("agents", "call-1", "e1", now);
-    produce(
-        &config.brokers,
-        &config.topic("raw"),
-        std::slice::from_ref(&e1),
-        0,
-    );
-    outcome(&config, &[e1]);
+    decide(&config, input("agents", "call-1", "e1", now));
     assert_eq!(
         tenant_tokens(&config, midnight, 10),
         10,
@@ -727,14 +721,7 @@ fn a_week_of_old_usage_reports_charges_nothing_today_across_restarts() {
     processor.kill();
     std::fs::remove_dir_all(config.dir().join("state")).unwrap();
     let _restarted = Service::processor(&config.path);
-    let e2 = input("agents", "call-1", "e2", now + 1);
-    produce(
-        &config.brokers,
-        &config.topic("raw"),
-        std::slice::from_ref(&e2),
-        0,
-    );
-    outcome(&config, &[e2]);
+    decide(&config, input("agents", "call-1", "e2", now + 1));
     assert_eq!(
         tenant_tokens(&config, midnight, 610),
         610,
