@@ -75,7 +75,10 @@ impl BudgetView {
 pub fn read_all(mut client: ClientConfig, topic: &str) -> Result<BaseConsumer, ProcessorError> {
     client
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // Part of the caps' over-admission bound (docs/caps.md): a share waits at most this
+        // long in the broker before this reader sees it.
+        .set("fetch.wait.max.ms", "100");
     let consumer: BaseConsumer = client.create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let mut assignment = TopicPartitionList::new();

@@ -277,6 +277,7 @@ impl ProcessorService {
                 max_buffered: config.processor.max_buffered,
                 max_record_bytes: max_record_bytes(config),
                 max_flush: config.processor.batch_max.saturating_mul(10).max(1),
+                batch_max: config.processor.batch_max,
                 scope: config.processor.scope.clone().map(Arc::new),
                 caps: Some(Arc::new(caps::Caps::new(config, 0, raw_partitions)?)),
                 tombstone_retention_ms: match config.processor.tombstone_retention_secs {

@@ -6,7 +6,7 @@
 //! other partitions keep going and the group never sees this instance miss
 //! `max.poll.interval.ms`, however long the restore takes. When the restore reports back the
 //! task opens, the partition resumes (rewound to the first record fetched but not processed
-//! meanwhile) and the task catches up with the end of `raw` as it opened.
+//! meanwhile) and the task catches up ([`CatchUp`]).
 //!
 //! A restore whose partition is revoked is cancelled; the partition is not opened here again
 //! until that restore has ended (it holds the store's lock). A restore that fails for broker
@@ -121,6 +121,51 @@ impl Openings {
             opening.meter.cancel();
             self.cancelled.insert(partition, opening.id);
         }
+    }
+}
+
+/// A newly opened task re-processing what its crashed predecessor may have emitted already:
+/// the one batch past the checkpoint that predecessor may have been making durable (at most
+/// the window's records, [`crate::task::PartitionTask::catch_up_window`]), bounded by the end
+/// of `raw` when the task opened. Until the task is past it, no wall-clock step (idle flush,
+/// budget absorb) touches its state, so it re-emits exactly what was emitted; from then on it
+/// takes in the other partitions' budget shares like any task, so a backlog is not judged
+/// against the shares of the crash.
+#[derive(Debug, Clone, Copy)]
+pub struct CatchUp {
+    until: i64,
+    window: i64,
+    bounded: bool,
+}
+
+impl CatchUp {
+    pub fn new(raw_end: i64, checkpoint: Option<i64>, window: i64) -> Self {
+        match checkpoint {
+            Some(checkpoint) => Self {
+                until: raw_end.min(checkpoint.saturating_add(window)),
+                window,
+                bounded: true,
+            },
+            None => Self {
+                until: raw_end,
+                window,
+                bounded: false,
+            },
+        }
+    }
+
+    /// A store without a checkpoint learns where its predecessor's batch began from the first
+    /// record it processes.
+    pub fn first_record(&mut self, offset: i64) {
+        if !self.bounded {
+            self.until = self.until.min(offset.saturating_add(self.window));
+            self.bounded = true;
+        }
+    }
+
+    /// The `raw` offset the task must reach.
+    pub fn until(&self) -> i64 {
+        self.until
     }
 }
 
@@ -290,5 +335,25 @@ impl Pipeline {
             self.consumer.resume(&list)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CatchUp;
+
+    #[test]
+    fn a_catch_up_covers_one_batch_past_the_checkpoint_at_most() {
+        assert_eq!(CatchUp::new(10_000, Some(1_000), 500).until(), 1_500);
+        assert_eq!(CatchUp::new(1_200, Some(1_000), 500).until(), 1_200);
+        let mut fresh = CatchUp::new(10_000, None, 500);
+        assert_eq!(fresh.until(), 10_000);
+        fresh.first_record(40);
+        fresh.first_record(900);
+        assert_eq!(fresh.until(), 540);
+        assert_eq!(
+            CatchUp::new(i64::MAX, Some(i64::MAX - 1), 500).until(),
+            i64::MAX
+        );
     }
 }

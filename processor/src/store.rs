@@ -116,6 +116,10 @@ pub const BUFFERED: &[u8] = b"buffered";
 /// The next `usage` offset the task has to apply (its partition of `usage` is co-partitioned
 /// with its partition of `raw`): moved in the durable step that applies the reports.
 pub const USAGE_NEXT: &[u8] = b"usage_next";
+/// The most records one batch of this task may have decided (`processor.batch_max` when it
+/// was written): a crashed predecessor may have emitted that many records' outputs past the
+/// checkpoint, which its successor must re-emit identically.
+pub const BATCH_BOUND: &[u8] = b"batch_bound";
 /// Next offset of the changelog partition this store has applied (local only).
 pub const CHANGELOG_NEXT: &[u8] = b"changelog_next";
 /// Set while a decided wall-clock flush has not been carried out.

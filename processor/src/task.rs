@@ -77,6 +77,8 @@ pub struct TaskSettings {
     pub tombstone_retention_ms: Option<Millis>,
     /// Most events a tenant's caps hold on this task; past it deferrals go to `dlq`.
     pub max_held: u64,
+    /// Most records one loop turn processes (`processor.batch_max`).
+    pub batch_max: usize,
 }
 
 impl Default for TaskSettings {
@@ -91,6 +93,7 @@ impl Default for TaskSettings {
             codecs: Arc::new(Codecs::json()),
             tombstone_retention_ms: Some(7 * 24 * 3600 * 1000),
             max_held: 100_000,
+            batch_max: 500,
         }
     }
 }
@@ -207,6 +210,14 @@ impl PartitionTask {
     /// The next offset of `raw` this task has not applied (None: nothing applied yet).
     pub fn next_offset(&self) -> Option<i64> {
         self.next_offset
+    }
+
+    /// How many records past its checkpoint a newly opened task re-processes exactly as its
+    /// predecessor would have (no wall-clock step in between): the most one batch of the
+    /// predecessor, or of this task, may have decided.
+    pub fn catch_up_window(&self) -> Result<i64, ProcessorError> {
+        let stored = self.store.get_i64(crate::store::BATCH_BOUND)?.unwrap_or(0);
+        Ok(stored.max(self.settings.batch_max as i64))
     }
 
     /// The next offset of this partition of `usage` to apply (0: from the beginning).

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alerts::CapStatus;
 use super::breaker::{BreakerState, Meter, Phase};
-use super::ledger::{Ledger, Used};
+use super::ledger::{Ledger, Previous, Used};
 use super::window::{Window, WindowKind};
 use super::CapKind;
 
@@ -45,6 +45,10 @@ pub struct BudgetShare {
     /// tenant's is the sum over partitions).
     #[serde(default)]
     pub baseline_milli: u64,
+    /// The windows before `hour_start` and `day_start` and this partition's usage in them: a
+    /// partition that lags behind, still in those windows, counts them (not zero).
+    #[serde(default)]
+    pub previous: Previous,
 }
 
 impl BudgetShare {
@@ -73,6 +77,7 @@ impl BudgetShare {
             arrivals: breaker.tenant.meter.clone(),
             breaker_until,
             baseline_milli: breaker.tenant.baseline_milli,
+            previous: ledger.previous,
         }
     }
 
@@ -149,15 +154,15 @@ impl OtherShares {
     /// The other partitions' usage in the given windows.
     pub fn used_in(&self, hour: Window, day: Window) -> Used {
         self.by_partition.values().fold(Used::default(), |sum, s| {
-            let events = if s.hour_start == hour.start_ms {
-                s.events
-            } else {
-                0
+            let events = match s.previous.hour {
+                _ if s.hour_start == hour.start_ms => s.events,
+                Some((start, events)) if start == hour.start_ms => events,
+                _ => 0,
             };
-            let (tokens, cost_micros) = if s.day_start == day.start_ms {
-                (s.tokens, s.cost_micros)
-            } else {
-                (0, 0)
+            let (tokens, cost_micros) = match s.previous.day {
+                _ if s.day_start == day.start_ms => (s.tokens, s.cost_micros),
+                Some((start, used)) if start == day.start_ms => (used.tokens, used.cost_micros),
+                _ => (0, 0),
             };
             sum.plus(Used {
                 events,
@@ -194,7 +199,52 @@ mod tests {
             arrivals: Meter::default(),
             breaker_until: None,
             baseline_milli: 0,
+            previous: Previous::default(),
         }
+    }
+
+    /// A partition already in the next window still publishes what it used in the one before:
+    /// a partition lagging behind, still in that window, counts it instead of zero (so it
+    /// cannot admit the whole cap again at the boundary).
+    #[test]
+    fn a_lagging_partition_counts_the_others_previous_window() {
+        let mut ahead = Ledger::default();
+        ahead.roll(Tz::UTC, at("2026-01-01T10:30:00Z"));
+        for _ in 0..7 {
+            ahead.record_admitted(Usage::default());
+        }
+        ahead.roll(Tz::UTC, at("2026-01-02T00:10:00Z"));
+        ahead.record_admitted(Usage::default());
+        let share = BudgetShare::of(
+            "acme",
+            1,
+            &ahead,
+            &CapStatus::default(),
+            &BreakerState::default(),
+        );
+        let json = serde_json::to_string(&share).unwrap();
+        assert_eq!(serde_json::from_str::<BudgetShare>(&json).unwrap(), share);
+        let mut lagging = Ledger::default();
+        lagging.roll(Tz::UTC, at("2026-01-01T10:45:00Z"));
+        let mut others = OtherShares::default();
+        others.absorb(0, share);
+        assert_eq!(tenant_used(&lagging, &others).events, 7);
+        assert_eq!(
+            tenant_used(&ahead, &others).events,
+            2,
+            "its own and its share"
+        );
+        lagging.roll(Tz::UTC, at("2026-01-01T12:00:00Z"));
+        assert_eq!(
+            tenant_used(&lagging, &others).events,
+            0,
+            "two windows behind"
+        );
+        let old = r#"{"tenant":"acme","partition":1,"hour_start":0,"events":1,"day_start":0,"tokens":0,"cost_micros":0,"deferred":[]}"#;
+        assert_eq!(
+            serde_json::from_str::<BudgetShare>(old).unwrap().previous,
+            Previous::default()
+        );
     }
 
     #[test]

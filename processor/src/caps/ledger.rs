@@ -40,6 +40,17 @@ pub struct Ledger {
     pub estimated: Usage,
     /// Usage reported in `day`.
     pub actual: Usage,
+    /// The windows before `hour` and `day` and what they ended with, for the budget share: a
+    /// partition still in those windows counts them.
+    #[serde(default)]
+    pub previous: Previous,
+}
+
+/// A ledger's last closed windows and their usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Previous {
+    pub hour: Option<(Millis, u64)>,
+    pub day: Option<(Millis, Usage)>,
 }
 
 impl Default for Ledger {
@@ -51,6 +62,7 @@ impl Default for Ledger {
             day_events: 0,
             estimated: Usage::default(),
             actual: Usage::default(),
+            previous: Previous::default(),
         }
     }
 }
@@ -109,11 +121,17 @@ impl Ledger {
     pub fn roll(&mut self, tz: Tz, at: Millis) -> Rollover {
         let mut rolled = Rollover::default();
         if at >= self.hour.end_ms {
+            if self.hour != Window::NONE {
+                self.previous.hour = Some((self.hour.start_ms, self.hour_events));
+            }
             self.hour = window_of(WindowKind::Hour, tz, at);
             self.hour_events = 0;
             rolled.hour = true;
         }
         if at >= self.day.end_ms {
+            if self.day != Window::NONE {
+                self.previous.day = Some((self.day.start_ms, self.estimated.plus(self.actual)));
+            }
             self.day = window_of(WindowKind::Day, tz, at);
             self.day_events = 0;
             self.estimated = Usage::default();

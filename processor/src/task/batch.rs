@@ -23,7 +23,7 @@ use crate::error::ProcessorError;
 use crate::input::RawInput;
 use crate::output::{self, OutRecord};
 use crate::reorder;
-use crate::store::{Cf, Op, Txn, BUFFERED, FORMAT, STORE_FORMAT};
+use crate::store::{Cf, Op, Txn, BATCH_BOUND, BUFFERED, FORMAT, STORE_FORMAT};
 
 use super::{BatchStats, TaskSettings};
 
@@ -337,6 +337,10 @@ impl<'a> Batch<'a> {
             std::mem::take(&mut self.tenants).finish(caps, &mut self.txn, self.out)?;
         }
         self.txn.put_i64(BUFFERED, self.buffered as i64);
+        let bound = self.settings.batch_max as i64;
+        if next_offset.is_some() && self.txn.get_i64(BATCH_BOUND)? != Some(bound) {
+            self.txn.put_i64(BATCH_BOUND, bound);
+        }
         self.txn.put_i64(FORMAT, STORE_FORMAT);
         if let Some(next) = next_offset {
             self.txn.put_i64(crate::store::CHECKPOINT, next);
