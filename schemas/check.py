@@ -41,6 +41,8 @@ ROOT = pathlib.Path(__file__).resolve().parent
 VALUE_TOPICS = ["events", "state", "rejected", "deferred", "alerts", "usage"]
 # Header-only schemas (the value is opaque bytes).
 HEADER_TOPICS = ["raw", "dlq"]
+# JSON-only value schemas (internal and log topics of `hookstream deliver`; no Avro form).
+JSON_TOPICS = ["deliveries", "delivery"]
 
 failures = []
 
@@ -118,6 +120,9 @@ for path in sorted(ROOT.rglob("*")):
 # 2. schemas are valid, examples are valid
 validators = {}
 for topic in VALUE_TOPICS:
+    schema = load(ROOT / "json" / f"{topic}.schema.json")
+    validators[topic] = (schema, validator(schema))
+for topic in JSON_TOPICS:
     schema = load(ROOT / "json" / f"{topic}.schema.json")
     validators[topic] = (schema, validator(schema))
 for topic in HEADER_TOPICS:

@@ -34,11 +34,11 @@ ensure_tansu() {
 # Python tools of schemas/check.py (JSON Schema validation, an independent Avro codec).
 ensure_schema_tools() {
   local venv="$HOOKSTREAM_CACHE/schema-venv"
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import jsonschema, fastavro, rfc3339_validator' 2>/dev/null; then
-    echo "==> installing the schema checker's Python packages into $venv" >&2
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import jsonschema, fastavro, rfc3339_validator, standardwebhooks' 2>/dev/null; then
+    echo "==> installing the schema checker's and the delivery tests' Python packages into $venv" >&2
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-      jsonschema==4.26.0 fastavro==1.13.1 rfc3339-validator==0.1.4
+      jsonschema==4.26.0 fastavro==1.13.1 rfc3339-validator==0.1.4 standardwebhooks==1.0.0
   fi
   export SCHEMA_PYTHON="$venv/bin/python"
 }

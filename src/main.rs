@@ -40,6 +40,14 @@ enum Command {
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
         config: PathBuf,
     },
+    /// Send each tenant's events on to its customers' endpoints (`[[tenants.endpoints]]`) as
+    /// signed Standard Webhooks, retrying through delay topics, logging every attempt to
+    /// `deliveries` and giving up to `delivery-dlq` (docs/delivery.md).
+    Deliver {
+        /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
+        config: PathBuf,
+    },
     /// Select records of `raw` (or `dlq`, `deferred`) by partition, offset or time range and
     /// tenant/source/entity/event type, then count them (--dry-run), rebuild from them into
     /// fresh topics (--rebuild --into PREFIX) or redrive them through the live pipeline
@@ -116,6 +124,7 @@ fn main() -> ExitCode {
                 bench_discard_appends,
             } => run_ingest(&config, bench_discard_appends).await,
             Command::Process { config } => run_process(&config).await,
+            Command::Deliver { config } => run_deliver(&config).await,
             Command::Replay { config, args } => replay::cli::replay(load(&config)?, args)
                 .await
                 .context("replay"),
@@ -206,6 +215,25 @@ async fn run_process(path: &Path) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: finishing the current batch");
     service.stop().await?;
+    Ok(())
+}
+
+async fn run_deliver(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let _metrics = metrics_recorder()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = shutdown_signal();
+    let ready = deliver::start(&config).await.context("deliver")?;
+    let run = ready.run(stopped);
+    println!("hookstream deliver started");
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => return result.context("deliver stopped"),
+        () = shutdown => {}
+    }
+    tracing::info!("shutting down: finishing the delivery in flight");
+    let _ = stop.send(true);
+    run.await.context("deliver")?;
     Ok(())
 }
 

@@ -95,6 +95,30 @@ pub async fn ensure_topics(
             }
         })
         .collect();
+    create(&admin, &new_topics).await
+}
+
+/// Creates plain (`delete` policy, default retention) topics by name if they are missing,
+/// with the configured partitions and replication: the delivery topics.
+pub async fn ensure_named_topics(
+    kafka: &KafkaConfig,
+    names: &[String],
+) -> Result<(), SchemasError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka, Role::Admin).create()?;
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            let replication = TopicReplication::Fixed(kafka.replication_factor);
+            NewTopic::new(name, kafka.partitions, replication)
+        })
+        .collect();
+    create(&admin, &new_topics).await
+}
+
+async fn create(
+    admin: &AdminClient<DefaultClientContext>,
+    new_topics: &[NewTopic<'_>],
+) -> Result<(), SchemasError> {
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics(new_topics.iter(), &options).await?;
     for result in results {

@@ -71,6 +71,7 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         sources: vec![billing, orders],
         caps: None,
         breaker: None,
+        endpoints: Vec::new(),
     }];
     config
 }

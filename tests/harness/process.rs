@@ -60,6 +60,13 @@ impl Service {
         service
     }
 
+    /// Starts `hookstream deliver` and waits until it has started.
+    pub fn deliver(config: &Path) -> Self {
+        let mut service = Self::spawn("deliver", &["deliver", "--config"], config);
+        service.wait_for_line("deliver started");
+        service
+    }
+
     fn spawn(name: &'static str, args: &[&str], config: &Path) -> Self {
         Self::spawn_with_env(name, args, config, &[])
     }

@@ -398,6 +398,48 @@ pub struct TenantConfig {
     /// Loop/spike breaker (none: no breaker). See [`BreakerConfig`].
     #[serde(default)]
     pub breaker: Option<BreakerConfig>,
+    /// Customers' endpoints `hookstream deliver` sends this tenant's events to.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// One customer endpoint of a tenant (`[[tenants.endpoints]]`): where `hookstream deliver`
+/// POSTs the tenant's events whose type matches, signed as Standard Webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub id: String,
+    pub url: String,
+    /// Event types to send (exact, `prefix.*` or `*`); empty: every event.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Standard Webhooks secrets (`whsec_…`): one `v1,` signature per secret (rotation).
+    #[serde(default)]
+    pub secrets: Vec<SecretRef>,
+    /// Per-attempt timeout.
+    #[serde(default = "default_endpoint_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Allow `http://` URLs (default: HTTPS only).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl EndpointConfig {
+    /// Whether events of `event_type` go to this endpoint.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.event_types.is_empty()
+            || self
+                .event_types
+                .iter()
+                .any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => event_type.starts_with(prefix),
+                    None => pattern == event_type,
+                })
+    }
+}
+
+fn default_endpoint_timeout_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

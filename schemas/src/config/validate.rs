@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use base64::Engine;
 use secrecy::ExposeSecret;
 
-use super::{Config, Scheme, SourceConfig, TenantConfig};
+use super::{Config, EndpointConfig, Scheme, SourceConfig, TenantConfig};
 use crate::SchemasError;
 
 impl Config {
@@ -133,8 +133,59 @@ impl Config {
                 source_problems(source, &at, &mut p);
             }
             caps_problems(tenant, &at, &mut p);
+            let mut endpoints = HashSet::new();
+            for (ei, endpoint) in tenant.endpoints.iter().enumerate() {
+                let at = format!("{at}.endpoints[{ei}] (`{}`)", endpoint.id);
+                if let Err(e) = check_id(&endpoint.id) {
+                    p.push(format!("{at}.id: {e}"));
+                }
+                if !endpoints.insert(endpoint.id.as_str()) {
+                    p.push(format!(
+                        "{at}.id: endpoint `{}` is defined twice",
+                        endpoint.id
+                    ));
+                }
+                endpoint_problems(endpoint, &at, &mut p);
+            }
         }
         p
+    }
+}
+
+fn endpoint_problems(endpoint: &EndpointConfig, at: &str, p: &mut Vec<String>) {
+    let https = endpoint.url.starts_with("https://");
+    let http = endpoint.url.starts_with("http://");
+    if !(https || http && endpoint.allow_http) {
+        p.push(format!(
+            "{at}.url: `{}` is not an https:// URL (http:// only with allow_http = true)",
+            endpoint.url
+        ));
+    }
+    if endpoint.timeout_ms == 0 {
+        p.push(format!("{at}.timeout_ms: must be positive"));
+    }
+    if endpoint.secrets.is_empty() {
+        p.push(format!(
+            "{at}.secrets: at least one `whsec_` secret is required"
+        ));
+    }
+    for (ki, secret) in endpoint.secrets.iter().enumerate() {
+        let at = format!("{at}.secrets[{ki}] (`{}`)", secret.id);
+        match secret.resolve() {
+            Err(e) => p.push(format!("{at}: {e}")),
+            Ok(value) => {
+                let value = value.expose_secret();
+                let key = value.strip_prefix("whsec_").unwrap_or("");
+                if base64::engine::general_purpose::STANDARD
+                    .decode(key)
+                    .map_or(true, |k| k.is_empty())
+                {
+                    p.push(format!(
+                        "{at}: a Standard Webhooks secret is `whsec_` followed by base64"
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -323,6 +374,10 @@ mod tests {
             scheme = "paddle"
             secrets = []
             extract = { entity = "received" }
+            [[tenants.endpoints]]
+            id = "crm"
+            url = "http://crm.example.com/hooks"
+            secrets = [{ id = "e1", value = "whsec_!!SUPERSECRET" }]
         "#;
         let problems = Config::parse_str(text).unwrap().problems().join("\n");
         for expected in [
@@ -336,6 +391,8 @@ mod tests {
             "source `billing` is defined twice",
             "sources[1] (`billing`).secrets: at least one",
             "sources[1] (`billing`).extract: entity",
+            "endpoints[0] (`crm`).url: `http://crm.example.com/hooks` is not an https:// URL",
+            "endpoints[0] (`crm`).secrets[0] (`e1`): a Standard Webhooks secret",
         ] {
             assert!(
                 problems.contains(expected),

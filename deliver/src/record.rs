@@ -1,0 +1,86 @@
+//! The delivery topics' records (JSON; schemas in `schemas/json/`).
+//!
+//! * A [`Delivery`] waits in a retry tier (`delivery-retry-<delay>`) for its next attempt, and
+//!   goes to `delivery-dlq` when it is given up, with the reason.
+//! * An [`AttemptRecord`] in `deliveries` logs one attempt: its outcome, the status, timing
+//!   and a bounded prefix of the response body.
+//!
+//! Keys: `tenant/endpoint`, so an endpoint's records keep their order in one partition.
+
+use serde::{Deserialize, Serialize};
+
+/// One (event, endpoint) pair on its way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `tenant/endpoint/source/event_id`: unique per pair, the seed of the retry jitter.
+    pub delivery_id: String,
+    pub tenant: String,
+    pub endpoint: String,
+    pub source: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// The attempt this record is for: 1, 2, …
+    pub attempt: u32,
+    /// Not before this time (ms since the epoch).
+    pub due_at: i64,
+    /// Why the delivery was given up (`delivery-dlq` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The request body: the `events` record's value.
+    pub body: String,
+}
+
+impl Delivery {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.tenant, self.endpoint)
+    }
+}
+
+/// What one attempt did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    pub tenant: String,
+    pub endpoint: String,
+    pub event_id: String,
+    pub attempt: u32,
+    /// `delivered`, `retry`, `wait` (the endpoint asked to wait; no attempt used up),
+    /// `dead` or `disabled` (410: the endpoint is disabled, the delivery dead-lettered).
+    pub outcome: String,
+    /// The HTTP status, when there was a response.
+    pub status: Option<u16>,
+    /// `timeout` or `connection` when there was none.
+    pub error: Option<String>,
+    /// RFC 3339 UTC ms.
+    pub attempted_at: String,
+    pub duration_ms: u64,
+    /// When the next attempt is due (RFC 3339), for `retry` and `wait`.
+    pub next_attempt_at: Option<String>,
+    /// The first bytes of the response body (at most 256, lossy UTF-8).
+    pub response_prefix: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema examples (checked against the JSON Schemas by `schemas/check.py`) are what
+    /// these types write, field for field.
+    #[test]
+    fn records_match_the_schema_examples() {
+        for (example, round_trip) in [
+            (
+                include_str!("../../schemas/examples/deliveries.json"),
+                (|v: &str| serde_json::to_value(serde_json::from_str::<AttemptRecord>(v).unwrap()))
+                    as fn(&str) -> serde_json::Result<serde_json::Value>,
+            ),
+            (
+                include_str!("../../schemas/examples/delivery.json"),
+                |v: &str| serde_json::to_value(serde_json::from_str::<Delivery>(v).unwrap()),
+            ),
+        ] {
+            let expected: serde_json::Value = serde_json::from_str(example).unwrap();
+            assert_eq!(round_trip(example).unwrap(), expected);
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The delivery loop: one consumer (group `<processor group>-deliver`) over `events` and the
+//! retry tiers; each record is handled to the end (the attempt, its log record, the next
+//! retry or dead letter, all acknowledged by the broker) before its offset is committed, so a
+//! crash repeats at most the attempt in flight (same `webhook-id`), never loses one.
+//!
+//! A tier record not yet due pauses its partition (seeking back to it) until it is: the
+//! tier's later records are due later still.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use schemas::config::Config;
+use schemas::kafka::{client_config, Role};
+use schemas::time::to_rfc3339;
+use tokio::sync::watch;
+
+use crate::endpoints::{Endpoint, Endpoints};
+use crate::error::DeliverError;
+use crate::record::{AttemptRecord, Delivery};
+use crate::schedule::{self, Response, Verdict, TIERS};
+
+/// The delivery topics' names under the configured prefix.
+pub struct Names {
+    pub events: String,
+    pub deliveries: String,
+    pub dlq: String,
+    pub tiers: Vec<String>,
+}
+
+impl Names {
+    pub fn new(config: &Config) -> Self {
+        let prefix = &config.kafka.topic_prefix;
+        Self {
+            events: config.topics().name(schemas::topics::Topic::Events),
+            deliveries: format!("{prefix}deliveries"),
+            dlq: format!("{prefix}delivery-dlq"),
+            tiers: (0..TIERS.len())
+                .map(|i| format!("{prefix}{}", schedule::tier_name(i)))
+                .collect(),
+        }
+    }
+
+    /// The topics `deliver` creates.
+    pub fn own(&self) -> Vec<String> {
+        let mut names = vec![self.deliveries.clone(), self.dlq.clone()];
+        names.extend(self.tiers.iter().cloned());
+        names
+    }
+}
+
+pub struct Deliverer {
+    endpoints: Arc<Endpoints>,
+    client: reqwest::Client,
+    producer: FutureProducer,
+    names: Names,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Deliverer {
+    pub fn new(config: &Config) -> Result<Self, DeliverError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| DeliverError::Client(e.to_string()))?;
+        Ok(Self {
+            endpoints: Arc::new(Endpoints::from_config(config)?),
+            client,
+            producer: client_config(&config.kafka, Role::Producer).create()?,
+            names: Names::new(config),
+        })
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(
+        &self,
+        consumer: &StreamConsumer,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), DeliverError> {
+        let mut topics = vec![self.names.events.as_str()];
+        topics.extend(self.names.tiers.iter().map(String::as_str));
+        consumer.subscribe(&topics)?;
+        let mut paused: HashMap<(String, i32), Instant> = HashMap::new();
+        loop {
+            resume_due(consumer, &mut paused);
+            // Wake up for the next paused partition coming due, not a poll interval later.
+            let now = Instant::now();
+            let poll = paused
+                .values()
+                .map(|at| at.saturating_duration_since(now))
+                .fold(Duration::from_millis(200), Duration::min);
+            let message = tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                m = tokio::time::timeout(poll, consumer.recv()) => m,
+            };
+            let message = match message {
+                Err(_) => continue, // nothing within the poll interval: check due partitions
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "deliver consumer");
+                    continue;
+                }
+                Ok(Ok(message)) => message,
+            };
+            if message.topic() == self.names.events {
+                self.fan_out(&message).await?;
+            } else if let Some(wait) = self.retry(&message).await? {
+                let key = (message.topic().to_owned(), message.partition());
+                if let Err(error) = hold_back(consumer, &key, message.offset()) {
+                    // Revoked meanwhile, or broker trouble: the record is fetched again.
+                    tracing::warn!(%error, topic = %key.0, partition = key.1, "cannot pause a retry tier partition");
+                }
+                paused.insert(key, Instant::now() + wait);
+                continue; // not handled: its offset is not committed
+            }
+            consumer.commit_message(&message, CommitMode::Async)?;
+        }
+    }
+
+    /// An event: one delivery per endpoint of its tenant that wants its type.
+    async fn fan_out(&self, message: &BorrowedMessage<'_>) -> Result<(), DeliverError> {
+        let Some(body) = message.payload().and_then(|p| std::str::from_utf8(p).ok()) else {
+            return Ok(());
+        };
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else {
+            metrics::counter!("hookstream_deliver_undecodable_total").increment(1);
+            tracing::warn!(
+                offset = message.offset(),
+                "an `events` record that is not JSON is not delivered"
+            );
+            return Ok(());
+        };
+        let field = |name: &str| event[name].as_str().unwrap_or_default().to_owned();
+        let (tenant, event_type) = (field("tenant"), field("event_type"));
+        for endpoint in self.endpoints.wanting(&tenant, &event_type) {
+            let (source, event_id) = (field("source"), field("event_id"));
+            let delivery = Delivery {
+                delivery_id: format!("{tenant}/{}/{source}/{event_id}", endpoint.config.id),
+                tenant: tenant.clone(),
+                endpoint: endpoint.config.id.clone(),
+                source,
+                event_id,
+                event_type: event_type.clone(),
+                attempt: 1,
+                due_at: now_ms(),
+                reason: None,
+                body: body.to_owned(),
+            };
+            self.attempt(endpoint, delivery).await?;
+        }
+        Ok(())
+    }
+
+    /// A retry: attempted when due; otherwise how long to wait for it.
+    async fn retry(&self, message: &BorrowedMessage<'_>) -> Result<Option<Duration>, DeliverError> {
+        let Some(delivery) = message
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Delivery>(p).ok())
+        else {
+            tracing::warn!(
+                topic = message.topic(),
+                offset = message.offset(),
+                "undecodable retry record skipped"
+            );
+            return Ok(None);
+        };
+        let wait = delivery.due_at - now_ms();
+        if wait > 0 {
+            return Ok(Some(Duration::from_millis(wait as u64)));
+        }
+        match self.endpoints.get(&delivery.tenant, &delivery.endpoint) {
+            Some(endpoint) => self.attempt(endpoint, delivery).await?,
+            None => self.dead(delivery, "endpoint_removed").await?,
+        }
+        Ok(None)
+    }
+
+    async fn attempt(&self, endpoint: &Endpoint, delivery: Delivery) -> Result<(), DeliverError> {
+        if self
+            .endpoints
+            .is_disabled(&delivery.tenant, &delivery.endpoint)
+        {
+            return self.dead(delivery, "endpoint_disabled").await;
+        }
+        let attempted_at = now_ms();
+        let started = Instant::now();
+        let (response, prefix) = self.send(endpoint, &delivery, attempted_at / 1000).await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let verdict = schedule::verdict(&response, delivery.attempt);
+        let (status, error) = match &response {
+            Response::Status { code, .. } => (Some(*code), None),
+            Response::Timeout => (None, Some("timeout".to_owned())),
+            Response::Connection => (None, Some("connection".to_owned())),
+        };
+        let outcome = match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry => "retry",
+            Verdict::Wait(_) => "wait",
+            Verdict::Disable => "disabled",
+            Verdict::Dead => "dead",
+        };
+        metrics::counter!("hookstream_deliver_attempts_total", "tenant" => delivery.tenant.clone(), "endpoint" => delivery.endpoint.clone(), "outcome" => outcome).increment(1);
+        metrics::histogram!("hookstream_deliver_attempt_seconds", "tenant" => delivery.tenant.clone(), "endpoint" => delivery.endpoint.clone()).record(duration_ms as f64 / 1000.0);
+        // Waits count from the answer.
+        let next = self.next(&delivery, verdict, now_ms());
+        let log = AttemptRecord {
+            delivery_id: delivery.delivery_id.clone(),
+            tenant: delivery.tenant.clone(),
+            endpoint: delivery.endpoint.clone(),
+            event_id: delivery.event_id.clone(),
+            attempt: delivery.attempt,
+            outcome: outcome.to_owned(),
+            status,
+            error,
+            attempted_at: to_rfc3339(attempted_at),
+            duration_ms,
+            next_attempt_at: next.as_ref().map(|(_, d)| to_rfc3339(d.due_at)),
+            response_prefix: prefix,
+        };
+        let log_value = serde_json::to_vec(&log).expect("attempt record serializes");
+        let key = delivery.key();
+        let logged = self.send_record(&self.names.deliveries, &key, &log_value);
+        match (verdict, next) {
+            (_, Some((tier, next))) => {
+                let value = serde_json::to_vec(&next).expect("delivery serializes");
+                let queued = self.send_record(&self.names.tiers[tier], &key, &value);
+                let (a, b) = tokio::join!(logged, queued);
+                a?;
+                b?;
+            }
+            (Verdict::Disable, None) => {
+                tracing::warn!(tenant = %delivery.tenant, endpoint = %delivery.endpoint, "the endpoint answered 410 Gone: disabled");
+                self.endpoints.disable(&delivery.tenant, &delivery.endpoint);
+                logged.await?;
+                self.dead(delivery, "http_410").await?;
+            }
+            (Verdict::Dead, None) => {
+                logged.await?;
+                let reason = schedule::reason(&response);
+                self.dead(delivery, &reason).await?;
+            }
+            _ => logged.await?,
+        }
+        Ok(())
+    }
+
+    /// The retry a verdict calls for: its tier and the delivery as it waits there.
+    fn next(&self, delivery: &Delivery, verdict: Verdict, now: i64) -> Option<(usize, Delivery)> {
+        let (tier, attempt, due_at) = match verdict {
+            Verdict::Retry => {
+                let next = delivery.attempt + 1;
+                let tier = schedule::tier_before(next)?;
+                let jitter = schedule::jitter(&delivery.delivery_id, next, tier);
+                let due = now + (TIERS[tier] + jitter).as_millis() as i64;
+                (tier, next, due)
+            }
+            Verdict::Wait(wait) => {
+                let (tier, wait) = schedule::wait_tier(wait);
+                (tier, delivery.attempt, now + wait.as_millis() as i64)
+            }
+            _ => return None,
+        };
+        Some((
+            tier,
+            Delivery {
+                attempt,
+                due_at,
+                ..delivery.clone()
+            },
+        ))
+    }
+
+    async fn dead(&self, delivery: Delivery, reason: &str) -> Result<(), DeliverError> {
+        metrics::counter!("hookstream_deliver_dead_letters_total", "tenant" => delivery.tenant.clone(), "endpoint" => delivery.endpoint.clone()).increment(1);
+        let key = delivery.key();
+        let dead = Delivery {
+            reason: Some(reason.to_owned()),
+            ..delivery
+        };
+        let value = serde_json::to_vec(&dead).expect("delivery serializes");
+        self.send_record(&self.names.dlq, &key, &value).await
+    }
+
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        delivery: &Delivery,
+        timestamp: i64,
+    ) -> (Response, Option<String>) {
+        let body = delivery.body.as_bytes();
+        let signature = match endpoint.signer.sign(&delivery.event_id, timestamp, body) {
+            Ok(signature) => signature,
+            Err(error) => {
+                tracing::error!(%error, "cannot sign");
+                return (Response::Connection, None);
+            }
+        };
+        let request = self
+            .client
+            .post(&endpoint.config.url)
+            .timeout(endpoint.timeout())
+            .header("content-type", "application/json")
+            .header("webhook-id", &delivery.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(delivery.body.clone());
+        match request.send().await {
+            Ok(response) => {
+                let code = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let bytes = response.bytes().await.unwrap_or_default();
+                let prefix = String::from_utf8_lossy(&bytes[..bytes.len().min(256)]).into_owned();
+                (Response::Status { code, retry_after }, Some(prefix))
+            }
+            Err(error) if error.is_timeout() => (Response::Timeout, None),
+            Err(_) => (Response::Connection, None),
+        }
+    }
+
+    async fn send_record(&self, topic: &str, key: &str, value: &[u8]) -> Result<(), DeliverError> {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "hs-version",
+            value: Some("1"),
+        });
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(value)
+            .headers(headers);
+        self.producer
+            .send(record, Duration::from_secs(60))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| DeliverError::Kafka(error))
+    }
+}
+
+/// Pauses a retry tier partition at `offset` (its first record not yet due).
+fn hold_back(
+    consumer: &StreamConsumer,
+    key: &(String, i32),
+    offset: i64,
+) -> Result<(), DeliverError> {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&key.0, key.1);
+    consumer.pause(&list)?;
+    consumer.seek(
+        &key.0,
+        key.1,
+        Offset::Offset(offset),
+        Duration::from_secs(10),
+    )?;
+    Ok(())
+}
+
+/// Resumes the paused tier partitions whose first record is due.
+fn resume_due(consumer: &StreamConsumer, paused: &mut HashMap<(String, i32), Instant>) {
+    let now = Instant::now();
+    paused.retain(|key, at| {
+        if *at > now {
+            return true;
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&key.0, key.1);
+        if let Err(error) = consumer.resume(&list) {
+            tracing::debug!(%error, topic = %key.0, partition = key.1, "resume (partition revoked?)");
+        }
+        false
+    });
+}
