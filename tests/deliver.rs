@@ -268,3 +268,57 @@ fn events_are_delivered_signed_retried_and_logged() {
     }
     verify_with_python(&requests);
 }
+
+/// An endpoint that refuses connections opens its circuit breaker after five failures in a
+/// row: later deliveries to it make no request (they wait in a retry tier, their attempt not
+/// used up) while a healthy endpoint of the same tenant gets every event.
+#[test]
+fn a_failing_endpoint_opens_its_breaker_and_costs_no_more_attempts() {
+    let broker = Broker::start();
+    let (port, seen) = receiver(BTreeMap::new());
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let down =
+        endpoint(port, "down", "").replace(&format!(":{port}/down"), &format!(":{closed}/down"));
+    let tenants = format!(
+        "\n[[tenants]]\nid = \"agents\"\n[[tenants.sources]]\nid = \"calls\"\nscheme = \"hmac\"\nsecrets = [{{ id = \"k1\", value = \"s\" }}]\n{}{down}",
+        endpoint(port, "ok", ""),
+    );
+    let settings = Settings {
+        tenants,
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "breaker", &settings);
+    harness::create_topics(&config);
+    let _deliver = Service::deliver(&config.path);
+    let events: Vec<serde_json::Value> = (0..8)
+        .map(|i| event(&format!("e{i}"), "call.ended"))
+        .collect();
+    produce_events(&config, &events);
+
+    let attempts = json_records(&config, "deliveries", 13);
+    let waiting = json_records(&config, "delivery-retry-5s", 8);
+    let down_attempts: Vec<&serde_json::Value> = attempts
+        .iter()
+        .filter(|a| a["endpoint"] == "down")
+        .collect();
+    assert_eq!(down_attempts.len(), 5, "{down_attempts:#?}");
+    assert!(down_attempts
+        .iter()
+        .all(|a| a["error"] == "connection" && a["outcome"] == "retry"));
+    let deferred = waiting
+        .iter()
+        .filter(|d| d["endpoint"] == "down" && d["attempt"] == 1)
+        .count();
+    assert_eq!(
+        deferred, 3,
+        "deliveries deferred by the open breaker, attempt not used up"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        8,
+        "the healthy endpoint got every event"
+    );
+}

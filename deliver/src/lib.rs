@@ -2,9 +2,10 @@
 //! Standard Webhooks, with retries kept in Kafka (delay topics), an attempt log
 //! (`deliveries`) and dead letters (`delivery-dlq`). See docs/delivery.md.
 //!
-//! The cores are pure: [`schedule`] (tiers, jitter, what a status means) and [`sign`]; the
-//! I/O (Kafka, HTTP) is in [`run`].
+//! The cores are pure: [`schedule`] (tiers, jitter, what a status means), [`breaker`] (per
+//! endpoint) and [`sign`]; the I/O (Kafka, HTTP) is in [`run`].
 
+pub mod breaker;
 pub mod endpoints;
 pub mod error;
 pub mod record;

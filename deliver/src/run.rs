@@ -19,6 +19,7 @@ use schemas::kafka::{client_config, Role};
 use schemas::time::to_rfc3339;
 use tokio::sync::watch;
 
+use crate::breaker::{Breakers, Gate};
 use crate::endpoints::{Endpoint, Endpoints};
 use crate::error::DeliverError;
 use crate::record::{AttemptRecord, Delivery};
@@ -55,6 +56,7 @@ impl Names {
 
 pub struct Deliverer {
     endpoints: Arc<Endpoints>,
+    breakers: Breakers,
     client: reqwest::Client,
     producer: FutureProducer,
     names: Names,
@@ -74,6 +76,7 @@ impl Deliverer {
             .map_err(|e| DeliverError::Client(e.to_string()))?;
         Ok(Self {
             endpoints: Arc::new(Endpoints::from_config(config)?),
+            breakers: Breakers::default(),
             client,
             producer: client_config(&config.kafka, Role::Producer).create()?,
             names: Names::new(config),
@@ -194,10 +197,33 @@ impl Deliverer {
         {
             return self.dead(delivery, "endpoint_disabled").await;
         }
+        let (tenant, id) = (delivery.tenant.clone(), delivery.endpoint.clone());
+        if let Gate::Wait(wait) = self.breakers.gate(&tenant, &id, Instant::now()) {
+            // The endpoint's breaker is open: no request; the same attempt after it.
+            metrics::counter!("hookstream_deliver_breaker_deferred_total", "tenant" => tenant, "endpoint" => id).increment(1);
+            let (tier, wait) = schedule::wait_tier(wait);
+            let key = delivery.key();
+            let later = Delivery {
+                due_at: now_ms() + wait.as_millis() as i64,
+                ..delivery
+            };
+            let value = serde_json::to_vec(&later).expect("delivery serializes");
+            return self
+                .send_record(&self.names.tiers[tier], &key, &value)
+                .await;
+        }
         let attempted_at = now_ms();
         let started = Instant::now();
         let (response, prefix) = self.send(endpoint, &delivery, attempted_at / 1000).await;
         let duration_ms = started.elapsed().as_millis() as u64;
+        if self.breakers.record(
+            &tenant,
+            &id,
+            schedule::is_failure(&response),
+            Instant::now(),
+        ) {
+            tracing::warn!(%tenant, endpoint = %id, "the endpoint keeps failing: its circuit breaker opened");
+        }
         let verdict = schedule::verdict(&response, delivery.attempt);
         let (status, error) = match &response {
             Response::Status { code, .. } => (Some(*code), None),

@@ -130,6 +130,20 @@ pub fn wait_tier(wait: Duration) -> (usize, Duration) {
     }
 }
 
+/// Whether a response counts against the endpoint's circuit breaker: no answer, or an
+/// answer saying it cannot serve (5xx, 408, 429) without asking for a wait. Other answers
+/// show the endpoint up.
+pub fn is_failure(response: &Response) -> bool {
+    match *response {
+        Response::Timeout | Response::Connection => true,
+        Response::Status {
+            code: 429 | 503,
+            retry_after: Some(_),
+        } => false,
+        Response::Status { code, .. } => code >= 500 || code == 408 || code == 429,
+    }
+}
+
 /// The dead-letter reason of a response.
 pub fn reason(response: &Response) -> String {
     match response {
@@ -190,6 +204,20 @@ mod tests {
             Verdict::Wait(MAX_RETRY_AFTER)
         );
         assert_eq!(verdict(&status(429), 1), Verdict::Retry);
+    }
+
+    #[test]
+    fn failures_for_the_breaker_are_the_endpoint_not_answering() {
+        assert!(is_failure(&Response::Timeout) && is_failure(&Response::Connection));
+        assert!(is_failure(&status(500)) && is_failure(&status(408)) && is_failure(&status(429)));
+        let wait = Response::Status {
+            code: 503,
+            retry_after: Some(3),
+        };
+        assert!(!is_failure(&wait));
+        assert!(
+            !is_failure(&status(404)) && !is_failure(&status(302)) && !is_failure(&status(200))
+        );
     }
 
     #[test]

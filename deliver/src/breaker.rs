@@ -1,0 +1,171 @@
+//! Per-endpoint circuit breakers: an endpoint that keeps failing stops costing attempts (and
+//! the time they take) until it may have recovered.
+//!
+//! * **Closed**: requests go out. [`FAILURES_TO_OPEN`] failures in a row (timeouts,
+//!   connection failures, 5xx, 408, 429 without `Retry-After`) open it.
+//! * **Open** for a cooldown ([`COOLDOWN`], doubling with each reopening up to
+//!   [`MAX_COOLDOWN`]): no request goes out; each delivery waits in a retry tier until the
+//!   cooldown ends, without using up an attempt.
+//! * **Half-open** after the cooldown: one probe goes out; its success closes the breaker,
+//!   its failure opens it again.
+//!
+//! An answer that is the endpoint speaking (2xx, 3xx, other 4xx) counts as a success here:
+//! the endpoint is up. The state is per process (wall clock), not part of any replay.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const FAILURES_TO_OPEN: u32 = 5;
+pub const COOLDOWN: Duration = Duration::from_secs(30);
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Breaker {
+    phase: Phase,
+    failures: u32,
+    /// Openings since it was last closed.
+    opened: u32,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Closed,
+            failures: 0,
+            opened: 0,
+        }
+    }
+}
+
+/// What the breaker says about sending now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Send,
+    /// Do not send before this long.
+    Wait(Duration),
+}
+
+impl Breaker {
+    fn gate(&mut self, now: Instant) -> Gate {
+        match self.phase {
+            Phase::Closed => Gate::Send,
+            Phase::Open { until } if now < until => Gate::Wait(until - now),
+            Phase::Open { .. } | Phase::HalfOpen { probing: false } => {
+                self.phase = Phase::HalfOpen { probing: true };
+                Gate::Send
+            }
+            Phase::HalfOpen { probing: true } => Gate::Wait(Duration::from_secs(1)),
+        }
+    }
+
+    fn record(&mut self, failed: bool, now: Instant) -> bool {
+        if !failed {
+            *self = Breaker::default();
+            return false;
+        }
+        self.failures += 1;
+        let reopen = matches!(self.phase, Phase::HalfOpen { .. });
+        if reopen || (self.phase == Phase::Closed && self.failures >= FAILURES_TO_OPEN) {
+            let cooldown = COOLDOWN
+                .saturating_mul(1 << self.opened.min(10))
+                .min(MAX_COOLDOWN);
+            self.opened += 1;
+            self.phase = Phase::Open {
+                until: now + cooldown,
+            };
+            return true;
+        }
+        false
+    }
+}
+
+/// The breakers of every endpoint, by (tenant, endpoint).
+#[derive(Default)]
+pub struct Breakers {
+    by_endpoint: Mutex<HashMap<(String, String), Breaker>>,
+}
+
+impl Breakers {
+    pub fn gate(&self, tenant: &str, endpoint: &str, now: Instant) -> Gate {
+        let mut all = self.by_endpoint.lock().expect("breakers lock");
+        all.entry((tenant.to_owned(), endpoint.to_owned()))
+            .or_default()
+            .gate(now)
+    }
+
+    /// Records an attempt's result; returns whether the breaker opened.
+    pub fn record(&self, tenant: &str, endpoint: &str, failed: bool, now: Instant) -> bool {
+        let mut all = self.by_endpoint.lock().expect("breakers lock");
+        let opened = all
+            .entry((tenant.to_owned(), endpoint.to_owned()))
+            .or_default()
+            .record(failed, now);
+        let open = matches!(
+            all[&(tenant.to_owned(), endpoint.to_owned())].phase,
+            Phase::Open { .. }
+        );
+        metrics::gauge!("hookstream_deliver_breaker_open", "tenant" => tenant.to_owned(), "endpoint" => endpoint.to_owned())
+            .set(if open { 1.0 } else { 0.0 });
+        opened
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_failures_in_a_row_probes_after_the_cooldown_and_backs_off() {
+        let t0 = Instant::now();
+        let breakers = Breakers::default();
+        for i in 0..FAILURES_TO_OPEN {
+            assert_eq!(breakers.gate("t", "e", t0), Gate::Send);
+            let opened = breakers.record("t", "e", true, t0);
+            assert_eq!(opened, i + 1 == FAILURES_TO_OPEN);
+        }
+        assert_eq!(breakers.gate("t", "e", t0), Gate::Wait(COOLDOWN));
+        assert_eq!(breakers.gate("t", "other", t0), Gate::Send, "per endpoint");
+        let later = t0 + COOLDOWN;
+        assert_eq!(breakers.gate("t", "e", later), Gate::Send, "the probe");
+        assert!(
+            matches!(breakers.gate("t", "e", later), Gate::Wait(_)),
+            "one probe at a time"
+        );
+        assert!(
+            breakers.record("t", "e", true, later),
+            "a failed probe reopens"
+        );
+        assert_eq!(breakers.gate("t", "e", later), Gate::Wait(COOLDOWN * 2));
+        let probe = later + COOLDOWN * 2;
+        assert_eq!(breakers.gate("t", "e", probe), Gate::Send);
+        breakers.record("t", "e", false, probe);
+        assert_eq!(breakers.gate("t", "e", probe), Gate::Send, "closed again");
+        breakers.record("t", "e", true, probe);
+        assert_eq!(
+            breakers.gate("t", "e", probe),
+            Gate::Send,
+            "one failure does not open"
+        );
+    }
+
+    #[test]
+    fn successes_in_between_keep_it_closed() {
+        let t0 = Instant::now();
+        let breakers = Breakers::default();
+        for _ in 0..10 {
+            for _ in 0..FAILURES_TO_OPEN - 1 {
+                breakers.record("t", "e", true, t0);
+            }
+            breakers.record("t", "e", false, t0);
+        }
+        assert_eq!(breakers.gate("t", "e", t0), Gate::Send);
+    }
+}
