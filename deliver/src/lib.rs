@@ -8,6 +8,7 @@
 pub mod breaker;
 pub mod endpoints;
 pub mod error;
+pub mod offsets;
 pub mod record;
 pub mod run;
 pub mod schedule;
@@ -23,7 +24,7 @@ pub use run::Deliverer;
 
 /// A delivery service ready to run: its topics exist, its consumer is created.
 pub struct Ready {
-    deliverer: Deliverer,
+    deliverer: std::sync::Arc<Deliverer>,
     consumer: StreamConsumer,
 }
 
@@ -59,7 +60,7 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
         .set("fetch.wait.max.ms", "50");
     let consumer: StreamConsumer = client.create()?;
     Ok(Ready {
-        deliverer,
+        deliverer: std::sync::Arc::new(deliverer),
         consumer,
     })
 }

@@ -17,11 +17,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use schemas::config::Config;
 use schemas::kafka::{client_config, Role};
 use schemas::time::to_rfc3339;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::breaker::{Breakers, Gate};
 use crate::endpoints::{Endpoint, Endpoints};
 use crate::error::DeliverError;
+use crate::offsets::Offsets;
 use crate::record::{AttemptRecord, Delivery};
 use crate::schedule::{self, Response, Verdict, TIERS};
 
@@ -53,6 +54,26 @@ impl Names {
         names
     }
 }
+
+/// Most consumed records with deliveries outstanding before the loop stops fetching.
+const MAX_IN_FLIGHT: usize = 10_000;
+/// Deliveries queued per endpoint; beyond, they wait in the first retry tier.
+const QUEUE_PER_ENDPOINT: usize = 64;
+
+/// Where a delivery came from: the record whose offset waits for it.
+#[derive(Debug, Clone)]
+struct Origin {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+}
+
+struct Job {
+    delivery: Delivery,
+    origin: Origin,
+}
+
+type Done = (Origin, Result<(), DeliverError>);
 
 pub struct Deliverer {
     endpoints: Arc<Endpoints>,
@@ -87,27 +108,43 @@ impl Deliverer {
         &self.names
     }
 
-    /// Runs until `stop` turns true.
+    /// Runs until `stop` turns true. Each endpoint has a worker and a bounded queue; what
+    /// one endpoint's slowness holds back is its own queue, whose overflow waits in the first
+    /// retry tier (attempt not used up), never the other endpoints.
     pub async fn run(
-        &self,
+        self: &Arc<Self>,
         consumer: &StreamConsumer,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), DeliverError> {
         let mut topics = vec![self.names.events.as_str()];
         topics.extend(self.names.tiers.iter().map(String::as_str));
         consumer.subscribe(&topics)?;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut workers: HashMap<(String, String), mpsc::Sender<Job>> = HashMap::new();
+        let mut offsets = Offsets::default();
         let mut paused: HashMap<(String, i32), Instant> = HashMap::new();
         loop {
             resume_due(consumer, &mut paused);
+            while let Ok(done) = done_rx.try_recv() {
+                finished(&mut offsets, done)?;
+            }
+            commit(consumer, &mut offsets);
             // Wake up for the next paused partition coming due, not a poll interval later.
             let now = Instant::now();
             let poll = paused
                 .values()
                 .map(|at| at.saturating_duration_since(now))
                 .fold(Duration::from_millis(200), Duration::min);
+            let room = offsets.in_flight() < MAX_IN_FLIGHT;
             let message = tokio::select! {
-                _ = stop.changed() => return Ok(()),
-                m = tokio::time::timeout(poll, consumer.recv()) => m,
+                _ = stop.changed() => break,
+                done = done_rx.recv() => {
+                    if let Some(done) = done {
+                        finished(&mut offsets, done)?;
+                    }
+                    continue;
+                }
+                m = tokio::time::timeout(poll, consumer.recv()), if room => m,
             };
             let message = match message {
                 Err(_) => continue, // nothing within the poll interval: check due partitions
@@ -117,25 +154,95 @@ impl Deliverer {
                 }
                 Ok(Ok(message)) => message,
             };
-            if message.topic() == self.names.events {
-                self.fan_out(&message).await?;
-            } else if let Some(wait) = self.retry(&message).await? {
-                let key = (message.topic().to_owned(), message.partition());
-                if let Err(error) = hold_back(consumer, &key, message.offset()) {
-                    // Revoked meanwhile, or broker trouble: the record is fetched again.
-                    tracing::warn!(%error, topic = %key.0, partition = key.1, "cannot pause a retry tier partition");
+            let deliveries = if message.topic() == self.names.events {
+                self.fan_out(&message)
+            } else {
+                match self.due(&message) {
+                    Ok(delivery) => delivery.into_iter().collect(),
+                    Err(wait) => {
+                        let key = (message.topic().to_owned(), message.partition());
+                        if let Err(error) = hold_back(consumer, &key, message.offset()) {
+                            // Revoked meanwhile, or broker trouble: fetched again anyway.
+                            tracing::warn!(%error, topic = %key.0, partition = key.1, "cannot pause a retry tier partition");
+                        }
+                        paused.insert(key, Instant::now() + wait);
+                        continue; // not handled: its offset is not committed
+                    }
                 }
-                paused.insert(key, Instant::now() + wait);
-                continue; // not handled: its offset is not committed
+            };
+            let origin = Origin {
+                topic: Arc::from(message.topic()),
+                partition: message.partition(),
+                offset: message.offset(),
+            };
+            offsets.start(
+                message.topic(),
+                origin.partition,
+                origin.offset,
+                deliveries.len(),
+            );
+            for delivery in deliveries {
+                let job = Job {
+                    delivery,
+                    origin: origin.clone(),
+                };
+                if let Some(origin) = self.dispatch(&mut workers, &done_tx, job).await? {
+                    offsets.finish(&origin.topic, origin.partition, origin.offset);
+                }
             }
-            consumer.commit_message(&message, CommitMode::Async)?;
+        }
+        // Stopping: what is done is committed; what is in flight is repeated by the next
+        // owner (same `webhook-id`).
+        while let Ok(done) = done_rx.try_recv() {
+            finished(&mut offsets, done)?;
+        }
+        commit(consumer, &mut offsets);
+        Ok(())
+    }
+
+    /// Queues a delivery on its endpoint's worker, or, when that queue is full, sends it to
+    /// wait in the first retry tier (returning its origin: done here).
+    async fn dispatch(
+        self: &Arc<Self>,
+        workers: &mut HashMap<(String, String), mpsc::Sender<Job>>,
+        done: &mpsc::UnboundedSender<Done>,
+        job: Job,
+    ) -> Result<Option<Origin>, DeliverError> {
+        let key = (job.delivery.tenant.clone(), job.delivery.endpoint.clone());
+        let queue = workers
+            .entry(key.clone())
+            .or_insert_with(|| self.spawn_worker(done.clone()));
+        match queue.try_send(job) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                metrics::counter!("hookstream_deliver_overflow_total", "tenant" => key.0, "endpoint" => key.1).increment(1);
+                self.defer(job.delivery, TIERS[0]).await?;
+                Ok(Some(job.origin))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(DeliverError::Client("an endpoint worker stopped".into()))
+            }
         }
     }
 
+    fn spawn_worker(self: &Arc<Self>, done: mpsc::UnboundedSender<Done>) -> mpsc::Sender<Job> {
+        let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE_PER_ENDPOINT);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(job) = jobs.recv().await {
+                let result = this.deliver(job.delivery).await;
+                if done.send((job.origin, result)).is_err() {
+                    return;
+                }
+            }
+        });
+        queue
+    }
+
     /// An event: one delivery per endpoint of its tenant that wants its type.
-    async fn fan_out(&self, message: &BorrowedMessage<'_>) -> Result<(), DeliverError> {
+    fn fan_out(&self, message: &BorrowedMessage<'_>) -> Vec<Delivery> {
         let Some(body) = message.payload().and_then(|p| std::str::from_utf8(p).ok()) else {
-            return Ok(());
+            return Vec::new();
         };
         let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else {
             metrics::counter!("hookstream_deliver_undecodable_total").increment(1);
@@ -143,31 +250,31 @@ impl Deliverer {
                 offset = message.offset(),
                 "an `events` record that is not JSON is not delivered"
             );
-            return Ok(());
+            return Vec::new();
         };
         let field = |name: &str| event[name].as_str().unwrap_or_default().to_owned();
         let (tenant, event_type) = (field("tenant"), field("event_type"));
-        for endpoint in self.endpoints.wanting(&tenant, &event_type) {
-            let (source, event_id) = (field("source"), field("event_id"));
-            let delivery = Delivery {
+        let (source, event_id) = (field("source"), field("event_id"));
+        self.endpoints
+            .wanting(&tenant, &event_type)
+            .map(|endpoint| Delivery {
                 delivery_id: format!("{tenant}/{}/{source}/{event_id}", endpoint.config.id),
                 tenant: tenant.clone(),
                 endpoint: endpoint.config.id.clone(),
-                source,
-                event_id,
+                source: source.clone(),
+                event_id: event_id.clone(),
                 event_type: event_type.clone(),
                 attempt: 1,
                 due_at: now_ms(),
                 reason: None,
                 body: body.to_owned(),
-            };
-            self.attempt(endpoint, delivery).await?;
-        }
-        Ok(())
+            })
+            .collect()
     }
 
-    /// A retry: attempted when due; otherwise how long to wait for it.
-    async fn retry(&self, message: &BorrowedMessage<'_>) -> Result<Option<Duration>, DeliverError> {
+    /// A retry tier record: its delivery when due (none if undecodable), else how long to
+    /// wait for it.
+    fn due(&self, message: &BorrowedMessage<'_>) -> Result<Option<Delivery>, Duration> {
         let Some(delivery) = message
             .payload()
             .and_then(|p| serde_json::from_slice::<Delivery>(p).ok())
@@ -179,15 +286,31 @@ impl Deliverer {
             );
             return Ok(None);
         };
-        let wait = delivery.due_at - now_ms();
-        if wait > 0 {
-            return Ok(Some(Duration::from_millis(wait as u64)));
+        match delivery.due_at - now_ms() {
+            wait if wait > 0 => Err(Duration::from_millis(wait as u64)),
+            _ => Ok(Some(delivery)),
         }
+    }
+
+    /// One delivery's attempt (or dead letter, for an endpoint no longer configured).
+    async fn deliver(&self, delivery: Delivery) -> Result<(), DeliverError> {
         match self.endpoints.get(&delivery.tenant, &delivery.endpoint) {
-            Some(endpoint) => self.attempt(endpoint, delivery).await?,
-            None => self.dead(delivery, "endpoint_removed").await?,
+            Some(endpoint) => self.attempt(endpoint, delivery).await,
+            None => self.dead(delivery, "endpoint_removed").await,
         }
-        Ok(None)
+    }
+
+    /// The same attempt again after `wait`, in the retry tier that keeps its order.
+    async fn defer(&self, delivery: Delivery, wait: Duration) -> Result<(), DeliverError> {
+        let (tier, wait) = schedule::wait_tier(wait);
+        let key = delivery.key();
+        let later = Delivery {
+            due_at: now_ms() + wait.as_millis() as i64,
+            ..delivery
+        };
+        let value = serde_json::to_vec(&later).expect("delivery serializes");
+        self.send_record(&self.names.tiers[tier], &key, &value)
+            .await
     }
 
     async fn attempt(&self, endpoint: &Endpoint, delivery: Delivery) -> Result<(), DeliverError> {
@@ -201,16 +324,7 @@ impl Deliverer {
         if let Gate::Wait(wait) = self.breakers.gate(&tenant, &id, Instant::now()) {
             // The endpoint's breaker is open: no request; the same attempt after it.
             metrics::counter!("hookstream_deliver_breaker_deferred_total", "tenant" => tenant, "endpoint" => id).increment(1);
-            let (tier, wait) = schedule::wait_tier(wait);
-            let key = delivery.key();
-            let later = Delivery {
-                due_at: now_ms() + wait.as_millis() as i64,
-                ..delivery
-            };
-            let value = serde_json::to_vec(&later).expect("delivery serializes");
-            return self
-                .send_record(&self.names.tiers[tier], &key, &value)
-                .await;
+            return self.defer(delivery, wait).await;
         }
         let attempted_at = now_ms();
         let started = Instant::now();
@@ -408,4 +522,30 @@ fn resume_due(consumer: &StreamConsumer, paused: &mut HashMap<(String, i32), Ins
         }
         false
     });
+}
+
+/// A delivery is done: its record may be committed once all its deliveries are. A failure
+/// to write the outcome (broker) stops the service: the record is delivered again by the
+/// next owner.
+fn finished(offsets: &mut Offsets, (origin, result): Done) -> Result<(), DeliverError> {
+    result?;
+    offsets.finish(&origin.topic, origin.partition, origin.offset);
+    Ok(())
+}
+
+fn commit(consumer: &StreamConsumer, offsets: &mut Offsets) {
+    let due = offsets.to_commit();
+    if due.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for (topic, partition, offset) in &due {
+        if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+            tracing::warn!(%error, "offset to commit");
+        }
+    }
+    if let Err(error) = consumer.commit(&list, CommitMode::Async) {
+        // Revoked meanwhile: the new owner repeats what was not committed.
+        tracing::warn!(%error, "cannot commit delivery offsets");
+    }
 }
