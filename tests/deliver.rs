@@ -116,8 +116,13 @@ struct Deliver {
 
 impl Deliver {
     fn start(broker: &Broker, name: &str, endpoints: &str) -> Self {
+        let policy = "[tenants.delivery]\nallow_networks = [\"127.0.0.0/8\", \"::1/128\"]\n";
+        Self::start_with(broker, name, endpoints, policy)
+    }
+
+    fn start_with(broker: &Broker, name: &str, endpoints: &str, policy: &str) -> Self {
         let tenants = format!(
-            "\n[[tenants]]\nid = \"agents\"\n[[tenants.sources]]\nid = \"calls\"\nscheme = \"hmac\"\nsecrets = [{{ id = \"k1\", value = \"s\" }}]\n{endpoints}"
+            "\n[[tenants]]\nid = \"agents\"\n[[tenants.sources]]\nid = \"calls\"\nscheme = \"hmac\"\nsecrets = [{{ id = \"k1\", value = \"s\" }}]\n{endpoints}{policy}"
         );
         let settings = Settings {
             tenants,
@@ -396,5 +401,30 @@ fn a_hanging_endpoint_does_not_slow_a_healthy_one() {
     assert!(
         beside <= bound,
         "p99 {beside:?} beside a hanging endpoint, {alone:?} alone"
+    );
+}
+
+/// SSRF protection: without `delivery.allow_networks`, an endpoint on loopback (as an IP
+/// literal, and by a name that resolves there) gets no request; its deliveries are
+/// dead-lettered at once with the address class, and the attempt log says `refused`.
+#[test]
+fn endpoints_on_internal_addresses_are_refused() {
+    let broker = Broker::start();
+    let (port, seen) = receiver(BTreeMap::new());
+    let by_name = endpoint(port, "by-name", "").replace("127.0.0.1", "localhost");
+    let endpoints = endpoint(port, "literal", "") + &by_name;
+    let deliver = Deliver::start_with(&broker, "ssrf", &endpoints, "");
+    deliver.send(&event("e1", "call.ended"));
+    let attempts = json_records(&deliver.config, "deliveries", 2);
+    let dead = json_records(&deliver.config, "delivery-dlq", 2);
+    assert!(attempts
+        .iter()
+        .all(|a| a["outcome"] == "dead" && a["error"] == "refused" && a["status"].is_null()));
+    let reasons: std::collections::BTreeSet<&str> =
+        dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, std::collections::BTreeSet::from(["ssrf_loopback"]));
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no request reached the receiver"
     );
 }

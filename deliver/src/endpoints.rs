@@ -2,18 +2,22 @@
 //! timeout. An endpoint that answered 410 is disabled for the life of the process.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use schemas::config::{Config, EndpointConfig};
 
 use crate::error::DeliverError;
+use crate::guard::{Guard, GuardedResolver};
 use crate::sign::Signer;
 
 pub struct Endpoint {
     pub tenant: String,
     pub config: EndpointConfig,
     pub signer: Signer,
+    /// Its own connections, through the tenant's SSRF guard.
+    pub client: reqwest::Client,
+    pub guard: Arc<Guard>,
 }
 
 impl Endpoint {
@@ -32,7 +36,14 @@ impl Endpoints {
     pub fn from_config(config: &Config) -> Result<Self, DeliverError> {
         let mut by_tenant: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
         for tenant in &config.tenants {
+            let networks = tenant.delivery.networks().map_err(DeliverError::Config)?;
+            let guard = Arc::new(Guard::new(networks));
             for endpoint in &tenant.endpoints {
+                let client = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+                    .build()
+                    .map_err(|e| DeliverError::Client(e.to_string()))?;
                 let secrets = endpoint
                     .secrets
                     .iter()
@@ -45,6 +56,8 @@ impl Endpoints {
                         tenant: tenant.id.clone(),
                         config: endpoint.clone(),
                         signer: Signer::new(&secrets)?,
+                        client: client.clone(),
+                        guard: guard.clone(),
                     });
             }
         }

@@ -8,6 +8,7 @@
 pub mod breaker;
 pub mod endpoints;
 pub mod error;
+pub mod guard;
 pub mod offsets;
 pub mod record;
 pub mod run;

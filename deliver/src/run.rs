@@ -78,7 +78,6 @@ type Done = (Origin, Result<(), DeliverError>);
 pub struct Deliverer {
     endpoints: Arc<Endpoints>,
     breakers: Breakers,
-    client: reqwest::Client,
     producer: FutureProducer,
     names: Names,
 }
@@ -91,14 +90,9 @@ fn now_ms() -> i64 {
 
 impl Deliverer {
     pub fn new(config: &Config) -> Result<Self, DeliverError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| DeliverError::Client(e.to_string()))?;
         Ok(Self {
             endpoints: Arc::new(Endpoints::from_config(config)?),
             breakers: Breakers::default(),
-            client,
             producer: client_config(&config.kafka, Role::Producer).create()?,
             names: Names::new(config),
         })
@@ -343,6 +337,7 @@ impl Deliverer {
             Response::Status { code, .. } => (Some(*code), None),
             Response::Timeout => (None, Some("timeout".to_owned())),
             Response::Connection => (None, Some("connection".to_owned())),
+            Response::Refused(_) => (None, Some("refused".to_owned())),
         };
         let outcome = match verdict {
             Verdict::Delivered => "delivered",
@@ -447,7 +442,10 @@ impl Deliverer {
                 return (Response::Connection, None);
             }
         };
-        let request = self
+        if let Some(refused) = literal_refused(endpoint) {
+            return (Response::Refused(refused), None);
+        }
+        let request = endpoint
             .client
             .post(&endpoint.config.url)
             .timeout(endpoint.timeout())
@@ -469,7 +467,10 @@ impl Deliverer {
                 (Response::Status { code, retry_after }, Some(prefix))
             }
             Err(error) if error.is_timeout() => (Response::Timeout, None),
-            Err(_) => (Response::Connection, None),
+            Err(error) => match crate::guard::refused_in(&error) {
+                Some(refused) => (Response::Refused(refused.class), None),
+                None => (Response::Connection, None),
+            },
         }
     }
 
@@ -548,4 +549,17 @@ fn commit(consumer: &StreamConsumer, offsets: &mut Offsets) {
         // Revoked meanwhile: the new owner repeats what was not committed.
         tracing::warn!(%error, "cannot commit delivery offsets");
     }
+}
+
+/// The class of the URL's IP literal host when the tenant's guard refuses it (names are
+/// checked by the resolver).
+fn literal_refused(endpoint: &Endpoint) -> Option<&'static str> {
+    let url = reqwest::Url::parse(&endpoint.config.url).ok()?;
+    let host = url.host_str()?;
+    let ip: std::net::IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    endpoint.guard.check(ip).err().map(|refused| refused.class)
 }

@@ -67,6 +67,9 @@ pub enum Response {
     Timeout,
     /// The connection failed (DNS, refused, reset, TLS).
     Connection,
+    /// No request was made: the endpoint resolves to an address of this class that the
+    /// tenant does not allow ([`crate::guard`]).
+    Refused(&'static str),
 }
 
 /// What to do after an attempt.
@@ -96,6 +99,7 @@ pub fn verdict(response: &Response, attempt: u32) -> Verdict {
         Verdict::Retry
     };
     match *response {
+        Response::Refused(_) => Verdict::Dead,
         Response::Status { code, .. } if (200..300).contains(&code) => Verdict::Delivered,
         Response::Status { code: 410, .. } => Verdict::Disable,
         Response::Status {
@@ -136,6 +140,7 @@ pub fn wait_tier(wait: Duration) -> (usize, Duration) {
 pub fn is_failure(response: &Response) -> bool {
     match *response {
         Response::Timeout | Response::Connection => true,
+        Response::Refused(_) => false,
         Response::Status {
             code: 429 | 503,
             retry_after: Some(_),
@@ -150,6 +155,7 @@ pub fn reason(response: &Response) -> String {
         Response::Status { code, .. } => format!("http_{code}"),
         Response::Timeout => "timeout".into(),
         Response::Connection => "connection".into(),
+        Response::Refused(class) => format!("ssrf_{class}"),
     }
 }
 

@@ -72,6 +72,7 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         caps: None,
         breaker: None,
         endpoints: Vec::new(),
+        delivery: Default::default(),
     }];
     config
 }

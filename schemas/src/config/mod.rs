@@ -401,6 +401,32 @@ pub struct TenantConfig {
     /// Customers' endpoints `hookstream deliver` sends this tenant's events to.
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// Rules for this tenant's deliveries (`[tenants.delivery]`).
+    #[serde(default)]
+    pub delivery: DeliveryPolicy,
+}
+
+/// `[tenants.delivery]`: what the tenant's endpoints may reach.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryPolicy {
+    /// Networks (CIDR) of loopback, private, link-local, CGNAT… addresses its endpoints may
+    /// connect to; by default none (SSRF protection).
+    #[serde(default)]
+    pub allow_networks: Vec<String>,
+}
+
+impl DeliveryPolicy {
+    /// The allowed networks, or the first that does not parse.
+    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.allow_networks
+            .iter()
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .map_err(|_| format!("`{n}` is not a network like 10.0.0.0/8 or fd00::/8"))
+            })
+            .collect()
+    }
 }
 
 /// One customer endpoint of a tenant (`[[tenants.endpoints]]`): where `hookstream deliver`

@@ -133,6 +133,9 @@ impl Config {
                 source_problems(source, &at, &mut p);
             }
             caps_problems(tenant, &at, &mut p);
+            if let Err(e) = tenant.delivery.networks() {
+                p.push(format!("{at}.delivery.allow_networks: {e}"));
+            }
             let mut endpoints = HashSet::new();
             for (ei, endpoint) in tenant.endpoints.iter().enumerate() {
                 let at = format!("{at}.endpoints[{ei}] (`{}`)", endpoint.id);
@@ -378,6 +381,8 @@ mod tests {
             id = "crm"
             url = "http://crm.example.com/hooks"
             secrets = [{ id = "e1", value = "whsec_!!SUPERSECRET" }]
+            [tenants.delivery]
+            allow_networks = ["10.0.0.0/8", "nope"]
         "#;
         let problems = Config::parse_str(text).unwrap().problems().join("\n");
         for expected in [
@@ -393,6 +398,7 @@ mod tests {
             "sources[1] (`billing`).extract: entity",
             "endpoints[0] (`crm`).url: `http://crm.example.com/hooks` is not an https:// URL",
             "endpoints[0] (`crm`).secrets[0] (`e1`): a Standard Webhooks secret",
+            "delivery.allow_networks: `nope` is not a network",
         ] {
             assert!(
                 problems.contains(expected),
