@@ -47,6 +47,11 @@ enum Command {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
         config: PathBuf,
+        /// Instead of delivering: re-enable the endpoint TENANT/ENDPOINT (disabled by a 410
+        /// or by failing for its `disable_after_failing_secs`), then exit; a running
+        /// `deliver` takes it in at its next start.
+        #[arg(long, value_name = "TENANT/ENDPOINT")]
+        enable: Option<String>,
     },
     /// Select records of `raw` (or `dlq`, `deferred`) by partition, offset or time range and
     /// tenant/source/entity/event type, then count them (--dry-run), rebuild from them into
@@ -124,7 +129,18 @@ fn main() -> ExitCode {
                 bench_discard_appends,
             } => run_ingest(&config, bench_discard_appends).await,
             Command::Process { config } => run_process(&config).await,
-            Command::Deliver { config } => run_deliver(&config).await,
+            Command::Deliver {
+                config,
+                enable: Some(key),
+            } => {
+                deliver::enable(&load(&config)?, &key).await?;
+                println!("endpoint {key} enabled");
+                Ok(())
+            }
+            Command::Deliver {
+                config,
+                enable: None,
+            } => run_deliver(&config).await,
             Command::Replay { config, args } => replay::cli::replay(load(&config)?, args)
                 .await
                 .context("replay"),

@@ -111,7 +111,7 @@ struct Deliver {
     config: TestConfig,
     producer: rdkafka::producer::FutureProducer,
     runtime: tokio::runtime::Runtime,
-    _service: Service,
+    service: Service,
 }
 
 impl Deliver {
@@ -144,8 +144,14 @@ impl Deliver {
             config,
             producer,
             runtime,
-            _service: service,
+            service,
         }
+    }
+
+    /// `kill -9` and start again.
+    fn restart(&mut self) {
+        self.service.kill();
+        self.service = Service::deliver(&self.config.path);
     }
 
     fn send(&self, event: &serde_json::Value) {
@@ -426,5 +432,44 @@ fn endpoints_on_internal_addresses_are_refused() {
     assert!(
         seen.lock().unwrap().is_empty(),
         "no request reached the receiver"
+    );
+}
+
+/// A 410 disables its endpoint for good: after a `kill -9` and a restart the endpoint still
+/// gets no request (`delivery-endpoints` remembers), until `hookstream deliver --enable`.
+#[test]
+fn a_disabled_endpoint_stays_disabled_across_restarts_until_enabled() {
+    let broker = Broker::start();
+    let (port, seen) = receiver(BTreeMap::from([("gone", (410, None))]));
+    let mut deliver = Deliver::start(&broker, "disabled", &endpoint(port, "gone", ""));
+    deliver.send(&event("e1", "call.ended"));
+    json_records(&deliver.config, "delivery-dlq", 1);
+    deliver.restart();
+    deliver.send(&event("e2", "call.ended"));
+    let dead = json_records(&deliver.config, "delivery-dlq", 2);
+    assert_eq!(dead[1]["reason"], "endpoint_disabled");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "no request after the restart"
+    );
+
+    let enabled = std::process::Command::new(harness::process::binary())
+        .args(["deliver", "--enable", "agents/gone", "--config"])
+        .arg(&deliver.config.path)
+        .output()
+        .unwrap();
+    assert!(
+        enabled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enabled.stderr)
+    );
+    deliver.restart();
+    deliver.send(&event("e3", "call.ended"));
+    json_records(&deliver.config, "delivery-dlq", 3);
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(
+        requests.iter().map(Seen::id).collect::<Vec<_>>(),
+        ["e1", "e3"]
     );
 }

@@ -1,7 +1,7 @@
 //! The tenants' endpoints, resolved from the configuration: URL, event-type filter, signer,
-//! timeout. An endpoint that answered 410 is disabled for the life of the process.
+//! timeout, and each endpoint's [`EndpointStatus`] (disabled, failing since).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use schemas::config::{Config, EndpointConfig};
 use crate::error::DeliverError;
 use crate::guard::{Guard, GuardedResolver};
 use crate::sign::Signer;
+use crate::status::{Disabled, EndpointStatus};
 
 pub struct Endpoint {
     pub tenant: String,
@@ -29,7 +30,7 @@ impl Endpoint {
 #[derive(Default)]
 pub struct Endpoints {
     by_tenant: BTreeMap<String, Vec<Endpoint>>,
-    disabled: Mutex<BTreeSet<(String, String)>>,
+    statuses: Mutex<HashMap<String, EndpointStatus>>,
 }
 
 impl Endpoints {
@@ -63,7 +64,7 @@ impl Endpoints {
         }
         Ok(Self {
             by_tenant,
-            disabled: Mutex::default(),
+            statuses: Mutex::default(),
         })
     }
 
@@ -91,13 +92,55 @@ impl Endpoints {
             .find(|e| e.config.id == id)
     }
 
-    pub fn disable(&self, tenant: &str, id: &str) {
-        let mut disabled = self.disabled.lock().expect("endpoints lock");
-        disabled.insert((tenant.to_owned(), id.to_owned()));
+    /// Takes in the statuses read from `delivery-endpoints` at start-up.
+    pub fn restore(&self, statuses: HashMap<String, EndpointStatus>) {
+        *self.statuses.lock().expect("endpoints lock") = statuses;
+    }
+
+    fn status(
+        statuses: &HashMap<String, EndpointStatus>,
+        tenant: &str,
+        id: &str,
+    ) -> EndpointStatus {
+        statuses
+            .get(&format!("{tenant}/{id}"))
+            .cloned()
+            .unwrap_or_else(|| EndpointStatus::new(tenant, id))
+    }
+
+    /// Disables the endpoint; returns its new status, to publish.
+    pub fn disable(&self, tenant: &str, id: &str, reason: &str, now: i64) -> EndpointStatus {
+        let mut statuses = self.statuses.lock().expect("endpoints lock");
+        let status = EndpointStatus {
+            disabled: Some(Disabled {
+                reason: reason.to_owned(),
+                at: now,
+            }),
+            ..Self::status(&statuses, tenant, id)
+        };
+        statuses.insert(status.key(), status.clone());
+        status
+    }
+
+    /// Records an attempt's result; returns the endpoint's new status when it changed.
+    pub fn after_attempt(
+        &self,
+        endpoint: &Endpoint,
+        failed: bool,
+        now: i64,
+    ) -> Option<EndpointStatus> {
+        let mut statuses = self.statuses.lock().expect("endpoints lock");
+        let span = Duration::from_secs(endpoint.config.disable_after_failing_secs);
+        let next = Self::status(&statuses, &endpoint.tenant, &endpoint.config.id)
+            .after_attempt(failed, now, span)?;
+        statuses.insert(next.key(), next.clone());
+        Some(next)
     }
 
     pub fn is_disabled(&self, tenant: &str, id: &str) -> bool {
-        let disabled = self.disabled.lock().expect("endpoints lock");
-        disabled.contains(&(tenant.to_owned(), id.to_owned()))
+        let statuses = self.statuses.lock().expect("endpoints lock");
+        statuses
+            .get(&format!("{tenant}/{id}"))
+            .is_some_and(|s| s.disabled.is_some())
     }
 }

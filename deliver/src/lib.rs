@@ -14,6 +14,7 @@ pub mod record;
 pub mod run;
 pub mod schedule;
 pub mod sign;
+pub mod status;
 
 use rdkafka::consumer::StreamConsumer;
 use schemas::config::Config;
@@ -52,6 +53,19 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
             result => break result?,
         }
     }
+    let statuses = {
+        let mut client = client_config(&config.kafka, Role::Consumer);
+        // Assigned, never committing; librdkafka still wants a group id to assign.
+        client.set(
+            "group.id",
+            format!("{}-deliver-status", config.processor.group_id),
+        );
+        let topic = deliverer.names().endpoints.clone();
+        tokio::task::spawn_blocking(move || status::load(client, &topic))
+            .await
+            .map_err(|e| DeliverError::Config(format!("loading endpoint statuses: {e}")))??
+    };
+    deliverer.restore_statuses(statuses);
     let mut client = client_config(&config.kafka, Role::Consumer);
     client
         .set("group.id", format!("{}-deliver", config.processor.group_id))
@@ -64,4 +78,27 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
         deliverer: std::sync::Arc::new(deliverer),
         consumer,
     })
+}
+
+/// Re-enables an endpoint disabled by a 410, by failing, or by hand (`TENANT/ENDPOINT`):
+/// writes its cleared status to `delivery-endpoints`, which running instances read at their
+/// next start.
+pub async fn enable(config: &Config, key: &str) -> Result<(), DeliverError> {
+    let (tenant, endpoint) = key
+        .split_once('/')
+        .ok_or_else(|| DeliverError::Config(format!("`{key}` is not TENANT/ENDPOINT")))?;
+    let names = run::Names::new(config);
+    ensure_named_topics(&config.kafka, &names.own()).await?;
+    let producer: rdkafka::producer::FutureProducer =
+        client_config(&config.kafka, Role::Producer).create()?;
+    let status = status::EndpointStatus::new(tenant, endpoint);
+    let value = serde_json::to_vec(&status).expect("status serializes");
+    let record = rdkafka::producer::FutureRecord::to(&names.endpoints)
+        .key(key)
+        .payload(&value);
+    producer
+        .send(record, std::time::Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| DeliverError::Kafka(e))?;
+    Ok(())
 }

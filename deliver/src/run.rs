@@ -32,6 +32,8 @@ pub struct Names {
     pub deliveries: String,
     pub dlq: String,
     pub tiers: Vec<String>,
+    /// Compacted: each endpoint's [`crate::status::EndpointStatus`].
+    pub endpoints: String,
 }
 
 impl Names {
@@ -41,16 +43,21 @@ impl Names {
             events: config.topics().name(schemas::topics::Topic::Events),
             deliveries: format!("{prefix}deliveries"),
             dlq: format!("{prefix}delivery-dlq"),
+            endpoints: format!("{prefix}delivery-endpoints"),
             tiers: (0..TIERS.len())
                 .map(|i| format!("{prefix}{}", schedule::tier_name(i)))
                 .collect(),
         }
     }
 
-    /// The topics `deliver` creates.
-    pub fn own(&self) -> Vec<String> {
-        let mut names = vec![self.deliveries.clone(), self.dlq.clone()];
-        names.extend(self.tiers.iter().cloned());
+    /// The topics `deliver` creates, and whether each is compacted.
+    pub fn own(&self) -> Vec<(String, bool)> {
+        let mut names = vec![
+            (self.deliveries.clone(), false),
+            (self.dlq.clone(), false),
+            (self.endpoints.clone(), true),
+        ];
+        names.extend(self.tiers.iter().map(|t| (t.clone(), false)));
         names
     }
 }
@@ -332,6 +339,13 @@ impl Deliverer {
         ) {
             tracing::warn!(%tenant, endpoint = %id, "the endpoint keeps failing: its circuit breaker opened");
         }
+        let failed = schedule::is_failure(&response);
+        if let Some(status) = self.endpoints.after_attempt(endpoint, failed, now_ms()) {
+            if status.disabled.is_some() {
+                tracing::warn!(%tenant, endpoint = %id, "the endpoint has failed for its disable_after_failing_secs: disabled");
+            }
+            self.publish_status(&status).await?;
+        }
         let verdict = schedule::verdict(&response, delivery.attempt);
         let (status, error) = match &response {
             Response::Status { code, .. } => (Some(*code), None),
@@ -377,8 +391,15 @@ impl Deliverer {
             }
             (Verdict::Disable, None) => {
                 tracing::warn!(tenant = %delivery.tenant, endpoint = %delivery.endpoint, "the endpoint answered 410 Gone: disabled");
-                self.endpoints.disable(&delivery.tenant, &delivery.endpoint);
-                logged.await?;
+                let status = self.endpoints.disable(
+                    &delivery.tenant,
+                    &delivery.endpoint,
+                    "http_410",
+                    now_ms(),
+                );
+                let (a, b) = tokio::join!(logged, self.publish_status(&status));
+                a?;
+                b?;
                 self.dead(delivery, "http_410").await?;
             }
             (Verdict::Dead, None) => {
@@ -472,6 +493,26 @@ impl Deliverer {
                 None => (Response::Connection, None),
             },
         }
+    }
+
+    /// Writes an endpoint's status to `delivery-endpoints` (and metrics).
+    async fn publish_status(
+        &self,
+        status: &crate::status::EndpointStatus,
+    ) -> Result<(), DeliverError> {
+        metrics::gauge!("hookstream_deliver_endpoint_disabled", "tenant" => status.tenant.clone(), "endpoint" => status.endpoint.clone())
+            .set(if status.disabled.is_some() { 1.0 } else { 0.0 });
+        let value = serde_json::to_vec(status).expect("status serializes");
+        self.send_record(&self.names.endpoints, &status.key(), &value)
+            .await
+    }
+
+    /// Takes in the endpoint statuses written before (`delivery-endpoints`).
+    pub fn restore_statuses(
+        &self,
+        statuses: std::collections::HashMap<String, crate::status::EndpointStatus>,
+    ) {
+        self.endpoints.restore(statuses);
     }
 
     async fn send_record(&self, topic: &str, key: &str, value: &[u8]) -> Result<(), DeliverError> {

@@ -98,18 +98,24 @@ pub async fn ensure_topics(
     create(&admin, &new_topics).await
 }
 
-/// Creates plain (`delete` policy, default retention) topics by name if they are missing,
-/// with the configured partitions and replication: the delivery topics.
+/// Creates topics by name if they are missing, with the configured partitions and
+/// replication, compacted (`true`) or with the broker's default retention: the delivery
+/// topics.
 pub async fn ensure_named_topics(
     kafka: &KafkaConfig,
-    names: &[String],
+    names: &[(String, bool)],
 ) -> Result<(), SchemasError> {
     let admin: AdminClient<DefaultClientContext> = client_config(kafka, Role::Admin).create()?;
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|name| {
+        .map(|(name, compacted)| {
             let replication = TopicReplication::Fixed(kafka.replication_factor);
-            NewTopic::new(name, kafka.partitions, replication)
+            let topic = NewTopic::new(name, kafka.partitions, replication);
+            if *compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
     create(&admin, &new_topics).await

@@ -448,6 +448,9 @@ pub struct EndpointConfig {
     /// Allow `http://` URLs (default: HTTPS only).
     #[serde(default)]
     pub allow_http: bool,
+    /// Disable the endpoint once it has failed, without a success, for this long (5 days).
+    #[serde(default = "default_disable_after_failing_secs")]
+    pub disable_after_failing_secs: u64,
 }
 
 impl EndpointConfig {
@@ -466,6 +469,10 @@ impl EndpointConfig {
 
 fn default_endpoint_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_disable_after_failing_secs() -> u64 {
+    5 * 86_400
 }
 
 #[derive(Debug, Clone, Deserialize)]

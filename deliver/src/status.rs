@@ -1,0 +1,167 @@
+//! Endpoint status that outlives the process, in the compacted `delivery-endpoints` topic
+//! (key `tenant/endpoint`, JSON): whether the endpoint is disabled (it answered 410 Gone, it
+//! kept failing for its `disable_after_failing_secs`, or by hand) and since when it has been
+//! failing without a success. Written only when that changes; read whole at start-up, so a
+//! restarted `deliver` (or another instance) knows it. `hookstream deliver --enable
+//! TENANT/ENDPOINT` clears it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DeliverError;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointStatus {
+    pub tenant: String,
+    pub endpoint: String,
+    /// Set while the endpoint is disabled.
+    pub disabled: Option<Disabled>,
+    /// When its current run of failures began (ms since the epoch); none after a success.
+    pub failing_since: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disabled {
+    /// `http_410`, `failing` or `manual`.
+    pub reason: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+}
+
+impl EndpointStatus {
+    pub fn new(tenant: &str, endpoint: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            endpoint: endpoint.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.tenant, self.endpoint)
+    }
+
+    /// The status after an attempt at `now` (`failed`: it counts against the endpoint), when
+    /// it changes: a failure starts a run of failures, or disables the endpoint once the run
+    /// has lasted `disable_after`; a success ends the run.
+    pub fn after_attempt(&self, failed: bool, now: i64, disable_after: Duration) -> Option<Self> {
+        if self.disabled.is_some() {
+            return None;
+        }
+        match (failed, self.failing_since) {
+            (false, None) => None,
+            (false, Some(_)) => Some(Self {
+                failing_since: None,
+                ..self.clone()
+            }),
+            (true, None) => Some(Self {
+                failing_since: Some(now),
+                ..self.clone()
+            }),
+            (true, Some(since))
+                if now.saturating_sub(since) >= disable_after.as_millis() as i64 =>
+            {
+                Some(Self {
+                    disabled: Some(Disabled {
+                        reason: "failing".into(),
+                        at: now,
+                    }),
+                    ..self.clone()
+                })
+            }
+            (true, Some(_)) => None,
+        }
+    }
+}
+
+/// Reads the whole topic: the latest status per endpoint.
+pub fn load(
+    mut client: ClientConfig,
+    topic: &str,
+) -> Result<HashMap<String, EndpointStatus>, DeliverError> {
+    client
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = client.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(30))?;
+            if high > low {
+                assignment.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+                ends.insert(p.id(), high);
+            }
+        }
+    }
+    let mut statuses = HashMap::new();
+    if ends.is_empty() {
+        return Ok(statuses);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(DeliverError::Config(format!(
+                "could not read `{topic}` to its end within 60 s"
+            )));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?;
+        if let Some(status) = message
+            .payload()
+            .and_then(|p| serde_json::from_slice::<EndpointStatus>(p).ok())
+        {
+            statuses.insert(status.key(), status);
+        }
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&message.partition());
+        }
+    }
+    Ok(statuses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// The schema example (checked by `schemas/check.py`) is what this type writes.
+    #[test]
+    fn the_status_matches_the_schema_example() {
+        let example = include_str!("../../schemas/examples/delivery-endpoints.json");
+        let status: EndpointStatus = serde_json::from_str(example).unwrap();
+        let expected: serde_json::Value = serde_json::from_str(example).unwrap();
+        assert_eq!(serde_json::to_value(&status).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_run_of_failures_disables_after_its_span_and_a_success_ends_it() {
+        let ok = EndpointStatus::new("t", "e");
+        assert_eq!(ok.after_attempt(false, 10, DAY), None);
+        let failing = ok.after_attempt(true, 10, DAY).unwrap();
+        assert_eq!(failing.failing_since, Some(10));
+        assert_eq!(failing.after_attempt(true, 10 + 1_000, DAY), None);
+        assert_eq!(
+            failing.after_attempt(false, 20, DAY).unwrap().failing_since,
+            None
+        );
+        let later = 10 + DAY.as_millis() as i64;
+        let disabled = failing.after_attempt(true, later, DAY).unwrap();
+        assert_eq!(disabled.disabled.as_ref().unwrap().reason, "failing");
+        assert_eq!(disabled.after_attempt(true, later + 1, DAY), None);
+        assert_eq!(disabled.key(), "t/e");
+    }
+}
