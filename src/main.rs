@@ -52,6 +52,20 @@ enum Command {
         /// `deliver` takes it in at its next start.
         #[arg(long, value_name = "TENANT/ENDPOINT")]
         enable: Option<String>,
+        /// Instead of delivering: send the dead letters of `delivery-dlq` (those the filters
+        /// below admit) back to the running `deliver` as first attempts, then exit.
+        #[arg(long)]
+        redrive: bool,
+        /// With --redrive: only this endpoint's dead letters.
+        #[arg(long, value_name = "TENANT/ENDPOINT", requires = "redrive")]
+        endpoint: Option<String>,
+        /// With --redrive: only dead letters with this reason (endpoint_disabled, http_404, timeout…).
+        #[arg(long, requires = "redrive")]
+        reason: Option<String>,
+        /// With --redrive: only dead letters whose last attempt was due at or after this time
+        /// (RFC 3339).
+        #[arg(long, value_name = "TIME", requires = "redrive")]
+        since: Option<String>,
     },
     /// Select records of `raw` (or `dlq`, `deferred`) by partition, offset or time range and
     /// tenant/source/entity/event type, then count them (--dry-run), rebuild from them into
@@ -132,6 +146,7 @@ fn main() -> ExitCode {
             Command::Deliver {
                 config,
                 enable: Some(key),
+                ..
             } => {
                 deliver::enable(&load(&config)?, &key).await?;
                 println!("endpoint {key} enabled");
@@ -139,8 +154,29 @@ fn main() -> ExitCode {
             }
             Command::Deliver {
                 config,
-                enable: None,
-            } => run_deliver(&config).await,
+                redrive: true,
+                endpoint,
+                reason,
+                since,
+                ..
+            } => {
+                let since = since
+                    .map(|t| {
+                        schemas::time::parse_rfc3339(&t).ok_or_else(|| {
+                            anyhow::anyhow!("--since: `{t}` is not an RFC 3339 time")
+                        })
+                    })
+                    .transpose()?;
+                let filter = deliver::RedriveFilter {
+                    endpoint,
+                    reason,
+                    since,
+                };
+                let count = deliver::redrive(&load(&config)?, &filter).await?;
+                println!("{count} dead letters sent back for delivery");
+                Ok(())
+            }
+            Command::Deliver { config, .. } => run_deliver(&config).await,
             Command::Replay { config, args } => replay::cli::replay(load(&config)?, args)
                 .await
                 .context("replay"),

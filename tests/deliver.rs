@@ -436,7 +436,8 @@ fn endpoints_on_internal_addresses_are_refused() {
 }
 
 /// A 410 disables its endpoint for good: after a `kill -9` and a restart the endpoint still
-/// gets no request (`delivery-endpoints` remembers), until `hookstream deliver --enable`.
+/// gets no request (`delivery-endpoints` remembers), until `hookstream deliver --enable`;
+/// then `--redrive` sends the dead letter of the delivery refused meanwhile again.
 #[test]
 fn a_disabled_endpoint_stays_disabled_across_restarts_until_enabled() {
     let broker = Broker::start();
@@ -465,11 +466,30 @@ fn a_disabled_endpoint_stays_disabled_across_restarts_until_enabled() {
         String::from_utf8_lossy(&enabled.stderr)
     );
     deliver.restart();
-    deliver.send(&event("e3", "call.ended"));
+    // The dead letter of e2 (endpoint_disabled), sent again: a first attempt, now allowed.
+    let redriven = std::process::Command::new(harness::process::binary())
+        .args([
+            "deliver",
+            "--redrive",
+            "--endpoint",
+            "agents/gone",
+            "--reason",
+            "endpoint_disabled",
+            "--config",
+        ])
+        .arg(&deliver.config.path)
+        .output()
+        .unwrap();
+    assert!(
+        redriven.status.success(),
+        "{}",
+        String::from_utf8_lossy(&redriven.stderr)
+    );
+    assert!(String::from_utf8_lossy(&redriven.stdout).contains("1 dead letters sent back"));
     json_records(&deliver.config, "delivery-dlq", 3);
     let requests = seen.lock().unwrap().clone();
     assert_eq!(
         requests.iter().map(Seen::id).collect::<Vec<_>>(),
-        ["e1", "e3"]
+        ["e1", "e2"]
     );
 }

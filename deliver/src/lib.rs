@@ -102,3 +102,108 @@ pub async fn enable(config: &Config, key: &str) -> Result<(), DeliverError> {
         .map_err(|(e, _)| DeliverError::Kafka(e))?;
     Ok(())
 }
+
+/// Which dead letters `hookstream deliver --redrive` sends again.
+#[derive(Debug, Clone, Default)]
+pub struct RedriveFilter {
+    /// `TENANT/ENDPOINT`
+    pub endpoint: Option<String>,
+    /// The dead letter's reason, e.g. `endpoint_disabled`, `http_404`, `timeout`.
+    pub reason: Option<String>,
+    /// Only dead letters whose last attempt was due at or after this (ms since the epoch).
+    pub since: Option<i64>,
+}
+
+impl RedriveFilter {
+    fn admits(&self, dead: &record::Delivery) -> bool {
+        self.endpoint.as_ref().is_none_or(|e| *e == dead.key())
+            && self
+                .reason
+                .as_ref()
+                .is_none_or(|r| dead.reason.as_ref() == Some(r))
+            && self.since.is_none_or(|since| dead.due_at >= since)
+    }
+}
+
+/// Sends the dead letters of `delivery-dlq` that `filter` admits back to a running
+/// `deliver`: each as a first attempt, due now, in the first retry tier (its `webhook-id`
+/// is the event id as before, so a receiver that got it already drops it). Returns how many.
+/// Redriving twice sends twice.
+pub async fn redrive(config: &Config, filter: &RedriveFilter) -> Result<usize, DeliverError> {
+    let names = run::Names::new(config);
+    ensure_named_topics(&config.kafka, &names.own()).await?;
+    let mut client = client_config(&config.kafka, Role::Consumer);
+    client.set(
+        "group.id",
+        format!("{}-deliver-redrive", config.processor.group_id),
+    );
+    let topic = names.dlq.clone();
+    let filter_copy = filter.clone();
+    let chosen = tokio::task::spawn_blocking(move || {
+        let mut chosen = Vec::new();
+        status::read_to_end(client, &topic, |payload| {
+            if let Ok(dead) = serde_json::from_slice::<record::Delivery>(payload) {
+                if filter_copy.admits(&dead) {
+                    chosen.push(dead);
+                }
+            }
+        })
+        .map(|()| chosen)
+    })
+    .await
+    .map_err(|e| DeliverError::Config(format!("reading the dead letters: {e}")))??;
+    let producer: rdkafka::producer::FutureProducer =
+        client_config(&config.kafka, Role::Producer).create()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for dead in &chosen {
+        let again = record::Delivery {
+            attempt: 1,
+            due_at: now,
+            reason: None,
+            ..dead.clone()
+        };
+        let value = serde_json::to_vec(&again).expect("delivery serializes");
+        let key = again.key();
+        let record = rdkafka::producer::FutureRecord::to(&names.tiers[0])
+            .key(&key)
+            .payload(&value);
+        producer
+            .send(record, std::time::Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| DeliverError::Kafka(e))?;
+    }
+    Ok(chosen.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redrive_filter_admits_by_endpoint_reason_and_time() {
+        let dead = record::Delivery {
+            delivery_id: "t/e/s/1".into(),
+            tenant: "t".into(),
+            endpoint: "e".into(),
+            source: "s".into(),
+            event_id: "1".into(),
+            event_type: "x".into(),
+            attempt: 3,
+            due_at: 1_000,
+            reason: Some("http_404".into()),
+            body: "{}".into(),
+        };
+        assert!(RedriveFilter::default().admits(&dead));
+        let by = |endpoint: Option<&str>, reason: Option<&str>, since: Option<i64>| RedriveFilter {
+            endpoint: endpoint.map(str::to_owned),
+            reason: reason.map(str::to_owned),
+            since,
+        };
+        assert!(by(Some("t/e"), Some("http_404"), Some(1_000)).admits(&dead));
+        assert!(!by(Some("t/other"), None, None).admits(&dead));
+        assert!(!by(None, Some("timeout"), None).admits(&dead));
+        assert!(!by(None, None, Some(1_001)).admits(&dead));
+    }
+}

@@ -81,9 +81,25 @@ impl EndpointStatus {
 
 /// Reads the whole topic: the latest status per endpoint.
 pub fn load(
-    mut client: ClientConfig,
+    client: ClientConfig,
     topic: &str,
 ) -> Result<HashMap<String, EndpointStatus>, DeliverError> {
+    let mut statuses = HashMap::new();
+    read_to_end(client, topic, |payload| {
+        if let Ok(status) = serde_json::from_slice::<EndpointStatus>(payload) {
+            statuses.insert(status.key(), status);
+        }
+    })?;
+    Ok(statuses)
+}
+
+/// Calls `each` with every value of `topic`, from the start of every partition to its end as
+/// of now (a consumer assigned, never committing; `client` needs a `group.id`).
+pub fn read_to_end(
+    mut client: ClientConfig,
+    topic: &str,
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), DeliverError> {
     client
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
@@ -100,9 +116,8 @@ pub fn load(
             }
         }
     }
-    let mut statuses = HashMap::new();
     if ends.is_empty() {
-        return Ok(statuses);
+        return Ok(());
     }
     consumer.assign(&assignment)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -116,11 +131,8 @@ pub fn load(
             continue;
         };
         let message = message?;
-        if let Some(status) = message
-            .payload()
-            .and_then(|p| serde_json::from_slice::<EndpointStatus>(p).ok())
-        {
-            statuses.insert(status.key(), status);
+        if let Some(payload) = message.payload() {
+            each(payload);
         }
         if ends
             .get(&message.partition())
@@ -129,7 +141,7 @@ pub fn load(
             ends.remove(&message.partition());
         }
     }
-    Ok(statuses)
+    Ok(())
 }
 
 #[cfg(test)]
