@@ -66,6 +66,10 @@ enum Command {
         /// (RFC 3339).
         #[arg(long, value_name = "TIME", requires = "redrive")]
         since: Option<String>,
+        /// Serve `GET /metrics` (Prometheus) and `GET /healthz` on this `host:port` (port 0:
+        /// a free one, printed at start-up).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
     },
     /// Select records of `raw` (or `dlq`, `deferred`) by partition, offset or time range and
     /// tenant/source/entity/event type, then count them (--dry-run), rebuild from them into
@@ -176,7 +180,9 @@ fn main() -> ExitCode {
                 println!("{count} dead letters sent back for delivery");
                 Ok(())
             }
-            Command::Deliver { config, .. } => run_deliver(&config).await,
+            Command::Deliver { config, listen, .. } => {
+                run_deliver(&config, listen.as_deref()).await
+            }
             Command::Replay { config, args } => replay::cli::replay(load(&config)?, args)
                 .await
                 .context("replay"),
@@ -270,9 +276,20 @@ async fn run_process(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_deliver(path: &Path) -> anyhow::Result<()> {
+async fn run_deliver(path: &Path, listen: Option<&str>) -> anyhow::Result<()> {
     let config = load(path)?;
-    let _metrics = metrics_recorder()?;
+    let metrics = metrics_recorder()?;
+    let _server = match listen {
+        Some(listen) => {
+            let render = Arc::new(move || metrics.render());
+            let server = deliver::serve::MetricsServer::start(listen, render)?;
+            for addr in &server.addrs {
+                println!("hookstream deliver metrics on http://{addr} (/metrics, /healthz)");
+            }
+            Some(server)
+        }
+        None => None,
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shutdown = shutdown_signal();
     let ready = deliver::start(&config).await.context("deliver")?;

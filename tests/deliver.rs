@@ -347,6 +347,22 @@ fn a_failing_endpoint_opens_its_breaker_and_costs_no_more_attempts() {
         deferred, 3,
         "deliveries deferred by the open breaker, attempt not used up"
     );
+    let metrics = format!("{}/metrics", deliver.service.base_url());
+    let down = [("tenant", "agents"), ("endpoint", "down")];
+    let retried = [down[0], down[1], ("outcome", "retry")];
+    let sample =
+        |name: &str, labels: &[(&str, &str)]| harness::http::metric(&metrics, name, labels);
+    assert_eq!(
+        sample("hookstream_deliver_attempts_total", &retried),
+        Some(5.0)
+    );
+    assert_eq!(sample("hookstream_deliver_breaker_open", &down), Some(1.0));
+    // The 3 above, and the 5 retries too once their tier's 5 s are up.
+    let deferred_total = sample("hookstream_deliver_breaker_deferred_total", &down);
+    assert!(
+        deferred_total.is_some_and(|n| n >= 3.0),
+        "{deferred_total:?}"
+    );
     assert_eq!(
         seen.lock().unwrap().len(),
         8,

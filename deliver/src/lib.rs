@@ -13,6 +13,7 @@ pub mod offsets;
 pub mod record;
 pub mod run;
 pub mod schedule;
+pub mod serve;
 pub mod sign;
 pub mod status;
 

@@ -212,7 +212,7 @@ impl Deliverer {
         let key = (job.delivery.tenant.clone(), job.delivery.endpoint.clone());
         let queue = workers
             .entry(key.clone())
-            .or_insert_with(|| self.spawn_worker(done.clone()));
+            .or_insert_with(|| self.spawn_worker(&key, done.clone()));
         match queue.try_send(job) {
             Ok(()) => Ok(None),
             Err(mpsc::error::TrySendError::Full(job)) => {
@@ -226,12 +226,27 @@ impl Deliverer {
         }
     }
 
-    fn spawn_worker(self: &Arc<Self>, done: mpsc::UnboundedSender<Done>) -> mpsc::Sender<Job> {
+    /// The endpoint's worker; it reports its backlog (queued and in flight) and how late
+    /// the delivery it works on is (the age of its oldest pending delivery).
+    fn spawn_worker(
+        self: &Arc<Self>,
+        (tenant, endpoint): &(String, String),
+        done: mpsc::UnboundedSender<Done>,
+    ) -> mpsc::Sender<Job> {
         let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE_PER_ENDPOINT);
         let this = Arc::clone(self);
+        let labels = [("tenant", tenant.clone()), ("endpoint", endpoint.clone())];
         tokio::spawn(async move {
+            let backlog = metrics::gauge!("hookstream_deliver_backlog", &labels);
+            let oldest = metrics::gauge!("hookstream_deliver_oldest_pending_seconds", &labels);
             while let Some(job) = jobs.recv().await {
+                backlog.set((jobs.len() + 1) as f64);
+                oldest.set((now_ms() - job.delivery.due_at).max(0) as f64 / 1000.0);
                 let result = this.deliver(job.delivery).await;
+                backlog.set(jobs.len() as f64);
+                if jobs.is_empty() {
+                    oldest.set(0.0);
+                }
                 if done.send((job.origin, result)).is_err() {
                     return;
                 }

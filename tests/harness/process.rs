@@ -62,7 +62,11 @@ impl Service {
 
     /// Starts `hookstream deliver` and waits until it has started.
     pub fn deliver(config: &Path) -> Self {
-        let mut service = Self::spawn("deliver", &["deliver", "--config"], config);
+        let args = ["deliver", "--listen", "127.0.0.1:0", "--config"];
+        let mut service = Self::spawn("deliver", &args, config);
+        let line = service.wait_for_line("metrics on http://");
+        let url = line.split("metrics on ").nth(1).unwrap();
+        service.base_url = Some(url.split_whitespace().next().unwrap().to_owned());
         service.wait_for_line("deliver started");
         service
     }
