@@ -18,7 +18,9 @@ pub struct Endpoint {
     pub signer: Signer,
     /// Its own connections, through the tenant's SSRF guard.
     pub client: reqwest::Client,
-    pub guard: Arc<Guard>,
+    /// The class of its URL's IP literal host, when the tenant's guard refuses it (names
+    /// are checked by the resolver, at each connection).
+    pub refused: Option<&'static str>,
 }
 
 impl Endpoint {
@@ -58,7 +60,7 @@ impl Endpoints {
                         config: endpoint.clone(),
                         signer: Signer::new(&secrets)?,
                         client: client.clone(),
-                        guard: guard.clone(),
+                        refused: literal_refused(&endpoint.url, &guard),
                     });
             }
         }
@@ -143,4 +145,16 @@ impl Endpoints {
             .get(&format!("{tenant}/{id}"))
             .is_some_and(|s| s.disabled.is_some())
     }
+}
+
+/// The class of `url`'s IP literal host when `guard` refuses it.
+fn literal_refused(url: &str, guard: &Guard) -> Option<&'static str> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let host = url.host_str()?;
+    let ip: std::net::IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    guard.check(ip).err().map(|refused| refused.class)
 }

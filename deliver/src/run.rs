@@ -478,7 +478,7 @@ impl Deliverer {
                 return (Response::Connection, None);
             }
         };
-        if let Some(refused) = literal_refused(endpoint) {
+        if let Some(refused) = endpoint.refused {
             return (Response::Refused(refused), None);
         }
         let request = endpoint
@@ -605,17 +605,4 @@ fn commit(consumer: &StreamConsumer, offsets: &mut Offsets) {
         // Revoked meanwhile: the new owner repeats what was not committed.
         tracing::warn!(%error, "cannot commit delivery offsets");
     }
-}
-
-/// The class of the URL's IP literal host when the tenant's guard refuses it (names are
-/// checked by the resolver).
-fn literal_refused(endpoint: &Endpoint) -> Option<&'static str> {
-    let url = reqwest::Url::parse(&endpoint.config.url).ok()?;
-    let host = url.host_str()?;
-    let ip: std::net::IpAddr = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()?;
-    endpoint.guard.check(ip).err().map(|refused| refused.class)
 }
