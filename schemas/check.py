@@ -42,7 +42,7 @@ VALUE_TOPICS = ["events", "state", "rejected", "deferred", "alerts", "usage"]
 # Header-only schemas (the value is opaque bytes).
 HEADER_TOPICS = ["raw", "dlq"]
 # JSON-only value schemas (internal and log topics of `hookstream deliver`; no Avro form).
-JSON_TOPICS = ["deliveries", "delivery", "delivery-endpoints"]
+JSON_TOPICS = ["deliveries", "delivery", "delivery-endpoints", "delivery-journal"]
 
 failures = []
 

@@ -6,9 +6,11 @@
 //! endpoint) and [`sign`]; the I/O (Kafka, HTTP) is in [`run`].
 
 pub mod breaker;
+pub mod copy;
 pub mod endpoints;
 pub mod error;
 pub mod guard;
+pub mod journal;
 pub mod offsets;
 pub mod record;
 pub mod run;
@@ -53,6 +55,15 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
             }
             result => break result?,
         }
+    }
+    {
+        let client = client_config(&config.kafka, Role::Consumer);
+        let names = run::Names::new(config);
+        tokio::task::spawn_blocking(move || {
+            copy::same_partitions(client, &names.deliveries, &names.journal)
+        })
+        .await
+        .map_err(|e| DeliverError::Config(format!("checking the delivery topics: {e}")))??;
     }
     let statuses = {
         let mut client = client_config(&config.kafka, Role::Consumer);

@@ -39,17 +39,20 @@ impl Delivery {
 /// What one attempt did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
+    /// Unique per request (`<run>-<n>`), also its `hookstream-attempt-id` header.
+    pub attempt_id: String,
     pub delivery_id: String,
     pub tenant: String,
     pub endpoint: String,
     pub event_id: String,
     pub attempt: u32,
     /// `delivered`, `retry`, `wait` (the endpoint asked to wait; no attempt used up),
-    /// `dead` or `disabled` (410: the endpoint is disabled, the delivery dead-lettered).
+    /// `dead`, `disabled` (410: the endpoint is disabled, the delivery dead-lettered) or
+    /// `interrupted` (the worker died during the request: it may or may not have arrived).
     pub outcome: String,
     /// The HTTP status, when there was a response.
     pub status: Option<u16>,
-    /// `timeout` or `connection` when there was none.
+    /// `timeout`, `connection`, `refused` or `interrupted` when there was none.
     pub error: Option<String>,
     /// RFC 3339 UTC ms.
     pub attempted_at: String,

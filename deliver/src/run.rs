@@ -20,8 +20,10 @@ use schemas::time::to_rfc3339;
 use tokio::sync::{mpsc, watch};
 
 use crate::breaker::{Breakers, Gate};
+use crate::copy::Copier;
 use crate::endpoints::{Endpoint, Endpoints};
 use crate::error::DeliverError;
+use crate::journal::{Entry, Intent, SETTLE_GRACE_MS};
 use crate::offsets::Offsets;
 use crate::record::{AttemptRecord, Delivery};
 use crate::schedule::{self, Response, Verdict, TIERS};
@@ -34,6 +36,8 @@ pub struct Names {
     pub tiers: Vec<String>,
     /// Compacted: each endpoint's [`crate::status::EndpointStatus`].
     pub endpoints: String,
+    /// Intents and outcomes of attempts ([`crate::journal`]).
+    pub journal: String,
 }
 
 impl Names {
@@ -44,6 +48,7 @@ impl Names {
             deliveries: format!("{prefix}deliveries"),
             dlq: format!("{prefix}delivery-dlq"),
             endpoints: format!("{prefix}delivery-endpoints"),
+            journal: format!("{prefix}delivery-journal"),
             tiers: (0..TIERS.len())
                 .map(|i| format!("{prefix}{}", schedule::tier_name(i)))
                 .collect(),
@@ -56,6 +61,7 @@ impl Names {
             (self.deliveries.clone(), false),
             (self.dlq.clone(), false),
             (self.endpoints.clone(), true),
+            (self.journal.clone(), false),
         ];
         names.extend(self.tiers.iter().map(|t| (t.clone(), false)));
         names
@@ -87,6 +93,32 @@ pub struct Deliverer {
     breakers: Breakers,
     producer: FutureProducer,
     names: Names,
+    /// For the journal reader's look-back into `deliveries`.
+    lookup: rdkafka::ClientConfig,
+    attempt_ids: AttemptIds,
+}
+
+/// Attempt ids unique across runs: this run's random prefix and a counter.
+struct AttemptIds {
+    run: String,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl AttemptIds {
+    fn new() -> Self {
+        let seed = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes());
+        let run = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            run,
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n}", self.run)
+    }
 }
 
 fn now_ms() -> i64 {
@@ -102,6 +134,17 @@ impl Deliverer {
             breakers: Breakers::default(),
             producer: client_config(&config.kafka, Role::Producer).create()?,
             names: Names::new(config),
+            lookup: {
+                let mut lookup = client_config(&config.kafka, Role::Consumer);
+                lookup
+                    .set(
+                        "group.id",
+                        format!("{}-deliver-journal", config.processor.group_id),
+                    )
+                    .set("enable.auto.commit", "false");
+                lookup
+            },
+            attempt_ids: AttemptIds::new(),
         })
     }
 
@@ -119,7 +162,13 @@ impl Deliverer {
     ) -> Result<(), DeliverError> {
         let mut topics = vec![self.names.events.as_str()];
         topics.extend(self.names.tiers.iter().map(String::as_str));
+        topics.push(self.names.journal.as_str());
         consumer.subscribe(&topics)?;
+        let mut copier = Copier::new(
+            self.names.journal.clone(),
+            self.names.deliveries.clone(),
+            self.lookup.clone(),
+        );
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let mut workers: HashMap<(String, String), mpsc::Sender<Job>> = HashMap::new();
         let mut offsets = Offsets::default();
@@ -128,6 +177,10 @@ impl Deliverer {
             resume_due(consumer, &mut paused);
             while let Ok(done) = done_rx.try_recv() {
                 finished(&mut offsets, done)?;
+            }
+            for (partition, write) in copier.overdue(consumer, now_ms()) {
+                metrics::counter!("hookstream_deliver_interrupted_total").increment(1);
+                self.spawn_log(partition, write, &done_tx);
             }
             commit(consumer, &mut offsets);
             // Wake up for the next paused partition coming due, not a poll interval later.
@@ -155,6 +208,26 @@ impl Deliverer {
                 }
                 Ok(Ok(message)) => message,
             };
+            if message.topic() == copier.journal() {
+                let took = copier.take(&message)?;
+                let (topic, partition) = (copier.journal(), message.partition());
+                if took.restarted {
+                    offsets.forget(topic, partition);
+                }
+                offsets.start(
+                    topic,
+                    partition,
+                    message.offset(),
+                    took.taken.waits as usize,
+                );
+                for settled in &took.taken.settled {
+                    offsets.finish(topic, partition, *settled);
+                }
+                if let Some(write) = took.taken.write {
+                    self.spawn_log(partition, write, &done_tx);
+                }
+                continue;
+            }
             let deliveries = if message.topic() == self.names.events {
                 self.fan_out(&message)
             } else {
@@ -199,6 +272,62 @@ impl Deliverer {
         }
         commit(consumer, &mut offsets);
         Ok(())
+    }
+
+    /// Writes a record to `deliveries` (the partition of its journal record); once it is
+    /// acknowledged, the journal offsets it settles are done.
+    fn spawn_log(
+        self: &Arc<Self>,
+        partition: i32,
+        write: crate::journal::Write,
+        done: &mpsc::UnboundedSender<Done>,
+    ) {
+        let (this, done) = (Arc::clone(self), done.clone());
+        tokio::spawn(async move {
+            let value = serde_json::to_vec(&write.record).expect("attempt record serializes");
+            let key = format!("{}/{}", write.record.tenant, write.record.endpoint);
+            let source = write.source.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "hs-version",
+                    value: Some("1"),
+                })
+                .insert(Header {
+                    key: crate::journal::SOURCE_HEADER,
+                    value: Some(&source),
+                });
+            let record = FutureRecord::to(&this.names.deliveries)
+                .partition(partition)
+                .key(&key)
+                .payload(&value)
+                .headers(headers);
+            let result = this
+                .producer
+                .send(record, Duration::from_secs(60))
+                .await
+                .map(|_| ())
+                .map_err(|(error, _)| DeliverError::Kafka(error));
+            let topic: Arc<str> = Arc::from(this.names.journal.as_str());
+            if let Err(error) = result {
+                let _ = done.send((
+                    Origin {
+                        topic,
+                        partition,
+                        offset: write.source,
+                    },
+                    Err(error),
+                ));
+                return;
+            }
+            for offset in write.settles {
+                let origin = Origin {
+                    topic: topic.clone(),
+                    partition,
+                    offset,
+                };
+                let _ = done.send((origin, Ok(())));
+            }
+        });
     }
 
     /// Queues a delivery on its endpoint's worker, or, when that queue is full, sends it to
@@ -342,9 +471,28 @@ impl Deliverer {
             metrics::counter!("hookstream_deliver_breaker_deferred_total", "tenant" => tenant, "endpoint" => id).increment(1);
             return self.defer(delivery, wait).await;
         }
+        let attempt_id = self.attempt_ids.next();
         let attempted_at = now_ms();
+        let key = delivery.key();
+        if endpoint.refused.is_none() {
+            // Journaled before the request: should this process die during it, the journal's
+            // reader logs the attempt as `interrupted`.
+            let intent = Intent {
+                attempt_id: attempt_id.clone(),
+                delivery_id: delivery.delivery_id.clone(),
+                tenant: delivery.tenant.clone(),
+                endpoint: delivery.endpoint.clone(),
+                event_id: delivery.event_id.clone(),
+                attempt: delivery.attempt,
+                started_at: attempted_at,
+                settle_by: attempted_at + endpoint.config.timeout_ms as i64 + SETTLE_GRACE_MS,
+            };
+            self.journal(&key, &Entry::Intent(intent)).await?;
+        }
         let started = Instant::now();
-        let (response, prefix) = self.send(endpoint, &delivery, attempted_at / 1000).await;
+        let (response, prefix) = self
+            .send(endpoint, &delivery, &attempt_id, attempted_at / 1000)
+            .await;
         let duration_ms = started.elapsed().as_millis() as u64;
         if self.breakers.record(
             &tenant,
@@ -380,6 +528,7 @@ impl Deliverer {
         // Waits count from the answer.
         let next = self.next(&delivery, verdict, now_ms());
         let log = AttemptRecord {
+            attempt_id,
             delivery_id: delivery.delivery_id.clone(),
             tenant: delivery.tenant.clone(),
             endpoint: delivery.endpoint.clone(),
@@ -393,9 +542,8 @@ impl Deliverer {
             next_attempt_at: next.as_ref().map(|(_, d)| to_rfc3339(d.due_at)),
             response_prefix: prefix,
         };
-        let log_value = serde_json::to_vec(&log).expect("attempt record serializes");
-        let key = delivery.key();
-        let logged = self.send_record(&self.names.deliveries, &key, &log_value);
+        let outcome = Entry::Outcome(log);
+        let logged = self.journal(&key, &outcome);
         match (verdict, next) {
             (_, Some((tier, next))) => {
                 let value = serde_json::to_vec(&next).expect("delivery serializes");
@@ -464,10 +612,17 @@ impl Deliverer {
         self.send_record(&self.names.dlq, &key, &value).await
     }
 
+    /// Appends to the attempt journal, keyed like the endpoint's other records.
+    async fn journal(&self, key: &str, entry: &Entry) -> Result<(), DeliverError> {
+        let value = serde_json::to_vec(entry).expect("journal entry serializes");
+        self.send_record(&self.names.journal, key, &value).await
+    }
+
     async fn send(
         &self,
         endpoint: &Endpoint,
         delivery: &Delivery,
+        attempt_id: &str,
         timestamp: i64,
     ) -> (Response, Option<String>) {
         let body = delivery.body.as_bytes();
@@ -489,6 +644,7 @@ impl Deliverer {
             .header("webhook-id", &delivery.event_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
+            .header("hookstream-attempt-id", attempt_id)
             .body(delivery.body.clone());
         match request.send().await {
             Ok(response) => {
