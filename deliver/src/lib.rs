@@ -5,6 +5,7 @@
 //! The cores are pure: [`schedule`] (tiers, jitter, what a status means), [`breaker`] (per
 //! endpoint) and [`sign`]; the I/O (Kafka, HTTP) is in [`run`].
 
+pub mod attempt;
 pub mod breaker;
 pub mod copy;
 pub mod endpoints;

@@ -1,0 +1,258 @@
+//! One attempt of a delivery, from its gates (disabled endpoint, breaker) through the
+//! journaled request to what follows it: the next retry, a dead letter, a disabled endpoint.
+
+use std::time::{Duration, Instant};
+
+use schemas::time::to_rfc3339;
+
+use crate::breaker::Gate;
+use crate::endpoints::Endpoint;
+use crate::error::DeliverError;
+use crate::journal::{Entry, Intent, SETTLE_GRACE_MS};
+use crate::record::{AttemptRecord, Delivery};
+use crate::run::{now_ms, Deliverer};
+use crate::schedule::{self, Response, Verdict, TIERS};
+
+impl Deliverer {
+    /// One delivery's attempt (or dead letter, for an endpoint no longer configured).
+    pub(crate) async fn deliver(&self, delivery: Delivery) -> Result<(), DeliverError> {
+        match self.endpoints.get(&delivery.tenant, &delivery.endpoint) {
+            Some(endpoint) => self.attempt(endpoint, delivery).await,
+            None => self.dead(delivery, "endpoint_removed").await,
+        }
+    }
+
+    /// The same attempt again after `wait`, in the retry tier that keeps its order.
+    pub(crate) async fn defer(&self, delivery: Delivery, wait: Duration) -> Result<(), DeliverError> {
+        let (tier, wait) = schedule::wait_tier(wait);
+        let key = delivery.key();
+        let later = Delivery {
+            due_at: now_ms() + wait.as_millis() as i64,
+            ..delivery
+        };
+        let value = serde_json::to_vec(&later).expect("delivery serializes");
+        self.send_record(&self.names.tiers[tier], &key, &value)
+            .await
+    }
+
+    pub(crate) async fn attempt(&self, endpoint: &Endpoint, delivery: Delivery) -> Result<(), DeliverError> {
+        if self
+            .endpoints
+            .is_disabled(&delivery.tenant, &delivery.endpoint)
+        {
+            return self.dead(delivery, "endpoint_disabled").await;
+        }
+        let (tenant, id) = (delivery.tenant.clone(), delivery.endpoint.clone());
+        if let Gate::Wait(wait) = self.breakers.gate(&tenant, &id, Instant::now()) {
+            // The endpoint's breaker is open: no request; the same attempt after it.
+            metrics::counter!("hookstream_deliver_breaker_deferred_total", "tenant" => tenant, "endpoint" => id).increment(1);
+            return self.defer(delivery, wait).await;
+        }
+        let attempt_id = self.attempt_ids.next();
+        let attempted_at = now_ms();
+        let key = delivery.key();
+        if endpoint.refused.is_none() {
+            // Journaled before the request: should this process die during it, the journal's
+            // reader logs the attempt as `interrupted`.
+            let intent = Intent {
+                attempt_id: attempt_id.clone(),
+                delivery_id: delivery.delivery_id.clone(),
+                tenant: delivery.tenant.clone(),
+                endpoint: delivery.endpoint.clone(),
+                event_id: delivery.event_id.clone(),
+                attempt: delivery.attempt,
+                started_at: attempted_at,
+                settle_by: attempted_at + endpoint.config.timeout_ms as i64 + SETTLE_GRACE_MS,
+            };
+            self.journal(&key, &Entry::Intent(intent)).await?;
+        }
+        let started = Instant::now();
+        let (response, prefix) = self
+            .send(endpoint, &delivery, &attempt_id, attempted_at / 1000)
+            .await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        if self.breakers.record(
+            &tenant,
+            &id,
+            schedule::is_failure(&response),
+            Instant::now(),
+        ) {
+            tracing::warn!(%tenant, endpoint = %id, "the endpoint keeps failing: its circuit breaker opened");
+        }
+        let failed = schedule::is_failure(&response);
+        if let Some(status) = self.endpoints.after_attempt(endpoint, failed, now_ms()) {
+            if status.disabled.is_some() {
+                tracing::warn!(%tenant, endpoint = %id, "the endpoint has failed for its disable_after_failing_secs: disabled");
+            }
+            self.publish_status(&status).await?;
+        }
+        let verdict = schedule::verdict(&response, delivery.attempt);
+        let (status, error) = match &response {
+            Response::Status { code, .. } => (Some(*code), None),
+            Response::Timeout => (None, Some("timeout".to_owned())),
+            Response::Connection => (None, Some("connection".to_owned())),
+            Response::Refused(_) => (None, Some("refused".to_owned())),
+        };
+        let outcome = match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry => "retry",
+            Verdict::Wait(_) => "wait",
+            Verdict::Disable => "disabled",
+            Verdict::Dead => "dead",
+        };
+        metrics::counter!("hookstream_deliver_attempts_total", "tenant" => delivery.tenant.clone(), "endpoint" => delivery.endpoint.clone(), "outcome" => outcome).increment(1);
+        metrics::histogram!("hookstream_deliver_attempt_seconds", "tenant" => delivery.tenant.clone(), "endpoint" => delivery.endpoint.clone()).record(duration_ms as f64 / 1000.0);
+        // Waits count from the answer.
+        let next = self.next(&delivery, verdict, now_ms());
+        let log = AttemptRecord {
+            attempt_id,
+            delivery_id: delivery.delivery_id.clone(),
+            tenant: delivery.tenant.clone(),
+            endpoint: delivery.endpoint.clone(),
+            event_id: delivery.event_id.clone(),
+            attempt: delivery.attempt,
+            outcome: outcome.to_owned(),
+            status,
+            error,
+            attempted_at: to_rfc3339(attempted_at),
+            duration_ms,
+            next_attempt_at: next.as_ref().map(|(_, d)| to_rfc3339(d.due_at)),
+            response_prefix: prefix,
+        };
+        let outcome = Entry::Outcome(log);
+        let logged = self.journal(&key, &outcome);
+        match (verdict, next) {
+            (_, Some((tier, next))) => {
+                let value = serde_json::to_vec(&next).expect("delivery serializes");
+                let queued = self.send_record(&self.names.tiers[tier], &key, &value);
+                let (a, b) = tokio::join!(logged, queued);
+                a?;
+                b?;
+            }
+            (Verdict::Disable, None) => {
+                tracing::warn!(tenant = %delivery.tenant, endpoint = %delivery.endpoint, "the endpoint answered 410 Gone: disabled");
+                let status = self.endpoints.disable(
+                    &delivery.tenant,
+                    &delivery.endpoint,
+                    "http_410",
+                    now_ms(),
+                );
+                let (a, b) = tokio::join!(logged, self.publish_status(&status));
+                a?;
+                b?;
+                self.dead(delivery, "http_410").await?;
+            }
+            (Verdict::Dead, None) => {
+                logged.await?;
+                let reason = schedule::reason(&response);
+                self.dead(delivery, &reason).await?;
+            }
+            _ => logged.await?,
+        }
+        Ok(())
+    }
+
+    /// The retry a verdict calls for: its tier and the delivery as it waits there.
+    pub(crate) fn next(&self, delivery: &Delivery, verdict: Verdict, now: i64) -> Option<(usize, Delivery)> {
+        let (tier, attempt, due_at) = match verdict {
+            Verdict::Retry => {
+                let next = delivery.attempt + 1;
+                let tier = schedule::tier_before(next)?;
+                let jitter = schedule::jitter(&delivery.delivery_id, next, tier);
+                let due = now + (TIERS[tier] + jitter).as_millis() as i64;
+                (tier, next, due)
+            }
+            Verdict::Wait(wait) => {
+                let (tier, wait) = schedule::wait_tier(wait);
+                (tier, delivery.attempt, now + wait.as_millis() as i64)
+            }
+            _ => return None,
+        };
+        Some((
+            tier,
+            Delivery {
+                attempt,
+                due_at,
+                ..delivery.clone()
+            },
+        ))
+    }
+
+    pub(crate) async fn dead(&self, delivery: Delivery, reason: &str) -> Result<(), DeliverError> {
+        metrics::counter!("hookstream_deliver_dead_letters_total", "tenant" => delivery.tenant.clone(), "endpoint" => delivery.endpoint.clone()).increment(1);
+        let key = delivery.key();
+        let dead = Delivery {
+            reason: Some(reason.to_owned()),
+            ..delivery
+        };
+        let value = serde_json::to_vec(&dead).expect("delivery serializes");
+        self.send_record(&self.names.dlq, &key, &value).await
+    }
+
+    /// Appends to the attempt journal, keyed like the endpoint's other records.
+    pub(crate) async fn journal(&self, key: &str, entry: &Entry) -> Result<(), DeliverError> {
+        let value = serde_json::to_vec(entry).expect("journal entry serializes");
+        self.send_record(&self.names.journal, key, &value).await
+    }
+
+    pub(crate) async fn send(
+        &self,
+        endpoint: &Endpoint,
+        delivery: &Delivery,
+        attempt_id: &str,
+        timestamp: i64,
+    ) -> (Response, Option<String>) {
+        let body = delivery.body.as_bytes();
+        let signature = match endpoint.signer.sign(&delivery.event_id, timestamp, body) {
+            Ok(signature) => signature,
+            Err(error) => {
+                tracing::error!(%error, "cannot sign");
+                return (Response::Connection, None);
+            }
+        };
+        if let Some(refused) = endpoint.refused {
+            return (Response::Refused(refused), None);
+        }
+        let request = endpoint
+            .client
+            .post(&endpoint.config.url)
+            .timeout(endpoint.timeout())
+            .header("content-type", "application/json")
+            .header("webhook-id", &delivery.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .header("hookstream-attempt-id", attempt_id)
+            .body(delivery.body.clone());
+        match request.send().await {
+            Ok(response) => {
+                let code = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let bytes = response.bytes().await.unwrap_or_default();
+                let prefix = String::from_utf8_lossy(&bytes[..bytes.len().min(256)]).into_owned();
+                (Response::Status { code, retry_after }, Some(prefix))
+            }
+            Err(error) if error.is_timeout() => (Response::Timeout, None),
+            Err(error) => match crate::guard::refused_in(&error) {
+                Some(refused) => (Response::Refused(refused.class), None),
+                None => (Response::Connection, None),
+            },
+        }
+    }
+
+    /// Writes an endpoint's status to `delivery-endpoints` (and metrics).
+    pub(crate) async fn publish_status(
+        &self,
+        status: &crate::status::EndpointStatus,
+    ) -> Result<(), DeliverError> {
+        metrics::gauge!("hookstream_deliver_endpoint_disabled", "tenant" => status.tenant.clone(), "endpoint" => status.endpoint.clone())
+            .set(if status.disabled.is_some() { 1.0 } else { 0.0 });
+        let value = serde_json::to_vec(status).expect("status serializes");
+        self.send_record(&self.names.endpoints, &status.key(), &value)
+            .await
+    }
+
+}
