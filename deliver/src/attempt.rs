@@ -23,7 +23,11 @@ impl Deliverer {
     }
 
     /// The same attempt again after `wait`, in the retry tier that keeps its order.
-    pub(crate) async fn defer(&self, delivery: Delivery, wait: Duration) -> Result<(), DeliverError> {
+    pub(crate) async fn defer(
+        &self,
+        delivery: Delivery,
+        wait: Duration,
+    ) -> Result<(), DeliverError> {
         let (tier, wait) = schedule::wait_tier(wait);
         let key = delivery.key();
         let later = Delivery {
@@ -35,7 +39,11 @@ impl Deliverer {
             .await
     }
 
-    pub(crate) async fn attempt(&self, endpoint: &Endpoint, delivery: Delivery) -> Result<(), DeliverError> {
+    pub(crate) async fn attempt(
+        &self,
+        endpoint: &Endpoint,
+        delivery: Delivery,
+    ) -> Result<(), DeliverError> {
         if self
             .endpoints
             .is_disabled(&delivery.tenant, &delivery.endpoint)
@@ -153,7 +161,12 @@ impl Deliverer {
     }
 
     /// The retry a verdict calls for: its tier and the delivery as it waits there.
-    pub(crate) fn next(&self, delivery: &Delivery, verdict: Verdict, now: i64) -> Option<(usize, Delivery)> {
+    pub(crate) fn next(
+        &self,
+        delivery: &Delivery,
+        verdict: Verdict,
+        now: i64,
+    ) -> Option<(usize, Delivery)> {
         let (tier, attempt, due_at) = match verdict {
             Verdict::Retry => {
                 let next = delivery.attempt + 1;
@@ -254,5 +267,4 @@ impl Deliverer {
         self.send_record(&self.names.endpoints, &status.key(), &value)
             .await
     }
-
 }

@@ -136,36 +136,19 @@ fn written_since(
     partition: i32,
     since_ms: i64,
 ) -> Result<HashSet<i64>, DeliverError> {
-    let timeout = Duration::from_secs(30);
     let consumer: BaseConsumer = client.create()?;
-    let (_, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+    let (_, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
     let mut query = TopicPartitionList::new();
     query.add_partition_offset(topic, partition, Offset::Offset(since_ms.max(0)))?;
     let start = consumer
-        .offsets_for_times(query, timeout)?
+        .offsets_for_times(query, TIMEOUT)?
         .elements()
         .first()
         .and_then(|e| e.offset().to_raw())
         .filter(|o| *o >= 0)
         .unwrap_or(high);
     let mut written = HashSet::new();
-    if start >= high {
-        return Ok(written);
-    }
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if Instant::now() > deadline {
-            return Err(DeliverError::Client(format!(
-                "could not read `{topic}` partition {partition} to {high} within 60 s"
-            )));
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message?;
+    read_range(&consumer, topic, partition, start..high, |message| {
         let source = message.headers().and_then(|headers| {
             headers
                 .iter()
@@ -173,34 +156,90 @@ fn written_since(
                 .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
         });
         written.extend(source);
-        if message.offset() + 1 >= high {
-            return Ok(written);
+    })?;
+    Ok(written)
+}
+
+/// The delivery ids of the (at most [`crate::recent::WINDOW`]) `delivery-queue` records of
+/// `partition` before `offset`.
+pub fn ids_before(
+    client: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Vec<String>, DeliverError> {
+    let consumer: BaseConsumer = client.create()?;
+    let (low, _) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+    let from = low.max(offset - crate::recent::WINDOW as i64);
+    let mut ids = Vec::new();
+    read_range(&consumer, topic, partition, from..offset, |message| {
+        let id = message
+            .payload()
+            .and_then(|p| serde_json::from_slice::<crate::record::Delivery>(p).ok())
+            .map(|d| d.delivery_id);
+        ids.extend(id);
+    })?;
+    Ok(ids)
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads the records of `range` of one partition.
+fn read_range(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    range: std::ops::Range<i64>,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), DeliverError> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(range.start))?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if Instant::now() > deadline {
+            return Err(DeliverError::Client(format!(
+                "could not read `{topic}` partition {partition} to {} within 60 s",
+                range.end
+            )));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?;
+        if message.offset() >= range.end {
+            return Ok(());
+        }
+        each(&message);
+        if message.offset() + 1 >= range.end {
+            return Ok(());
         }
     }
 }
 
-/// Each journal partition's reader writes the `deliveries` partition of the same number, so
-/// the two topics need as many partitions.
-pub fn same_partitions(
-    client: ClientConfig,
-    deliveries: &str,
-    journal: &str,
-) -> Result<(), DeliverError> {
+/// Topics that must have as many partitions: `deliveries` and `delivery-journal` (a journal
+/// partition's reader writes the `deliveries` partition of its number), and the queue and the
+/// retry tiers (an endpoint's records of all of them go to one instance).
+pub fn same_partitions(client: ClientConfig, topics: &[String]) -> Result<(), DeliverError> {
     let consumer: BaseConsumer = client.create()?;
-    let count = |topic: &str| -> Result<usize, DeliverError> {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-        Ok(metadata
+    let mut counts = Vec::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+        let count = metadata
             .topics()
             .iter()
             .find(|t| t.name() == topic)
-            .map_or(0, |t| t.partitions().len()))
-    };
-    let (a, b) = (count(deliveries)?, count(journal)?);
-    if a == b {
-        Ok(())
-    } else {
-        Err(DeliverError::Config(format!(
-            "`{deliveries}` has {a} partitions and `{journal}` {b}: they need as many (create `{journal}` with {a})"
-        )))
+            .map_or(0, |t| t.partitions().len());
+        counts.push((topic.as_str(), count));
+    }
+    match counts.iter().find(|(_, n)| *n != counts[0].1) {
+        None => Ok(()),
+        Some((other, n)) => Err(DeliverError::Config(format!(
+            "`{}` has {} partitions and `{other}` {n}: they need as many (recreate `{other}` with {})",
+            counts[0].0, counts[0].1, counts[0].1
+        ))),
     }
 }

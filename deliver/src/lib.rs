@@ -13,6 +13,7 @@ pub mod error;
 pub mod guard;
 pub mod journal;
 pub mod offsets;
+pub mod recent;
 pub mod record;
 pub mod run;
 pub mod schedule;
@@ -61,7 +62,10 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
         let client = client_config(&config.kafka, Role::Consumer);
         let names = run::Names::new(config);
         tokio::task::spawn_blocking(move || {
-            copy::same_partitions(client, &names.deliveries, &names.journal)
+            copy::same_partitions(client.clone(), &[names.deliveries, names.journal])?;
+            let mut endpoint_keyed = vec![names.queue];
+            endpoint_keyed.extend(names.tiers);
+            copy::same_partitions(client, &endpoint_keyed)
         })
         .await
         .map_err(|e| DeliverError::Config(format!("checking the delivery topics: {e}")))??;
@@ -84,6 +88,9 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
         .set("group.id", format!("{}-deliver", config.processor.group_id))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        // Partition p of the queue and of every retry tier to one instance: an endpoint's
+        // deliveries are all handled by the same worker.
+        .set("partition.assignment.strategy", "range")
         // A resumed retry tier is fetched within this, so a wait ends on time.
         .set("fetch.wait.max.ms", "50");
     let consumer: StreamConsumer = client.create()?;

@@ -23,12 +23,15 @@ use crate::copy::Copier;
 use crate::endpoints::Endpoints;
 use crate::error::DeliverError;
 use crate::offsets::Offsets;
+use crate::recent::Recent;
 use crate::record::Delivery;
 use crate::schedule::{self, TIERS};
 
 /// The delivery topics' names under the configured prefix.
 pub struct Names {
     pub events: String,
+    /// One record per (event, endpoint), keyed by endpoint: the fan-out's output.
+    pub queue: String,
     pub deliveries: String,
     pub dlq: String,
     pub tiers: Vec<String>,
@@ -43,6 +46,7 @@ impl Names {
         let prefix = &config.kafka.topic_prefix;
         Self {
             events: config.topics().name(schemas::topics::Topic::Events),
+            queue: format!("{prefix}delivery-queue"),
             deliveries: format!("{prefix}deliveries"),
             dlq: format!("{prefix}delivery-dlq"),
             endpoints: format!("{prefix}delivery-endpoints"),
@@ -56,6 +60,7 @@ impl Names {
     /// The topics `deliver` creates, and whether each is compacted.
     pub fn own(&self) -> Vec<(String, bool)> {
         let mut names = vec![
+            (self.queue.clone(), false),
             (self.deliveries.clone(), false),
             (self.dlq.clone(), false),
             (self.endpoints.clone(), true),
@@ -158,7 +163,7 @@ impl Deliverer {
         consumer: &StreamConsumer,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), DeliverError> {
-        let mut topics = vec![self.names.events.as_str()];
+        let mut topics = vec![self.names.events.as_str(), self.names.queue.as_str()];
         topics.extend(self.names.tiers.iter().map(String::as_str));
         topics.push(self.names.journal.as_str());
         consumer.subscribe(&topics)?;
@@ -171,6 +176,7 @@ impl Deliverer {
         let mut workers: HashMap<(String, String), mpsc::Sender<Job>> = HashMap::new();
         let mut offsets = Offsets::default();
         let mut paused: HashMap<(String, i32), Instant> = HashMap::new();
+        let mut recent = Recent::default();
         loop {
             resume_due(consumer, &mut paused);
             while let Ok(done) = done_rx.try_recv() {
@@ -226,26 +232,38 @@ impl Deliverer {
                 }
                 continue;
             }
-            let deliveries = if message.topic() == self.names.events {
-                self.fan_out(&message)
-            } else {
-                match self.due(&message) {
-                    Ok(delivery) => delivery.into_iter().collect(),
-                    Err(wait) => {
-                        let key = (message.topic().to_owned(), message.partition());
-                        if let Err(error) = hold_back(consumer, &key, message.offset()) {
-                            // Revoked meanwhile, or broker trouble: fetched again anyway.
-                            tracing::warn!(%error, topic = %key.0, partition = key.1, "cannot pause a retry tier partition");
-                        }
-                        paused.insert(key, Instant::now() + wait);
-                        continue; // not handled: its offset is not committed
-                    }
-                }
-            };
             let origin = Origin {
                 topic: Arc::from(message.topic()),
                 partition: message.partition(),
                 offset: message.offset(),
+            };
+            if message.topic() == self.names.events {
+                let deliveries = self.fan_out(&message);
+                offsets.start(
+                    &origin.topic,
+                    origin.partition,
+                    origin.offset,
+                    deliveries.len(),
+                );
+                self.enqueue(deliveries, &origin, &done_tx).await?;
+                continue;
+            }
+            let deliveries: Vec<Delivery> = match self.due(&message) {
+                Ok(delivery) => delivery.into_iter().collect(),
+                Err(wait) => {
+                    let key = (message.topic().to_owned(), message.partition());
+                    if let Err(error) = hold_back(consumer, &key, message.offset()) {
+                        // Revoked meanwhile, or broker trouble: fetched again anyway.
+                        tracing::warn!(%error, topic = %key.0, partition = key.1, "cannot pause a retry tier partition");
+                    }
+                    paused.insert(key, Instant::now() + wait);
+                    continue; // not handled: its offset is not committed
+                }
+            };
+            let deliveries = if message.topic() == self.names.queue {
+                self.first_seen(&mut recent, &message, deliveries)?
+            } else {
+                deliveries
             };
             offsets.start(
                 message.topic(),
@@ -269,6 +287,62 @@ impl Deliverer {
             finished(&mut offsets, done)?;
         }
         commit(consumer, &mut offsets);
+        Ok(())
+    }
+
+    /// The queue's deliveries not seen before (a repeated fan-out writes them twice).
+    fn first_seen(
+        &self,
+        recent: &mut Recent,
+        message: &BorrowedMessage<'_>,
+        deliveries: Vec<Delivery>,
+    ) -> Result<Vec<Delivery>, DeliverError> {
+        let (partition, offset) = (message.partition(), message.offset());
+        if recent.needs_read_back(partition, offset) {
+            let before = tokio::task::block_in_place(|| {
+                crate::copy::ids_before(&self.lookup, &self.names.queue, partition, offset)
+            })?;
+            recent.start(partition, offset, before);
+        }
+        Ok(deliveries
+            .into_iter()
+            .filter(|d| {
+                let first = recent.admit(partition, offset, &d.delivery_id);
+                if !first {
+                    metrics::counter!("hookstream_deliver_fan_out_duplicates_total").increment(1);
+                }
+                first
+            })
+            .collect())
+    }
+
+    /// Writes an event's deliveries to `delivery-queue` in order (each endpoint's records
+    /// keep the order of `events`); the event is done once all are acknowledged.
+    async fn enqueue(
+        self: &Arc<Self>,
+        deliveries: Vec<Delivery>,
+        origin: &Origin,
+        done: &mpsc::UnboundedSender<Done>,
+    ) -> Result<(), DeliverError> {
+        let mut acks = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let value = serde_json::to_vec(&delivery).expect("delivery serializes");
+            let key = delivery.key();
+            acks.push(self.send_in_order(&self.names.queue, &key, &value).await?);
+        }
+        let (done, origin) = (done.clone(), origin.clone());
+        tokio::spawn(async move {
+            for ack in acks {
+                let result = match ack.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((error, _))) => Err(DeliverError::Kafka(error)),
+                    Err(_) => Err(DeliverError::Client("the producer went away".into())),
+                };
+                if done.send((origin.clone(), result)).is_err() {
+                    return;
+                }
+            }
+        });
         Ok(())
     }
 
@@ -443,7 +517,45 @@ impl Deliverer {
         self.endpoints.restore(statuses);
     }
 
-    pub(crate) async fn send_record(&self, topic: &str, key: &str, value: &[u8]) -> Result<(), DeliverError> {
+    /// Hands a record to the producer now (so records handed over in sequence keep their
+    /// order in a partition); the future resolves with the broker's acknowledgement.
+    async fn send_in_order(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<rdkafka::producer::DeliveryFuture, DeliverError> {
+        loop {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "hs-version",
+                value: Some("1"),
+            });
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .headers(headers);
+            match self.producer.send_result(record) {
+                Ok(ack) => return Ok(ack),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => {
+                    // The producer's queue is full: wait for room (backpressure).
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(DeliverError::Kafka(error)),
+            }
+        }
+    }
+
+    pub(crate) async fn send_record(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), DeliverError> {
         let headers = OwnedHeaders::new().insert(Header {
             key: "hs-version",
             value: Some("1"),
