@@ -13,48 +13,69 @@ use crate::record::{AttemptRecord, Delivery};
 use crate::run::{now_ms, Deliverer};
 use crate::schedule::{self, Response, Verdict, TIERS};
 
+/// What a delivery's turn on its endpoint's worker came to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attempted {
+    /// A request went out.
+    pub requested: bool,
+    /// The endpoint said it is overloaded (429, 503).
+    pub throttled: bool,
+    pub delivered: bool,
+    /// The delivery waits in a retry tier until then (ms since the epoch).
+    pub waiting_until: Option<i64>,
+}
+
 impl Deliverer {
     /// One delivery's attempt (or dead letter, for an endpoint no longer configured).
-    pub(crate) async fn deliver(&self, delivery: Delivery) -> Result<(), DeliverError> {
+    pub(crate) async fn deliver(&self, delivery: Delivery) -> Result<Attempted, DeliverError> {
         match self.endpoints.get(&delivery.tenant, &delivery.endpoint) {
             Some(endpoint) => self.attempt(endpoint, delivery).await,
-            None => self.dead(delivery, "endpoint_removed").await,
+            None => {
+                self.dead(delivery, "endpoint_removed").await?;
+                Ok(Attempted::default())
+            }
         }
     }
 
-    /// The same attempt again after `wait`, in the retry tier that keeps its order.
+    /// The same attempt again after `wait`, in the retry tier that keeps its order; returns
+    /// when it is due.
     pub(crate) async fn defer(
         &self,
         delivery: Delivery,
         wait: Duration,
-    ) -> Result<(), DeliverError> {
+    ) -> Result<i64, DeliverError> {
         let (tier, wait) = schedule::wait_tier(wait);
         let key = delivery.key();
-        let later = Delivery {
-            due_at: now_ms() + wait.as_millis() as i64,
-            ..delivery
-        };
+        let due_at = now_ms() + wait.as_millis() as i64;
+        let later = Delivery { due_at, ..delivery };
         let value = serde_json::to_vec(&later).expect("delivery serializes");
         self.send_record(&self.names.tiers[tier], &key, &value)
-            .await
+            .await?;
+        Ok(due_at)
     }
 
     pub(crate) async fn attempt(
         &self,
         endpoint: &Endpoint,
         delivery: Delivery,
-    ) -> Result<(), DeliverError> {
+    ) -> Result<Attempted, DeliverError> {
         if self
             .endpoints
             .is_disabled(&delivery.tenant, &delivery.endpoint)
         {
-            return self.dead(delivery, "endpoint_disabled").await;
+            self.dead(delivery, "endpoint_disabled").await?;
+            return Ok(Attempted::default());
         }
         let (tenant, id) = (delivery.tenant.clone(), delivery.endpoint.clone());
         if let Gate::Wait(wait) = self.breakers.gate(&tenant, &id, Instant::now()) {
-            // The endpoint's breaker is open: no request; the same attempt after it.
+            // The endpoint's breaker is open, or it asked for a pause: no request; the same
+            // attempt after it.
             metrics::counter!("hookstream_deliver_breaker_deferred_total", "tenant" => tenant, "endpoint" => id).increment(1);
-            return self.defer(delivery, wait).await;
+            let due_at = self.defer(delivery, wait).await?;
+            return Ok(Attempted {
+                waiting_until: Some(due_at),
+                ..Attempted::default()
+            });
         }
         let attempt_id = self.attempt_ids.next();
         let attempted_at = now_ms();
@@ -95,6 +116,22 @@ impl Deliverer {
             self.publish_status(&status).await?;
         }
         let verdict = schedule::verdict(&response, delivery.attempt);
+        if let Verdict::Wait(wait) = verdict {
+            // The endpoint's own pause: no request to it before it ends.
+            self.breakers.pause(&tenant, &id, Instant::now() + wait);
+        }
+        let attempted = Attempted {
+            requested: true,
+            throttled: matches!(
+                response,
+                Response::Status {
+                    code: 429 | 503,
+                    ..
+                }
+            ),
+            delivered: verdict == Verdict::Delivered,
+            waiting_until: None,
+        };
         let (status, error) = match &response {
             Response::Status { code, .. } => (Some(*code), None),
             Response::Timeout => (None, Some("timeout".to_owned())),
@@ -129,6 +166,7 @@ impl Deliverer {
         };
         let outcome = Entry::Outcome(log);
         let logged = self.journal(&key, &outcome);
+        let waiting_until = next.as_ref().map(|(_, d)| d.due_at);
         match (verdict, next) {
             (_, Some((tier, next))) => {
                 let value = serde_json::to_vec(&next).expect("delivery serializes");
@@ -157,7 +195,10 @@ impl Deliverer {
             }
             _ => logged.await?,
         }
-        Ok(())
+        Ok(Attempted {
+            waiting_until,
+            ..attempted
+        })
     }
 
     /// The retry a verdict calls for: its tier and the delivery as it waits there.

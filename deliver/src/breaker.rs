@@ -9,6 +9,9 @@
 //! * **Half-open** after the cooldown: one probe goes out; its success closes the breaker,
 //!   its failure opens it again.
 //!
+//! A **pause** the endpoint asked for (429/503 with `Retry-After`) gates it the same way
+//! until it ends, whatever the breaker's phase.
+//!
 //! An answer that is the endpoint speaking (2xx, 3xx, other 4xx) counts as a success here:
 //! the endpoint is up. The state is per process (wall clock), not part of any replay.
 
@@ -33,6 +36,8 @@ struct Breaker {
     failures: u32,
     /// Openings since it was last closed.
     opened: u32,
+    /// The endpoint asked to wait (429/503 with `Retry-After`) until then.
+    paused_until: Option<Instant>,
 }
 
 impl Default for Breaker {
@@ -41,6 +46,7 @@ impl Default for Breaker {
             phase: Phase::Closed,
             failures: 0,
             opened: 0,
+            paused_until: None,
         }
     }
 }
@@ -55,6 +61,9 @@ pub enum Gate {
 
 impl Breaker {
     fn gate(&mut self, now: Instant) -> Gate {
+        if let Some(until) = self.paused_until.filter(|until| now < *until) {
+            return Gate::Wait(until - now);
+        }
         match self.phase {
             Phase::Closed => Gate::Send,
             Phase::Open { until } if now < until => Gate::Wait(until - now),
@@ -68,7 +77,10 @@ impl Breaker {
 
     fn record(&mut self, failed: bool, now: Instant) -> bool {
         if !failed {
-            *self = Breaker::default();
+            *self = Breaker {
+                paused_until: self.paused_until,
+                ..Breaker::default()
+            };
             return false;
         }
         self.failures += 1;
@@ -99,6 +111,15 @@ impl Breakers {
         all.entry((tenant.to_owned(), endpoint.to_owned()))
             .or_default()
             .gate(now)
+    }
+
+    /// The endpoint asked for a pause (`Retry-After`): no request to it before `until`.
+    pub fn pause(&self, tenant: &str, endpoint: &str, until: Instant) {
+        let mut all = self.by_endpoint.lock().expect("breakers lock");
+        let breaker = all
+            .entry((tenant.to_owned(), endpoint.to_owned()))
+            .or_default();
+        breaker.paused_until = breaker.paused_until.max(Some(until));
     }
 
     /// Records an attempt's result; returns whether the breaker opened.

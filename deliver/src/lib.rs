@@ -20,6 +20,7 @@ pub mod schedule;
 pub mod serve;
 pub mod sign;
 pub mod status;
+pub mod worker;
 
 use rdkafka::consumer::StreamConsumer;
 use schemas::config::Config;
@@ -210,6 +211,7 @@ mod tests {
             source: "s".into(),
             event_id: "1".into(),
             event_type: "x".into(),
+            entity: None,
             attempt: 3,
             due_at: 1_000,
             reason: Some("http_404".into()),

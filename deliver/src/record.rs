@@ -19,6 +19,9 @@ pub struct Delivery {
     pub source: String,
     pub event_id: String,
     pub event_type: String,
+    /// The event's entity (ordering `per_entity` keeps its events in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
     /// The attempt this record is for: 1, 2, …
     pub attempt: u32,
     /// Not before this time (ms since the epoch).

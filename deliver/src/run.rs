@@ -78,18 +78,18 @@ const QUEUE_PER_ENDPOINT: usize = 64;
 
 /// Where a delivery came from: the record whose offset waits for it.
 #[derive(Debug, Clone)]
-struct Origin {
+pub(crate) struct Origin {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
 }
 
-struct Job {
-    delivery: Delivery,
-    origin: Origin,
+pub(crate) struct Job {
+    pub delivery: Delivery,
+    pub origin: Origin,
 }
 
-type Done = (Origin, Result<(), DeliverError>);
+pub(crate) type Done = (Origin, Result<(), DeliverError>);
 
 pub struct Deliverer {
     pub(crate) endpoints: Arc<Endpoints>,
@@ -99,6 +99,8 @@ pub struct Deliverer {
     /// For the journal reader's look-back into `deliveries`.
     lookup: rdkafka::ClientConfig,
     pub(crate) attempt_ids: AttemptIds,
+    /// `deliver.partitions`: assigned, not subscribed, when not empty.
+    partitions: Vec<i32>,
 }
 
 /// Attempt ids unique across runs: this run's random prefix and a counter.
@@ -148,6 +150,7 @@ impl Deliverer {
                 lookup
             },
             attempt_ids: AttemptIds::new(),
+            partitions: config.deliver.partitions.clone(),
         })
     }
 
@@ -166,7 +169,17 @@ impl Deliverer {
         let mut topics = vec![self.names.events.as_str(), self.names.queue.as_str()];
         topics.extend(self.names.tiers.iter().map(String::as_str));
         topics.push(self.names.journal.as_str());
-        consumer.subscribe(&topics)?;
+        if self.partitions.is_empty() {
+            consumer.subscribe(&topics)?;
+        } else {
+            let mut list = TopicPartitionList::new();
+            for topic in &topics {
+                for partition in &self.partitions {
+                    list.add_partition_offset(topic, *partition, Offset::Stored)?;
+                }
+            }
+            consumer.assign(&list)?;
+        }
         let mut copier = Copier::new(
             self.names.journal.clone(),
             self.names.deliveries.clone(),
@@ -302,6 +315,12 @@ impl Deliverer {
             let before = tokio::task::block_in_place(|| {
                 crate::copy::ids_before(&self.lookup, &self.names.queue, partition, offset)
             })?;
+            tracing::info!(
+                partition,
+                offset,
+                ids = before.len(),
+                "reading back the delivery queue"
+            );
             recent.start(partition, offset, before);
         }
         Ok(deliveries
@@ -427,32 +446,19 @@ impl Deliverer {
         }
     }
 
-    /// The endpoint's worker; it reports its backlog (queued and in flight) and how late
-    /// the delivery it works on is (the age of its oldest pending delivery).
+    /// The endpoint's worker ([`crate::worker`]).
     fn spawn_worker(
         self: &Arc<Self>,
-        (tenant, endpoint): &(String, String),
+        key: &(String, String),
         done: mpsc::UnboundedSender<Done>,
     ) -> mpsc::Sender<Job> {
-        let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE_PER_ENDPOINT);
-        let this = Arc::clone(self);
-        let labels = [("tenant", tenant.clone()), ("endpoint", endpoint.clone())];
-        tokio::spawn(async move {
-            let backlog = metrics::gauge!("hookstream_deliver_backlog", &labels);
-            let oldest = metrics::gauge!("hookstream_deliver_oldest_pending_seconds", &labels);
-            while let Some(job) = jobs.recv().await {
-                backlog.set((jobs.len() + 1) as f64);
-                oldest.set((now_ms() - job.delivery.due_at).max(0) as f64 / 1000.0);
-                let result = this.deliver(job.delivery).await;
-                backlog.set(jobs.len() as f64);
-                if jobs.is_empty() {
-                    oldest.set(0.0);
-                }
-                if done.send((job.origin, result)).is_err() {
-                    return;
-                }
-            }
-        });
+        let (queue, jobs) = mpsc::channel::<Job>(QUEUE_PER_ENDPOINT);
+        tokio::spawn(crate::worker::run(
+            Arc::clone(self),
+            key.clone(),
+            jobs,
+            done,
+        ));
         queue
     }
 
@@ -481,6 +487,7 @@ impl Deliverer {
                 source: source.clone(),
                 event_id: event_id.clone(),
                 event_type: event_type.clone(),
+                entity: event["entity"].as_str().map(str::to_owned),
                 attempt: 1,
                 due_at: now_ms(),
                 reason: None,

@@ -58,6 +58,21 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub schema_registry: SchemaRegistryConfig,
+    #[serde(default)]
+    pub deliver: DeliverConfig,
+}
+
+/// `hookstream deliver` (`[deliver]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverConfig {
+    /// Consume exactly these partitions of `events`, the delivery queue, the retry tiers and
+    /// the journal (manual assignment, offsets still committed under the group). Empty:
+    /// subscribe and share partitions with the group. For brokers whose group coordinator
+    /// keeps a SIGKILLed member's partitions (Tansu), and pinned deployments; two instances
+    /// must not list the same partition.
+    #[serde(default)]
+    pub partitions: Vec<i32>,
 }
 
 /// Value encodings: JSON by default; Avro in the Confluent wire format per topic, with the
@@ -451,6 +466,32 @@ pub struct EndpointConfig {
     /// Disable the endpoint once it has failed, without a success, for this long (5 days).
     #[serde(default = "default_disable_after_failing_secs")]
     pub disable_after_failing_secs: u64,
+    /// Most requests in flight to the endpoint at once (halved on each 429/503, grown back
+    /// by one per round of successes).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    /// Most requests started per second, if limited.
+    #[serde(default)]
+    pub rate_per_sec: Option<u32>,
+    /// `per_entity`: one request in flight per entity, and an entity's later events wait
+    /// while an earlier one waits for a retry.
+    #[serde(default)]
+    pub ordering: Ordering,
+}
+
+/// The order an endpoint receives an entity's events in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// As they come, in parallel.
+    #[default]
+    None,
+    /// In the order of `events`, one at a time per entity.
+    PerEntity,
+}
+
+fn default_max_in_flight() -> u32 {
+    8
 }
 
 impl EndpointConfig {

@@ -164,6 +164,14 @@ fn endpoint_problems(endpoint: &EndpointConfig, at: &str, p: &mut Vec<String>) {
             endpoint.url
         ));
     }
+    if !(1..=1_000).contains(&endpoint.max_in_flight) {
+        p.push(format!("{at}.max_in_flight: must be 1 to 1000"));
+    }
+    if endpoint.rate_per_sec == Some(0) {
+        p.push(format!(
+            "{at}.rate_per_sec: must be positive (leave it out for no limit)"
+        ));
+    }
     if endpoint.timeout_ms == 0 {
         p.push(format!("{at}.timeout_ms: must be positive"));
     }

@@ -1,0 +1,363 @@
+//! An endpoint's worker: its deliveries, how many requests it has in flight, and in what
+//! order an entity's events go out.
+//!
+//! * **Concurrency** ([`Throttle`]): up to the endpoint's `max_in_flight` requests at once,
+//!   adaptive: each 429 or 503 halves the limit (at least 1), each success grows it by one
+//!   per round of successes (additive increase, multiplicative decrease, as TCP does).
+//! * **Rate**: at most `rate_per_sec` requests started per second (a GCRA limiter).
+//! * **Ordering** ([`Entities`], `ordering = "per_entity"`): one request in flight per
+//!   entity; while an entity's delivery waits in a retry tier, its later deliveries are
+//!   *parked* (back to a tier, no attempt used up) and go out after it, in their order;
+//!   other entities of the endpoint go on.
+//!
+//! The endpoint's queue and retry tiers are co-partitioned (key `tenant/endpoint`, range
+//! assignment), so one instance holds all of an endpoint's deliveries and this state is
+//! the endpoint's, not a share of it.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota};
+use schemas::config::Ordering;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::attempt::Attempted;
+use crate::error::DeliverError;
+use crate::run::{now_ms, Deliverer, Done, Job};
+use crate::schedule::TIERS;
+
+/// The adaptive limit on an endpoint's requests in flight.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    limit: f64,
+    max: f64,
+    in_flight: u32,
+}
+
+impl Throttle {
+    pub fn new(max: u32) -> Self {
+        let max = f64::from(max.max(1));
+        Self {
+            limit: max,
+            max,
+            in_flight: 0,
+        }
+    }
+
+    pub fn has_room(&self) -> bool {
+        f64::from(self.in_flight) < self.limit.floor().max(1.0)
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit.floor().max(1.0) as u32
+    }
+
+    pub fn started(&mut self) {
+        self.in_flight += 1;
+    }
+
+    pub fn finished(&mut self, attempted: &Attempted) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if attempted.throttled {
+            self.limit = (self.limit / 2.0).max(1.0);
+        } else if attempted.delivered {
+            self.limit = (self.limit + 1.0 / self.limit).min(self.max);
+        }
+    }
+}
+
+/// What per-entity ordering says about a delivery now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    Start,
+    /// Stay queued here: the entity has a request in flight.
+    Hold,
+    /// Back to a retry tier for this long: an earlier delivery of the entity is waiting.
+    Park(Duration),
+}
+
+#[derive(Debug, Default)]
+struct Entity {
+    in_flight: bool,
+    /// An earlier delivery waiting in a retry tier, and when it is due.
+    blocker: Option<(String, i64)>,
+    /// Deliveries parked behind it, in their order.
+    parked: VecDeque<String>,
+}
+
+/// Per-entity ordering state of one endpoint.
+#[derive(Debug, Default)]
+pub struct Entities {
+    by_entity: HashMap<String, Entity>,
+}
+
+impl Entities {
+    pub fn turn(&mut self, entity: &str, delivery_id: &str, now: i64) -> Turn {
+        let Some(state) = self.by_entity.get_mut(entity) else {
+            return Turn::Start;
+        };
+        if state.in_flight {
+            return Turn::Hold;
+        }
+        let park = |state: &mut Entity, wait_ms: i64| {
+            if !state.parked.iter().any(|id| id == delivery_id) {
+                state.parked.push_back(delivery_id.to_owned());
+            }
+            Turn::Park(Duration::from_millis(wait_ms.max(0) as u64).max(TIERS[0]))
+        };
+        match &state.blocker {
+            Some((blocker, _)) if blocker == delivery_id => {
+                state.blocker = None;
+                Turn::Start
+            }
+            Some((_, due)) => {
+                let wait = due - now;
+                park(state, wait)
+            }
+            None => match state.parked.front() {
+                Some(head) if head == delivery_id => {
+                    state.parked.pop_front();
+                    Turn::Start
+                }
+                Some(_) => park(state, 0),
+                None => Turn::Start,
+            },
+        }
+    }
+
+    pub fn started(&mut self, entity: &str) {
+        self.by_entity
+            .entry(entity.to_owned())
+            .or_default()
+            .in_flight = true;
+    }
+
+    /// The entity's request is over; `waiting_until`: its delivery went back to a tier.
+    pub fn finished(&mut self, entity: &str, delivery_id: &str, waiting_until: Option<i64>) {
+        let Some(state) = self.by_entity.get_mut(entity) else {
+            return;
+        };
+        state.in_flight = false;
+        state.blocker = waiting_until.map(|due| (delivery_id.to_owned(), due));
+        if state.blocker.is_none() && state.parked.is_empty() {
+            self.by_entity.remove(entity);
+        }
+    }
+}
+
+/// Deliveries an endpoint's worker holds beyond its channel.
+const HELD: usize = 64;
+
+/// What a finished task of the worker reports.
+struct Over {
+    job_origin: crate::run::Origin,
+    entity: Option<(String, String)>,
+    attempted: Option<Attempted>,
+    result: Result<(), DeliverError>,
+}
+
+/// Runs an endpoint's worker until its channel closes.
+pub(crate) async fn run(
+    deliverer: Arc<Deliverer>,
+    (tenant, endpoint): (String, String),
+    mut jobs: mpsc::Receiver<Job>,
+    done: mpsc::UnboundedSender<Done>,
+) {
+    let labels = [("tenant", tenant.clone()), ("endpoint", endpoint.clone())];
+    let backlog = metrics::gauge!("hookstream_deliver_backlog", &labels);
+    let oldest = metrics::gauge!("hookstream_deliver_oldest_pending_seconds", &labels);
+    let limit_gauge = metrics::gauge!("hookstream_deliver_concurrency_limit", &labels);
+    let parked_total = metrics::counter!("hookstream_deliver_parked_total", &labels);
+    let config = deliverer
+        .endpoints
+        .get(&tenant, &endpoint)
+        .map(|e| e.config.clone());
+    let ordered = config
+        .as_ref()
+        .is_some_and(|c| c.ordering == Ordering::PerEntity);
+    let mut throttle = Throttle::new(config.as_ref().map_or(1, |c| c.max_in_flight));
+    let limiter: Option<DefaultDirectRateLimiter> = config
+        .as_ref()
+        .and_then(|c| c.rate_per_sec)
+        .and_then(NonZeroU32::new)
+        .map(|rate| governor::RateLimiter::direct(Quota::per_second(rate)));
+    let mut entities = Entities::default();
+    let mut held: VecDeque<Job> = VecDeque::new();
+    let mut running: JoinSet<Over> = JoinSet::new();
+    let mut closed = false;
+    loop {
+        let mut wake: Option<Duration> = None;
+        let mut i = 0;
+        while i < held.len() && throttle.has_room() {
+            let entity = held[i].delivery.entity.clone().filter(|_| ordered);
+            let turn = match &entity {
+                Some(entity) => entities.turn(entity, &held[i].delivery.delivery_id, now_ms()),
+                None => Turn::Start,
+            };
+            match turn {
+                Turn::Hold => {
+                    i += 1;
+                    continue;
+                }
+                Turn::Park(wait) => {
+                    let job = held.remove(i).expect("in range");
+                    parked_total.increment(1);
+                    let this = deliverer.clone();
+                    running.spawn(async move {
+                        let result = this.defer(job.delivery, wait).await.map(|_| ());
+                        Over {
+                            job_origin: job.origin,
+                            entity: None,
+                            attempted: None,
+                            result,
+                        }
+                    });
+                    continue;
+                }
+                Turn::Start => {}
+            }
+            if let Some(limiter) = &limiter {
+                if let Err(not_until) = limiter.check() {
+                    if let Some(entity) = &entity {
+                        // Its turn is not taken: given back (the start is only deferred).
+                        entities.give_back(entity, &held[i].delivery.delivery_id);
+                    }
+                    let clock = governor::clock::DefaultClock::default();
+                    wake = Some(not_until.wait_time_from(governor::clock::Clock::now(&clock)));
+                    break;
+                }
+            }
+            let job = held.remove(i).expect("in range");
+            if let Some(entity) = &entity {
+                entities.started(entity);
+            }
+            throttle.started();
+            oldest.set((now_ms() - job.delivery.due_at).max(0) as f64 / 1000.0);
+            let this = deliverer.clone();
+            let entity = entity.map(|e| (e, job.delivery.delivery_id.clone()));
+            running.spawn(async move {
+                let outcome = this.deliver(job.delivery).await;
+                let (attempted, result) = match outcome {
+                    Ok(attempted) => (Some(attempted), Ok(())),
+                    Err(error) => (None, Err(error)),
+                };
+                Over {
+                    job_origin: job.origin,
+                    entity,
+                    attempted,
+                    result,
+                }
+            });
+        }
+        backlog.set((held.len() + running.len() + jobs.len()) as f64);
+        limit_gauge.set(f64::from(throttle.limit()));
+        if held.is_empty() && running.is_empty() {
+            oldest.set(0.0);
+            if closed {
+                return;
+            }
+        }
+        tokio::select! {
+            job = jobs.recv(), if !closed && held.len() < HELD => match job {
+                Some(job) => held.push_back(job),
+                None => closed = true,
+            },
+            Some(over) = running.join_next() => {
+                let Ok(over) = over else { continue };
+                if let Some(attempted) = &over.attempted {
+                    throttle.finished(attempted);
+                    if let Some((entity, id)) = &over.entity {
+                        entities.finished(entity, id, attempted.waiting_until);
+                    }
+                } else if over.entity.is_some() {
+                    // A failed write: the service stops; nothing more to order.
+                    throttle.finished(&Attempted::default());
+                }
+                if done.send((over.job_origin, over.result)).is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => {}
+        }
+    }
+}
+
+impl Entities {
+    /// A turn handed out by [`Entities::turn`] but not taken (the rate limit said wait).
+    pub fn give_back(&mut self, entity: &str, delivery_id: &str) {
+        let state = self.by_entity.entry(entity.to_owned()).or_default();
+        state.parked.push_front(delivery_id.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(throttled: bool, delivered: bool) -> Attempted {
+        Attempted {
+            requested: true,
+            throttled,
+            delivered,
+            waiting_until: None,
+        }
+    }
+
+    #[test]
+    fn overload_halves_the_limit_and_successes_grow_it_back() {
+        let mut t = Throttle::new(8);
+        for _ in 0..8 {
+            assert!(t.has_room());
+            t.started();
+        }
+        assert!(!t.has_room());
+        t.finished(&answered(true, false));
+        assert_eq!(t.limit(), 4);
+        assert!(!t.has_room(), "7 in flight, limit 4");
+        for _ in 0..4 {
+            t.finished(&answered(true, false));
+        }
+        assert_eq!(t.limit(), 1, "never below one");
+        t.finished(&answered(false, true));
+        t.finished(&answered(false, true));
+        assert_eq!(t.limit(), 2);
+        for _ in 0..100 {
+            t.started();
+            t.finished(&answered(false, true));
+        }
+        assert_eq!(t.limit(), 8, "never above max_in_flight");
+    }
+
+    #[test]
+    fn an_entity_has_one_request_in_flight_and_parks_behind_a_waiting_retry() {
+        let mut e = Entities::default();
+        assert_eq!(e.turn("x", "d1", 0), Turn::Start);
+        e.started("x");
+        assert_eq!(e.turn("x", "d2", 0), Turn::Hold);
+        assert_eq!(e.turn("y", "d9", 0), Turn::Start, "other entities go on");
+        e.finished("x", "d1", Some(30_000)); // d1 waits in a tier until 30 s
+        assert_eq!(
+            e.turn("x", "d2", 1_000),
+            Turn::Park(Duration::from_secs(29))
+        );
+        assert_eq!(
+            e.turn("x", "d3", 1_000),
+            Turn::Park(Duration::from_secs(29))
+        );
+        assert_eq!(e.turn("x", "d3", 30_000), Turn::Park(TIERS[0]), "d1 first");
+        assert_eq!(e.turn("x", "d1", 30_000), Turn::Start);
+        e.started("x");
+        e.finished("x", "d1", None);
+        assert_eq!(e.turn("x", "d3", 31_000), Turn::Park(TIERS[0]), "d2 first");
+        assert_eq!(e.turn("x", "d2", 31_000), Turn::Start);
+        e.started("x");
+        e.finished("x", "d2", None);
+        assert_eq!(e.turn("x", "d3", 32_000), Turn::Start);
+        e.started("x");
+        e.finished("x", "d3", None);
+        assert!(e.by_entity.is_empty(), "forgotten when nothing waits");
+    }
+}
