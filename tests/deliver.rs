@@ -309,8 +309,19 @@ fn events_are_delivered_signed_retried_and_logged() {
     );
     assert_eq!(logged("gone"), [pair("e1", 1, "disabled")]);
     assert_eq!(attempts.len(), requests.len(), "one log record per request");
-    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    assert_eq!(reasons, ["http_410", "endpoint_disabled"]);
+    let mut reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["endpoint_disabled", "http_410"]);
+    // People hear of it: an alert names the endpoint and how to enable it again.
+    let alerts = json_records(config, "alerts", 1);
+    assert_eq!(
+        (&alerts[0]["kind"], &alerts[0]["entity"]),
+        (&serde_json::json!("endpoint_disabled"), &serde_json::json!("gone"))
+    );
+    assert!(alerts[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("hookstream deliver --enable agents/gone"));
 
     let gap = |endpoint: &str, id: &str| {
         let times: Vec<Instant> = requests

@@ -12,6 +12,7 @@ use crate::journal::{Entry, Intent, SETTLE_GRACE_MS};
 use crate::record::{AttemptRecord, Delivery};
 use crate::run::{now_ms, Deliverer};
 use crate::schedule::{self, Response, Verdict, TIERS};
+use crate::worker::Slot;
 
 /// What a delivery's turn on its endpoint's worker came to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,9 +28,14 @@ pub struct Attempted {
 
 impl Deliverer {
     /// One delivery's attempt (or dead letter, for an endpoint no longer configured).
-    pub(crate) async fn deliver(&self, delivery: Delivery) -> Result<Attempted, DeliverError> {
+    /// `slot` is the worker's request slot, released as soon as the endpoint has answered.
+    pub(crate) async fn deliver(
+        &self,
+        delivery: Delivery,
+        slot: Slot,
+    ) -> Result<Attempted, DeliverError> {
         match self.endpoints.get(&delivery.tenant, &delivery.endpoint) {
-            Some(endpoint) => self.attempt(endpoint, delivery).await,
+            Some(endpoint) => self.attempt(endpoint, delivery, slot).await,
             None => {
                 self.dead(delivery, "endpoint_removed").await?;
                 Ok(Attempted::default())
@@ -58,6 +64,7 @@ impl Deliverer {
         &self,
         endpoint: &Endpoint,
         delivery: Delivery,
+        mut slot: Slot,
     ) -> Result<Attempted, DeliverError> {
         if self
             .endpoints
@@ -114,6 +121,7 @@ impl Deliverer {
                 tracing::warn!(%tenant, endpoint = %id, "the endpoint has failed for its disable_after_failing_secs: disabled");
             }
             self.publish_status(&status).await?;
+            self.alert_status(endpoint, &status).await?;
         }
         let verdict = schedule::verdict(&response, delivery.attempt);
         if let Verdict::Wait(wait) = verdict {
@@ -132,6 +140,7 @@ impl Deliverer {
             delivered: verdict == Verdict::Delivered,
             waiting_until: None,
         };
+        slot.release(attempted);
         let (status, error) = match &response {
             Response::Status { code, .. } => (Some(*code), None),
             Response::Timeout => (None, Some("timeout".to_owned())),
@@ -186,6 +195,7 @@ impl Deliverer {
                 let (a, b) = tokio::join!(logged, self.publish_status(&status));
                 a?;
                 b?;
+                self.alert_status(endpoint, &status).await?;
                 self.dead(delivery, "http_410").await?;
             }
             (Verdict::Dead, None) => {
@@ -199,6 +209,62 @@ impl Deliverer {
             waiting_until,
             ..attempted
         })
+    }
+
+    /// Alerts (`alerts`, key the tenant) for a status change that people must hear of: a
+    /// failing endpoint at 50 % and 90 % of its `disable_after_failing_secs`
+    /// (`endpoint_failing`), and an endpoint disabled (`endpoint_disabled`).
+    async fn alert_status(
+        &self,
+        endpoint: &Endpoint,
+        status: &crate::status::EndpointStatus,
+    ) -> Result<(), DeliverError> {
+        let span = Duration::from_secs(endpoint.config.disable_after_failing_secs);
+        let now = now_ms();
+        let who = format!(
+            "endpoint `{}` of tenant `{}`",
+            status.endpoint, status.tenant
+        );
+        let (kind, message, window) = match (&status.disabled, status.failing_since) {
+            (Some(disabled), _) => (
+                "endpoint_disabled",
+                format!(
+                    "{who} is disabled ({}): its deliveries are dead-lettered until `hookstream deliver --enable {}/{}`",
+                    disabled.reason, status.tenant, status.endpoint
+                ),
+                (status.failing_since, Some(disabled.at)),
+            ),
+            (None, Some(since)) if status.warned_percent > 0 => (
+                "endpoint_failing",
+                format!(
+                    "{who} has failed without a success since {}; it will be disabled at {} unless it recovers",
+                    to_rfc3339(since),
+                    to_rfc3339(status.disables_at(span).unwrap_or(since))
+                ),
+                (Some(since), status.disables_at(span)),
+            ),
+            _ => return Ok(()),
+        };
+        tracing::warn!(tenant = %status.tenant, endpoint = %status.endpoint, kind, "{message}");
+        metrics::counter!("hookstream_deliver_alerts_total", "tenant" => status.tenant.clone(), "kind" => kind).increment(1);
+        let alert = schemas::records::AlertRecord {
+            tenant: status.tenant.clone(),
+            kind: kind.to_owned(),
+            cap: None,
+            entity: Some(status.endpoint.clone()),
+            limit: Some(endpoint.config.disable_after_failing_secs),
+            observed: status
+                .failing_since
+                .map(|since| (now.saturating_sub(since) / 1000).max(0) as u64),
+            window_start: window.0.map(to_rfc3339),
+            window_end: window.1.map(to_rfc3339),
+            raised_at: to_rfc3339(now),
+            message,
+            source: None,
+        };
+        let value = self.codecs.encode(schemas::topics::Topic::Alerts, &alert);
+        self.send_record(&self.names.alerts, &status.tenant, &value)
+            .await
     }
 
     /// The retry a verdict calls for: its tier and the delivery as it waits there.

@@ -2,7 +2,10 @@
 //! the time they take) until it may have recovered.
 //!
 //! * **Closed**: requests go out. [`FAILURES_TO_OPEN`] failures in a row (timeouts,
-//!   connection failures, 5xx, 408, 429 without `Retry-After`) open it.
+//!   connection failures, 5xx, 408, 429 without `Retry-After`) open it, and so does a
+//!   failure ratio of at least half over the last [`RATIO_WINDOW`] (with at least
+//!   [`RATIO_MIN_ATTEMPTS`] attempts in it): an endpoint failing every other request is as
+//!   unhealthy as one failing five in a row.
 //! * **Open** for a cooldown ([`COOLDOWN`], doubling with each reopening up to
 //!   [`MAX_COOLDOWN`]): no request goes out; each delivery waits in a retry tier until the
 //!   cooldown ends, without using up an attempt.
@@ -22,6 +25,10 @@ use std::time::{Duration, Instant};
 pub const FAILURES_TO_OPEN: u32 = 5;
 pub const COOLDOWN: Duration = Duration::from_secs(30);
 pub const MAX_COOLDOWN: Duration = Duration::from_secs(600);
+pub const RATIO_WINDOW: Duration = Duration::from_secs(60);
+pub const RATIO_MIN_ATTEMPTS: usize = 20;
+/// Outcomes remembered for the ratio, at most.
+const RATIO_MAX_ATTEMPTS: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -30,7 +37,7 @@ enum Phase {
     HalfOpen { probing: bool },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Breaker {
     phase: Phase,
     failures: u32,
@@ -38,6 +45,8 @@ struct Breaker {
     opened: u32,
     /// The endpoint asked to wait (429/503 with `Retry-After`) until then.
     paused_until: Option<Instant>,
+    /// Recent outcomes (when, failed), for the failure ratio.
+    recent: std::collections::VecDeque<(Instant, bool)>,
 }
 
 impl Default for Breaker {
@@ -47,6 +56,7 @@ impl Default for Breaker {
             failures: 0,
             opened: 0,
             paused_until: None,
+            recent: std::collections::VecDeque::new(),
         }
     }
 }
@@ -76,16 +86,35 @@ impl Breaker {
     }
 
     fn record(&mut self, failed: bool, now: Instant) -> bool {
+        self.recent.push_back((now, failed));
+        while self.recent.len() > RATIO_MAX_ATTEMPTS
+            || self
+                .recent
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > RATIO_WINDOW)
+        {
+            self.recent.pop_front();
+        }
         if !failed {
+            let probed = matches!(self.phase, Phase::HalfOpen { .. });
+            let recent = if probed {
+                Default::default() // a recovered endpoint starts a new window
+            } else {
+                std::mem::take(&mut self.recent)
+            };
             *self = Breaker {
                 paused_until: self.paused_until,
+                recent,
                 ..Breaker::default()
             };
             return false;
         }
         self.failures += 1;
         let reopen = matches!(self.phase, Phase::HalfOpen { .. });
-        if reopen || (self.phase == Phase::Closed && self.failures >= FAILURES_TO_OPEN) {
+        let failing = self.recent.iter().filter(|(_, failed)| *failed).count();
+        let ratio = self.recent.len() >= RATIO_MIN_ATTEMPTS && failing * 2 >= self.recent.len();
+        let closed = self.phase == Phase::Closed;
+        if reopen || (closed && (self.failures >= FAILURES_TO_OPEN || ratio)) {
             let cooldown = COOLDOWN
                 .saturating_mul(1 << self.opened.min(10))
                 .min(MAX_COOLDOWN);
@@ -111,6 +140,23 @@ impl Breakers {
         all.entry((tenant.to_owned(), endpoint.to_owned()))
             .or_default()
             .gate(now)
+    }
+
+    /// How long the endpoint is closed to requests (open breaker or pause), without
+    /// changing its state.
+    pub fn closed_for(&self, tenant: &str, endpoint: &str, now: Instant) -> Option<Duration> {
+        let all = self.by_endpoint.lock().expect("breakers lock");
+        let breaker = all.get(&(tenant.to_owned(), endpoint.to_owned()))?;
+        let open = match breaker.phase {
+            Phase::Open { until } => Some(until),
+            _ => None,
+        };
+        [open, breaker.paused_until]
+            .into_iter()
+            .flatten()
+            .filter(|until| *until > now)
+            .max()
+            .map(|until| until - now)
     }
 
     /// The endpoint asked for a pause (`Retry-After`): no request to it before `until`.
@@ -142,6 +188,37 @@ impl Breakers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_ratio_of_half_opens_it_without_failures_in_a_row() {
+        let t0 = Instant::now();
+        let breakers = Breakers::default();
+        let mut opened_at = None;
+        for i in 0..RATIO_MIN_ATTEMPTS {
+            let at = t0 + Duration::from_millis(i as u64);
+            if breakers.record("t", "e", i % 2 == 1, at) {
+                opened_at = Some(i);
+            }
+        }
+        assert_eq!(
+            opened_at,
+            Some(RATIO_MIN_ATTEMPTS - 1),
+            "on the 20th attempt"
+        );
+        let healthy = Breakers::default();
+        for i in 0..100 {
+            let at = t0 + Duration::from_millis(i);
+            assert!(!healthy.record("t", "e", i % 3 == 0, at), "a third failing");
+        }
+        let slow = Breakers::default();
+        for i in 0..40 {
+            let at = t0 + Duration::from_secs(i * 4);
+            assert!(
+                !slow.record("t", "e", i % 2 == 1, at),
+                "at most 15 attempts a minute: below the minimum"
+            );
+        }
+    }
 
     #[test]
     fn opens_after_failures_in_a_row_probes_after_the_cooldown_and_backs_off() {

@@ -45,9 +45,11 @@ impl Ready {
 
 /// Creates the delivery topics (waiting out broker trouble) and the consumer.
 pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
-    let deliverer = Deliverer::new(config)?;
+    use schemas::topics::Topic;
+    let codecs = schemas::registry::codecs(config, &[Topic::Alerts]).await?;
+    let deliverer = Deliverer::new(config, codecs)?;
     let names = config.topics();
-    ensure_topics_waiting(&config.kafka, &names, &[schemas::topics::Topic::Events], 0).await?;
+    ensure_topics_waiting(&config.kafka, &names, &[Topic::Events, Topic::Alerts], 0).await?;
     let mut backoff = std::time::Duration::from_millis(500);
     loop {
         match ensure_named_topics(&config.kafka, &deliverer.names().own()).await {

@@ -30,6 +30,8 @@ use crate::schedule::{self, TIERS};
 /// The delivery topics' names under the configured prefix.
 pub struct Names {
     pub events: String,
+    /// The tenants' alerts (the processor's topic): endpoints failing and disabled.
+    pub alerts: String,
     /// One record per (event, endpoint), keyed by endpoint: the fan-out's output.
     pub queue: String,
     pub deliveries: String,
@@ -46,6 +48,7 @@ impl Names {
         let prefix = &config.kafka.topic_prefix;
         Self {
             events: config.topics().name(schemas::topics::Topic::Events),
+            alerts: config.topics().name(schemas::topics::Topic::Alerts),
             queue: format!("{prefix}delivery-queue"),
             deliveries: format!("{prefix}deliveries"),
             dlq: format!("{prefix}delivery-dlq"),
@@ -101,6 +104,8 @@ pub struct Deliverer {
     pub(crate) attempt_ids: AttemptIds,
     /// `deliver.partitions`: assigned, not subscribed, when not empty.
     partitions: Vec<i32>,
+    /// How `alerts` values are written (JSON, or Avro when configured).
+    pub(crate) codecs: schemas::avro::Codecs,
 }
 
 /// Attempt ids unique across runs: this run's random prefix and a counter.
@@ -133,11 +138,14 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl Deliverer {
-    pub fn new(config: &Config) -> Result<Self, DeliverError> {
+    pub fn new(config: &Config, codecs: schemas::avro::Codecs) -> Result<Self, DeliverError> {
         Ok(Self {
             endpoints: Arc::new(Endpoints::from_config(config)?),
             breakers: Breakers::default(),
-            producer: client_config(&config.kafka, Role::Producer).create()?,
+            // An intent is acknowledged before each request: little lingering.
+            producer: client_config(&config.kafka, Role::Producer)
+                .set("linger.ms", "1")
+                .create()?,
             names: Names::new(config),
             lookup: {
                 let mut lookup = client_config(&config.kafka, Role::Consumer);
@@ -151,6 +159,7 @@ impl Deliverer {
             },
             attempt_ids: AttemptIds::new(),
             partitions: config.deliver.partitions.clone(),
+            codecs,
         })
     }
 
@@ -289,9 +298,7 @@ impl Deliverer {
                     delivery,
                     origin: origin.clone(),
                 };
-                if let Some(origin) = self.dispatch(&mut workers, &done_tx, job).await? {
-                    offsets.finish(&origin.topic, origin.partition, origin.offset);
-                }
+                self.dispatch(&mut workers, &done_tx, job).await?;
             }
         }
         // Stopping: what is done is committed; what is in flight is repeated by the next
@@ -422,23 +429,46 @@ impl Deliverer {
     }
 
     /// Queues a delivery on its endpoint's worker, or, when that queue is full, sends it to
-    /// wait in the first retry tier (returning its origin: done here).
+    /// wait in a retry tier (its origin is done once that is acknowledged).
     async fn dispatch(
         self: &Arc<Self>,
         workers: &mut HashMap<(String, String), mpsc::Sender<Job>>,
         done: &mpsc::UnboundedSender<Done>,
         job: Job,
-    ) -> Result<Option<Origin>, DeliverError> {
+    ) -> Result<(), DeliverError> {
         let key = (job.delivery.tenant.clone(), job.delivery.endpoint.clone());
         let queue = workers
             .entry(key.clone())
             .or_insert_with(|| self.spawn_worker(&key, done.clone()));
         match queue.try_send(job) {
-            Ok(()) => Ok(None),
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(job)) => {
+                // Back to a retry tier, for as long as the endpoint is closed to requests if
+                // it is; the loop goes on without waiting for the acknowledgement.
+                let wait = self
+                    .breakers
+                    .closed_for(&key.0, &key.1, Instant::now())
+                    .map_or(TIERS[0], |closed| closed.max(TIERS[0]));
                 metrics::counter!("hookstream_deliver_overflow_total", "tenant" => key.0, "endpoint" => key.1).increment(1);
-                self.defer(job.delivery, TIERS[0]).await?;
-                Ok(Some(job.origin))
+                let (tier, wait) = schedule::wait_tier(wait);
+                let later = Delivery {
+                    due_at: now_ms() + wait.as_millis() as i64,
+                    ..job.delivery
+                };
+                let value = serde_json::to_vec(&later).expect("delivery serializes");
+                let ack = self
+                    .send_in_order(&self.names.tiers[tier], &later.key(), &value)
+                    .await?;
+                let (done, origin) = (done.clone(), job.origin);
+                tokio::spawn(async move {
+                    let result = match ack.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((error, _))) => Err(DeliverError::Kafka(error)),
+                        Err(_) => Err(DeliverError::Client("the producer went away".into())),
+                    };
+                    let _ = done.send((origin, result));
+                });
+                Ok(())
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 Err(DeliverError::Client("an endpoint worker stopped".into()))

@@ -23,7 +23,14 @@ pub struct EndpointStatus {
     pub disabled: Option<Disabled>,
     /// When its current run of failures began (ms since the epoch); none after a success.
     pub failing_since: Option<i64>,
+    /// The share (%) of `disable_after_failing_secs` the current run of failures has been
+    /// alerted at: 0, then [`WARN_AT`] in turn.
+    #[serde(default)]
+    pub warned_percent: u8,
 }
+
+/// Shares of the disable span at which a failing endpoint is alerted before it is disabled.
+pub const WARN_AT: [u8; 2] = [50, 90];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disabled {
@@ -57,6 +64,7 @@ impl EndpointStatus {
             (false, None) => None,
             (false, Some(_)) => Some(Self {
                 failing_since: None,
+                warned_percent: 0,
                 ..self.clone()
             }),
             (true, None) => Some(Self {
@@ -74,8 +82,26 @@ impl EndpointStatus {
                     ..self.clone()
                 })
             }
-            (true, Some(_)) => None,
+            (true, Some(since)) => {
+                let span = disable_after.as_millis().max(1) as i64;
+                let share = (now.saturating_sub(since).saturating_mul(100) / span).min(100);
+                let warn = WARN_AT
+                    .iter()
+                    .copied()
+                    .filter(|at| i64::from(*at) <= share)
+                    .max()?;
+                (warn > self.warned_percent).then(|| Self {
+                    warned_percent: warn,
+                    ..self.clone()
+                })
+            }
         }
+    }
+
+    /// When a failing endpoint will be disabled, if it keeps failing.
+    pub fn disables_at(&self, disable_after: Duration) -> Option<i64> {
+        self.failing_since
+            .map(|since| since + disable_after.as_millis() as i64)
     }
 }
 
@@ -175,5 +201,22 @@ mod tests {
         assert_eq!(disabled.disabled.as_ref().unwrap().reason, "failing");
         assert_eq!(disabled.after_attempt(true, later + 1, DAY), None);
         assert_eq!(disabled.key(), "t/e");
+    }
+
+    #[test]
+    fn a_failing_endpoint_is_warned_at_half_and_nine_tenths_of_its_span_once_each() {
+        let failing = EndpointStatus::new("t", "e")
+            .after_attempt(true, 0, DAY)
+            .unwrap();
+        let at = |share: u64| (DAY.as_millis() as u64 * share / 100) as i64;
+        assert_eq!(failing.after_attempt(true, at(49), DAY), None);
+        let half = failing.after_attempt(true, at(50), DAY).unwrap();
+        assert_eq!((half.warned_percent, half.disabled.is_none()), (50, true));
+        assert_eq!(half.after_attempt(true, at(60), DAY), None, "once");
+        let late = half.after_attempt(true, at(95), DAY).unwrap();
+        assert_eq!(late.warned_percent, 90);
+        assert_eq!(late.disables_at(DAY), Some(at(100)));
+        let recovered = late.after_attempt(false, at(96), DAY).unwrap();
+        assert_eq!(recovered.warned_percent, 0, "a success starts over");
     }
 }

@@ -148,6 +148,26 @@ impl Entities {
     }
 }
 
+/// A request slot of an endpoint's worker: released with the endpoint's answer (so writing
+/// the outcome to Kafka does not hold it), or when dropped without one.
+pub struct Slot {
+    answers: Option<mpsc::UnboundedSender<Attempted>>,
+}
+
+impl Slot {
+    pub fn release(&mut self, answered: Attempted) {
+        if let Some(answers) = self.answers.take() {
+            let _ = answers.send(answered);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release(Attempted::default());
+    }
+}
+
 /// Deliveries an endpoint's worker holds beyond its channel.
 const HELD: usize = 64;
 
@@ -187,6 +207,7 @@ pub(crate) async fn run(
     let mut entities = Entities::default();
     let mut held: VecDeque<Job> = VecDeque::new();
     let mut running: JoinSet<Over> = JoinSet::new();
+    let (answers, mut answered) = mpsc::unbounded_channel::<Attempted>();
     let mut closed = false;
     loop {
         let mut wake: Option<Duration> = None;
@@ -238,8 +259,11 @@ pub(crate) async fn run(
             oldest.set((now_ms() - job.delivery.due_at).max(0) as f64 / 1000.0);
             let this = deliverer.clone();
             let entity = entity.map(|e| (e, job.delivery.delivery_id.clone()));
+            let slot = Slot {
+                answers: Some(answers.clone()),
+            };
             running.spawn(async move {
-                let outcome = this.deliver(job.delivery).await;
+                let outcome = this.deliver(job.delivery, slot).await;
                 let (attempted, result) = match outcome {
                     Ok(attempted) => (Some(attempted), Ok(())),
                     Err(error) => (None, Err(error)),
@@ -267,19 +291,14 @@ pub(crate) async fn run(
             },
             Some(over) = running.join_next() => {
                 let Ok(over) = over else { continue };
-                if let Some(attempted) = &over.attempted {
-                    throttle.finished(attempted);
-                    if let Some((entity, id)) = &over.entity {
-                        entities.finished(entity, id, attempted.waiting_until);
-                    }
-                } else if over.entity.is_some() {
-                    // A failed write: the service stops; nothing more to order.
-                    throttle.finished(&Attempted::default());
+                if let (Some(attempted), Some((entity, id))) = (&over.attempted, &over.entity) {
+                    entities.finished(entity, id, attempted.waiting_until);
                 }
                 if done.send((over.job_origin, over.result)).is_err() {
                     return;
                 }
             }
+            Some(answer) = answered.recv() => throttle.finished(&answer),
             _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => {}
         }
     }
