@@ -1,6 +1,7 @@
 //! Delivery throughput: `hookstream deliver` against the same HTTP client without Kafka.
 //!
-//! Starts a Tansu broker (sqlite engine, as the tests do) and an HTTP receiver on loopback
+//! Starts a Tansu broker (the memory engine, so the broker is not the limit;
+//! `HOOKSTREAM_BENCH_ENGINE=sqlite` for the durable one) and an HTTP receiver on loopback
 //! that answers 200 after a fixed delay (0 ms, then 50 ms). For each delay it measures, in
 //! the same run:
 //!
@@ -25,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use harness::broker::Engine;
 use harness::{Broker, Service, Settings, TestConfig};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -237,9 +239,17 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if measuring { 1_500 } else { 40 });
-    let broker = Broker::start();
+    // The memory engine when measuring, so the broker is not the limit; sqlite for the
+    // smoke run of the test suite. HOOKSTREAM_BENCH_ENGINE=sqlite|memory chooses.
+    let engine = Engine::from_env(if measuring {
+        Engine::Memory
+    } else {
+        Engine::Sqlite
+    });
+    let broker = Broker::start_on(engine);
     println!(
-        "{events} events × {ENDPOINTS} endpoints, max_in_flight {IN_FLIGHT}; Tansu sqlite engine"
+        "{events} events × {ENDPOINTS} endpoints, max_in_flight {IN_FLIGHT}; Tansu {} engine",
+        engine.name()
     );
     println!("| receiver | baseline (bare client) | deliver | deliver / baseline | deliver beside a failing endpoint | beside / alone |");
     println!("|---|---:|---:|---:|---:|---:|");

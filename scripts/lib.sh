@@ -20,13 +20,17 @@ ensure_system_packages() {
   command -v cargo >/dev/null || { echo "cargo is required: install Rust from rustup" >&2; exit 1; }
 }
 
-# The Tansu broker used by the end-to-end tests, built once into the cache (≈10 min).
+# The Tansu broker used by the end-to-end tests and benchmarks, built once into the cache
+# (≈10 min): `libsql` for the durable sqlite engine the tests use, `dynostore` for the
+# in-memory engine of the benchmarks.
+TANSU_FEATURES="libsql,dynostore"
 ensure_tansu() {
   local root="$HOOKSTREAM_CACHE/tansu-$TANSU_VERSION"
-  if [ ! -x "$root/bin/tansu" ]; then
-    echo "==> installing the Tansu $TANSU_VERSION test broker into $root (one time, about 10 minutes)" >&2
-    cargo install tansu --locked --version "$TANSU_VERSION" --features libsql \
+  if [ ! -x "$root/bin/tansu" ] || [ "$(cat "$root/features" 2>/dev/null)" != "$TANSU_FEATURES" ]; then
+    echo "==> installing the Tansu $TANSU_VERSION test broker ($TANSU_FEATURES) into $root (one time, about 10 minutes)" >&2
+    cargo install tansu --locked --force --version "$TANSU_VERSION" --features "$TANSU_FEATURES" \
       --root "$root" --target-dir "$HOOKSTREAM_CACHE/tansu-build"
+    echo "$TANSU_FEATURES" > "$root/features"
   fi
   export TANSU_BIN="$root/bin/tansu"
 }

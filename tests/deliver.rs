@@ -316,7 +316,10 @@ fn events_are_delivered_signed_retried_and_logged() {
     let alerts = json_records(config, "alerts", 1);
     assert_eq!(
         (&alerts[0]["kind"], &alerts[0]["entity"]),
-        (&serde_json::json!("endpoint_disabled"), &serde_json::json!("gone"))
+        (
+            &serde_json::json!("endpoint_disabled"),
+            &serde_json::json!("gone")
+        )
     );
     assert!(alerts[0]["message"]
         .as_str()

@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod error;
 pub mod guard;
 pub mod journal;
+pub mod lanes;
 pub mod offsets;
 pub mod recent;
 pub mod record;
@@ -183,6 +184,7 @@ pub async fn redrive(config: &Config, filter: &RedriveFilter) -> Result<usize, D
     for dead in &chosen {
         let again = record::Delivery {
             attempt: 1,
+            redriven: true,
             due_at: now,
             reason: None,
             ..dead.clone()
@@ -215,6 +217,7 @@ mod tests {
             event_type: "x".into(),
             entity: None,
             attempt: 3,
+            redriven: false,
             due_at: 1_000,
             reason: Some("http_404".into()),
             body: "{}".into(),

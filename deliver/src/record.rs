@@ -26,6 +26,9 @@ pub struct Delivery {
     pub attempt: u32,
     /// Not before this time (ms since the epoch).
     pub due_at: i64,
+    /// Sent again from `delivery-dlq` (it takes the retries' share of the lanes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redriven: bool,
     /// Why the delivery was given up (`delivery-dlq` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

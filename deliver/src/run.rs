@@ -106,6 +106,8 @@ pub struct Deliverer {
     partitions: Vec<i32>,
     /// How `alerts` values are written (JSON, or Avro when configured).
     pub(crate) codecs: schemas::avro::Codecs,
+    /// The instance's requests in flight, by lane.
+    pub(crate) lanes: crate::lanes::Lanes,
 }
 
 /// Attempt ids unique across runs: this run's random prefix and a counter.
@@ -142,10 +144,7 @@ impl Deliverer {
         Ok(Self {
             endpoints: Arc::new(Endpoints::from_config(config)?),
             breakers: Breakers::default(),
-            // An intent is acknowledged before each request: little lingering.
-            producer: client_config(&config.kafka, Role::Producer)
-                .set("linger.ms", "1")
-                .create()?,
+            producer: client_config(&config.kafka, Role::Producer).create()?,
             names: Names::new(config),
             lookup: {
                 let mut lookup = client_config(&config.kafka, Role::Consumer);
@@ -160,6 +159,10 @@ impl Deliverer {
             attempt_ids: AttemptIds::new(),
             partitions: config.deliver.partitions.clone(),
             codecs,
+            lanes: crate::lanes::Lanes::new(
+                config.deliver.max_in_flight,
+                config.deliver.retry_share,
+            ),
         })
     }
 
@@ -519,6 +522,7 @@ impl Deliverer {
                 event_type: event_type.clone(),
                 entity: event["entity"].as_str().map(str::to_owned),
                 attempt: 1,
+                redriven: false,
                 due_at: now_ms(),
                 reason: None,
                 body: body.to_owned(),

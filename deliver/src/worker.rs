@@ -5,6 +5,7 @@
 //!   adaptive: each 429 or 503 halves the limit (at least 1), each success grows it by one
 //!   per round of successes (additive increase, multiplicative decrease, as TCP does).
 //! * **Rate**: at most `rate_per_sec` requests started per second (a GCRA limiter).
+//! * **Lane**: then a permit of the endpoint's lane ([`crate::lanes`]), instance-wide.
 //! * **Ordering** ([`Entities`], `ordering = "per_entity"`): one request in flight per
 //!   entity; while an entity's delivery waits in a retry tier, its later deliveries are
 //!   *parked* (back to a tier, no attempt used up) and go out after it, in their order;
@@ -152,10 +153,13 @@ impl Entities {
 /// the outcome to Kafka does not hold it), or when dropped without one.
 pub struct Slot {
     answers: Option<mpsc::UnboundedSender<Attempted>>,
+    /// The instance-wide permit of its lane.
+    permit: Option<crate::lanes::Permit>,
 }
 
 impl Slot {
     pub fn release(&mut self, answered: Attempted) {
+        self.permit.take();
         if let Some(answers) = self.answers.take() {
             let _ = answers.send(answered);
         }
@@ -199,6 +203,9 @@ pub(crate) async fn run(
         .as_ref()
         .is_some_and(|c| c.ordering == Ordering::PerEntity);
     let mut throttle = Throttle::new(config.as_ref().map_or(1, |c| c.max_in_flight));
+    let lane = config
+        .as_ref()
+        .map_or(schemas::config::Lane::Routine, |c| c.lane);
     let limiter: Option<DefaultDirectRateLimiter> = config
         .as_ref()
         .and_then(|c| c.rate_per_sec)
@@ -259,10 +266,13 @@ pub(crate) async fn run(
             oldest.set((now_ms() - job.delivery.due_at).max(0) as f64 / 1000.0);
             let this = deliverer.clone();
             let entity = entity.map(|e| (e, job.delivery.delivery_id.clone()));
-            let slot = Slot {
+            let mut slot = Slot {
                 answers: Some(answers.clone()),
+                permit: None,
             };
             running.spawn(async move {
+                let retry = job.delivery.attempt > 1 || job.delivery.redriven;
+                slot.permit = Some(this.lanes.acquire(lane, retry).await);
                 let outcome = this.deliver(job.delivery, slot).await;
                 let (attempted, result) = match outcome {
                     Ok(attempted) => (Some(attempted), Ok(())),

@@ -22,6 +22,7 @@ pub struct Broker {
     port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    engine: Engine,
 }
 
 /// The Tansu binary: `TANSU_BIN`, else `tansu` on `PATH`. A missing binary fails the test
@@ -54,7 +55,35 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(dir: &std::path::Path, port: u16) -> Child {
+/// Tansu's storage engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// `sqlite://`: durable, survives a broker restart; 3–6 k records/s here.
+    Sqlite,
+    /// `memory://` (cargo feature `dynostore`): over 100 k records/s, gone with the process;
+    /// for benchmarks, so the broker is not the limit.
+    Memory,
+}
+
+impl Engine {
+    /// `HOOKSTREAM_BENCH_ENGINE=sqlite|memory`, else `default`.
+    pub fn from_env(default: Engine) -> Engine {
+        match std::env::var("HOOKSTREAM_BENCH_ENGINE").as_deref() {
+            Ok("sqlite") => Engine::Sqlite,
+            Ok("memory") => Engine::Memory,
+            _ => default,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Memory => "memory",
+        }
+    }
+}
+
+fn spawn(dir: &std::path::Path, port: u16, engine: Engine) -> Child {
     let binary = tansu_binary();
     let url = format!("tcp://127.0.0.1:{port}");
     let log = std::fs::OpenOptions::new()
@@ -71,7 +100,13 @@ fn spawn(dir: &std::path::Path, port: u16) -> Child {
             "--advertised-listener-url",
             &url,
         ])
-        .args(["--storage-engine", "sqlite://broker.db"])
+        .args([
+            "--storage-engine",
+            match engine {
+                Engine::Sqlite => "sqlite://broker.db",
+                Engine::Memory => "memory://tansu/",
+            },
+        ])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -82,6 +117,11 @@ fn spawn(dir: &std::path::Path, port: u16) -> Child {
 
 impl Broker {
     pub fn start() -> Self {
+        Self::start_on(Engine::Sqlite)
+    }
+
+    /// A broker on `engine` (the tests use sqlite; benchmarks choose).
+    pub fn start_on(engine: Engine) -> Self {
         let mut last_log = String::new();
         for _attempt in 0..3 {
             let dir = tempfile::Builder::new()
@@ -89,11 +129,18 @@ impl Broker {
                 .tempdir()
                 .unwrap();
             let port = free_port();
-            let child = spawn(dir.path(), port);
-            let mut broker = Self { port, child, dir };
+            let child = spawn(dir.path(), port, engine);
+            let mut broker = Self {
+                port,
+                child,
+                dir,
+                engine,
+            };
             match broker.wait_ready() {
                 Ok(()) => {
-                    broker.index_headers();
+                    if engine == Engine::Sqlite {
+                        broker.index_headers();
+                    }
                     return broker;
                 }
                 Err(log) => last_log = log,
@@ -129,7 +176,7 @@ impl Broker {
     /// Starts the broker again on the same port with the same sqlite file.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(self.dir.path(), self.port);
+        self.child = spawn(self.dir.path(), self.port, self.engine);
         if let Err(log) = self.wait_ready() {
             panic!("Tansu did not restart; its log:\n{log}");
         }

@@ -63,7 +63,7 @@ pub struct Config {
 }
 
 /// `hookstream deliver` (`[deliver]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverConfig {
     /// Consume exactly these partitions of `events`, the delivery queue, the retry tiers and
@@ -73,6 +73,30 @@ pub struct DeliverConfig {
     /// must not list the same partition.
     #[serde(default)]
     pub partitions: Vec<i32>,
+    /// Requests in flight at once on this instance, shared by the lanes.
+    #[serde(default = "default_deliver_max_in_flight")]
+    pub max_in_flight: usize,
+    /// The share of `max_in_flight` retries and redriven deliveries may hold.
+    #[serde(default = "default_retry_share")]
+    pub retry_share: f64,
+}
+
+impl Default for DeliverConfig {
+    fn default() -> Self {
+        Self {
+            partitions: Vec::new(),
+            max_in_flight: default_deliver_max_in_flight(),
+            retry_share: default_retry_share(),
+        }
+    }
+}
+
+fn default_deliver_max_in_flight() -> usize {
+    512
+}
+
+fn default_retry_share() -> f64 {
+    0.3
 }
 
 /// Value encodings: JSON by default; Avro in the Confluent wire format per topic, with the
@@ -477,6 +501,19 @@ pub struct EndpointConfig {
     /// while an earlier one waits for a retry.
     #[serde(default)]
     pub ordering: Ordering,
+    /// The priority lane of its requests.
+    #[serde(default)]
+    pub lane: Lane,
+}
+
+/// A priority lane of `hookstream deliver`'s requests ([`DeliverConfig::max_in_flight`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    /// Served first (three permits to one when both lanes wait).
+    Urgent,
+    #[default]
+    Routine,
 }
 
 /// The order an endpoint receives an entity's events in.

@@ -86,6 +86,12 @@ impl Config {
                 p.push(format!("ingest.workers: {workers} (use 1 to 512)"));
             }
         }
+        if self.deliver.max_in_flight == 0 {
+            p.push("deliver.max_in_flight: must be positive".into());
+        }
+        if !(self.deliver.retry_share > 0.0 && self.deliver.retry_share <= 1.0) {
+            p.push("deliver.retry_share: must be more than 0 and at most 1".into());
+        }
         if self.ingest.ack_timeout_ms == 0 {
             p.push("ingest.ack_timeout_ms: must be positive".into());
         }
