@@ -41,12 +41,14 @@ fn receiver(scripts: Script) -> (u16, Arc<Mutex<Vec<Seen>>>) {
         actix_web::rt::System::new().block_on(async move {
             let server = actix_web::HttpServer::new(move || {
                 let state = state.clone();
-                actix_web::App::new().default_service(actix_web::web::to(
-                    move |request: actix_web::HttpRequest, body: actix_web::web::Bytes| {
-                        let state = state.clone();
-                        async move { answer(&request, &body, &state.0, &state.1).await }
-                    },
-                ))
+                actix_web::App::new()
+                    .app_data(actix_web::web::PayloadConfig::new(16 << 20))
+                    .default_service(actix_web::web::to(
+                        move |request: actix_web::HttpRequest, body: actix_web::web::Bytes| {
+                            let state = state.clone();
+                            async move { answer(&request, &body, &state.0, &state.1).await }
+                        },
+                    ))
             })
             .workers(2)
             .bind("127.0.0.1:0")
@@ -178,11 +180,15 @@ impl Deliver {
     }
 
     fn send(&self, event: &serde_json::Value) {
-        let value = event.to_string();
+        self.send_raw(event.to_string().as_bytes());
+    }
+
+    /// Any bytes as an `events` value, in the partition of the other events.
+    fn send_raw(&self, value: &[u8]) {
         let topic = self.config.topic("events");
         let record = rdkafka::producer::FutureRecord::to(&topic)
             .key("agents/call-1")
-            .payload(&value);
+            .payload(value);
         self.runtime
             .block_on(self.producer.send(record, Duration::from_secs(30)))
             .unwrap();
@@ -690,5 +696,72 @@ fn kill_9_at_any_point_loses_no_delivery_and_logs_every_request_exactly_once() {
     assert!(
         !interrupted.is_empty(),
         "no kill landed during a request: the test did not test the journal"
+    );
+}
+
+/// Hostile input: `events` values that are not JSON, not UTF-8, empty, or without a tenant
+/// or event id are skipped and counted, and delivery goes on; a 600 KB event full of
+/// escapes and non-ASCII text arrives byte for byte, signed; two tenants with the same
+/// endpoint id, source and event ids, in one partition, each receive exactly their own.
+#[test]
+fn hostile_events_are_skipped_and_tenants_never_receive_each_others() {
+    let broker = Broker::start();
+    let (port_a, seen_a) = receiver(BTreeMap::new());
+    let (port_b, seen_b) = receiver(BTreeMap::new());
+    let policy = "[tenants.delivery]\nallow_networks = [\"127.0.0.0/8\"]\n";
+    let other = format!(
+        "\n[[tenants]]\nid = \"other\"\n[[tenants.sources]]\nid = \"calls\"\nscheme = \"hmac\"\nsecrets = [{{ id = \"k1\", value = \"s\" }}]\n{}{policy}",
+        endpoint(port_b, "crm", "")
+    );
+    let both = endpoint(port_a, "crm", "") + policy + &other;
+    let deliver = Deliver::start_with(&broker, "hostile", &both, "");
+    let hostile: [&[u8]; 7] = [
+        b"not json",
+        &[0xff, 0xfe, 0x00, 0x80],
+        b"",
+        br#"{"event_id":"x"}"#,
+        b"[1,2,3]",
+        br#"{"tenant": 7, "event_id": "y"}"#,
+        br#"{"tenant": "agents"}"#,
+    ];
+    for value in hostile {
+        deliver.send_raw(value);
+    }
+    let mut big = event("big", "call.ended");
+    big["payload"] = serde_json::json!({"text": "é😀 \"quoted\" \\ \u{0001}\n".repeat(30_000)});
+    let big_body = big.to_string();
+    assert!(big_body.len() > 600_000, "{}", big_body.len());
+    deliver.send_raw(big_body.as_bytes());
+    for i in 0..5 {
+        deliver.send(&event(&format!("e{i}"), "call.ended"));
+        let mut theirs = event(&format!("e{i}"), "call.ended");
+        theirs["tenant"] = "other".into();
+        deliver.send(&theirs);
+    }
+    harness::wait_until(|| seen_a.lock().unwrap().len() == 6 && seen_b.lock().unwrap().len() == 5)
+        .expect("each tenant's endpoint gets its events");
+    let tenant_of =
+        |r: &Seen| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["tenant"].clone();
+    let (a, b) = (
+        seen_a.lock().unwrap().clone(),
+        seen_b.lock().unwrap().clone(),
+    );
+    assert!(a.iter().all(|r| tenant_of(r) == "agents"));
+    assert!(b.iter().all(|r| tenant_of(r) == "other"));
+    let arrived = a.iter().find(|r| r.id() == "big").expect("the big event");
+    assert_eq!(arrived.body, big_body, "byte for byte");
+    verify_with_python(&a);
+    let metrics = format!("{}/metrics", deliver.service.base_url());
+    let skipped = |reason: &str| {
+        harness::http::metric(
+            &metrics,
+            "hookstream_deliver_undecodable_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(
+        (skipped("not_json"), skipped("incomplete")),
+        (Some(3.0), Some(4.0)),
+        "every hostile value skipped and counted"
     );
 }

@@ -322,7 +322,7 @@ impl Deliverer {
         attempt_id: &str,
         timestamp: i64,
     ) -> (Response, Option<String>) {
-        let body = delivery.body.as_bytes();
+        let body = delivery.body.as_str().as_bytes();
         let signature = match endpoint.signer.sign(&delivery.event_id, timestamp, body) {
             Ok(signature) => signature,
             Err(error) => {
@@ -342,7 +342,7 @@ impl Deliverer {
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .header("hookstream-attempt-id", attempt_id)
-            .body(delivery.body.clone());
+            .body(delivery.body.as_str().to_owned());
         match request.send().await {
             Ok(response) => {
                 let code = response.status().as_u16();

@@ -220,7 +220,7 @@ mod tests {
             redriven: false,
             due_at: 1_000,
             reason: Some("http_404".into()),
-            body: "{}".into(),
+            body: record::Body::json("{}".into()),
         };
         assert!(RedriveFilter::default().admits(&dead));
         let by = |endpoint: Option<&str>, reason: Option<&str>, since: Option<i64>| RedriveFilter {

@@ -32,8 +32,45 @@ pub struct Delivery {
     /// Why the delivery was given up (`delivery-dlq` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The request body: the `events` record's value.
-    pub body: String,
+    /// The request body: the `events` record's value, embedded as JSON (not as a string, so
+    /// a record is barely larger than its event).
+    pub body: Body,
+}
+
+/// A JSON text, written into a record as itself. Records written before it was embedded (a
+/// JSON string holding the text) still read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body(String);
+
+impl Body {
+    /// `text` must be JSON (it is the `events` value, parsed before).
+    pub fn json(text: String) -> Self {
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Body {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = serde_json::value::RawValue::from_string(self.0.clone())
+            .map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        if text.starts_with('"') {
+            let legacy: String = serde_json::from_str(text).map_err(serde::de::Error::custom)?;
+            return Ok(Self(legacy));
+        }
+        Ok(Self(text.to_owned()))
+    }
 }
 
 impl Delivery {
@@ -75,6 +112,16 @@ mod tests {
 
     /// The schema examples (checked against the JSON Schemas by `schemas/check.py`) are what
     /// these types write, field for field.
+    #[test]
+    fn a_body_is_embedded_as_json_and_an_old_string_body_still_reads() {
+        let body = r#"{"tenant":"t","text":"é \"q\" \u0000"}"#;
+        let written = serde_json::to_string(&Body::json(body.to_owned())).unwrap();
+        assert_eq!(written, body, "not re-escaped");
+        let legacy = serde_json::to_string(body).unwrap();
+        let read: Body = serde_json::from_str(&legacy).unwrap();
+        assert_eq!(read.as_str(), body);
+    }
+
     #[test]
     fn records_match_the_schema_examples() {
         for (example, round_trip) in [

@@ -76,8 +76,9 @@ impl Names {
 
 /// Most consumed records with deliveries outstanding before the loop stops fetching.
 const MAX_IN_FLIGHT: usize = 10_000;
-/// Deliveries queued per endpoint; beyond, they wait in the first retry tier.
-const QUEUE_PER_ENDPOINT: usize = 64;
+/// Deliveries queued per endpoint (a backlog drains from memory, not through the retry
+/// tiers); beyond, they wait in the first retry tier.
+const QUEUE_PER_ENDPOINT: usize = 1024;
 
 /// Where a delivery came from: the record whose offset waits for it.
 #[derive(Debug, Clone)]
@@ -357,15 +358,30 @@ impl Deliverer {
         for delivery in deliveries {
             let value = serde_json::to_vec(&delivery).expect("delivery serializes");
             let key = delivery.key();
-            acks.push(self.send_in_order(&self.names.queue, &key, &value).await?);
+            match self.send_in_order(&self.names.queue, &key, &value).await {
+                Ok(ack) => acks.push(Some(ack)),
+                Err(DeliverError::Kafka(error)) if too_large(&error) => {
+                    skip_too_large(&delivery, value.len());
+                    acks.push(None);
+                }
+                Err(error) => return Err(error),
+            }
         }
         let (done, origin) = (done.clone(), origin.clone());
         tokio::spawn(async move {
             for ack in acks {
-                let result = match ack.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((error, _))) => Err(DeliverError::Kafka(error)),
-                    Err(_) => Err(DeliverError::Client("the producer went away".into())),
+                let result = match ack {
+                    None => Ok(()),
+                    Some(ack) => match ack.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((error, _))) if too_large(&error) => {
+                            metrics::counter!("hookstream_deliver_too_large_total").increment(1);
+                            tracing::error!(%error, "the broker refused a delivery as too large: not delivered");
+                            Ok(())
+                        }
+                        Ok(Err((error, _))) => Err(DeliverError::Kafka(error)),
+                        Err(_) => Err(DeliverError::Client("the producer went away".into())),
+                    },
                 };
                 if done.send((origin.clone(), result)).is_err() {
                     return;
@@ -443,7 +459,14 @@ impl Deliverer {
         let queue = workers
             .entry(key.clone())
             .or_insert_with(|| self.spawn_worker(&key, done.clone()));
-        match queue.try_send(job) {
+        // An endpoint closed to requests (open breaker, pause) gets its deliveries back in a
+        // retry tier at once, for as long as it stays closed: they would only wait here.
+        let closed = self.breakers.closed_for(&key.0, &key.1, Instant::now());
+        let sent = match closed {
+            Some(_) => Err(mpsc::error::TrySendError::Full(job)),
+            None => queue.try_send(job),
+        };
+        match sent {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(job)) => {
                 // Back to a retry tier, for as long as the endpoint is closed to requests if
@@ -495,22 +518,32 @@ impl Deliverer {
         queue
     }
 
-    /// An event: one delivery per endpoint of its tenant that wants its type.
+    /// An event: one delivery per endpoint of its tenant that wants its type. A value that
+    /// is not a JSON object with a tenant and an event id is skipped and counted.
     fn fan_out(&self, message: &BorrowedMessage<'_>) -> Vec<Delivery> {
+        let skip = |reason: &'static str| {
+            metrics::counter!("hookstream_deliver_undecodable_total", "reason" => reason)
+                .increment(1);
+            tracing::warn!(
+                partition = message.partition(),
+                offset = message.offset(),
+                reason,
+                "an `events` record that cannot be delivered is skipped"
+            );
+            Vec::new()
+        };
         let Some(body) = message.payload().and_then(|p| std::str::from_utf8(p).ok()) else {
-            return Vec::new();
+            return skip("not_json");
         };
         let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else {
-            metrics::counter!("hookstream_deliver_undecodable_total").increment(1);
-            tracing::warn!(
-                offset = message.offset(),
-                "an `events` record that is not JSON is not delivered"
-            );
-            return Vec::new();
+            return skip("not_json");
         };
         let field = |name: &str| event[name].as_str().unwrap_or_default().to_owned();
         let (tenant, event_type) = (field("tenant"), field("event_type"));
         let (source, event_id) = (field("source"), field("event_id"));
+        if tenant.is_empty() || event_id.is_empty() {
+            return skip("incomplete");
+        }
         self.endpoints
             .wanting(&tenant, &event_type)
             .map(|endpoint| Delivery {
@@ -525,7 +558,7 @@ impl Deliverer {
                 redriven: false,
                 due_at: now_ms(),
                 reason: None,
-                body: body.to_owned(),
+                body: crate::record::Body::json(body.to_owned()),
             })
             .collect()
     }
@@ -671,4 +704,22 @@ fn commit(consumer: &StreamConsumer, offsets: &mut Offsets) {
         // Revoked meanwhile: the new owner repeats what was not committed.
         tracing::warn!(%error, "cannot commit delivery offsets");
     }
+}
+
+/// A record the producer or the broker refuses for its size: permanent, never retried.
+fn too_large(error: &rdkafka::error::KafkaError) -> bool {
+    // The producer's own refusal (larger than message.max.bytes) and the broker's share
+    // the code.
+    error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
+}
+
+fn skip_too_large(delivery: &Delivery, bytes: usize) {
+    metrics::counter!("hookstream_deliver_too_large_total").increment(1);
+    tracing::error!(
+        tenant = %delivery.tenant,
+        endpoint = %delivery.endpoint,
+        event_id = %delivery.event_id,
+        bytes,
+        "a delivery is larger than the producer's message.max.bytes: not delivered"
+    );
 }

@@ -173,7 +173,7 @@ impl Drop for Slot {
 }
 
 /// Deliveries an endpoint's worker holds beyond its channel.
-const HELD: usize = 64;
+const HELD: usize = 256;
 
 /// What a finished task of the worker reports.
 struct Over {
