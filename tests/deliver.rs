@@ -531,7 +531,12 @@ fn endpoints_on_internal_addresses_are_refused() {
 fn a_disabled_endpoint_stays_disabled_across_restarts_until_enabled() {
     let broker = Broker::start();
     let (port, seen) = receiver(BTreeMap::from([("gone", (410, None))]));
-    let mut deliver = Deliver::start(&broker, "disabled", &endpoint(port, "gone", ""));
+    let admin_section = "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = { value = \"s3cret-admin\" }\n";
+    let mut deliver = Deliver::start(
+        &broker,
+        "disabled",
+        &(endpoint(port, "gone", "") + admin_section),
+    );
     deliver.send(&event("e1", "call.ended"));
     json_records(&deliver.config, "delivery-dlq", 1);
     deliver.restart();
@@ -581,6 +586,36 @@ fn a_disabled_endpoint_stays_disabled_across_restarts_until_enabled() {
         requests.iter().map(Seen::id).collect::<Vec<_>>(),
         ["e1", "e2"]
     );
+
+    // That first request of e2 got a 410 too: disabled again. Enabled once more, the admin
+    // API redrives both 410 dead letters, behind its token; their second requests succeed.
+    let enabled = std::process::Command::new(harness::process::binary())
+        .args(["deliver", "--enable", "agents/gone", "--config"])
+        .arg(&deliver.config.path)
+        .output()
+        .unwrap();
+    assert!(enabled.status.success());
+    deliver.restart();
+    let admin = Service::admin(&deliver.config.path);
+    let url = format!("{}/v1/deliveries/redrive", admin.base_url());
+    let auth = [("authorization".to_owned(), "Bearer s3cret-admin".to_owned())];
+    let filter = br#"{"endpoint": "agents/gone", "reason": "http_410"}"#;
+    assert_eq!(harness::http::post(&url, &[], filter).status, 401);
+    let bad = harness::http::post(&url, &auth, br#"{"since": "yesterday"}"#);
+    assert_eq!(bad.status, 400, "{}", bad.json);
+    let redriven = harness::http::post(&url, &auth, filter);
+    assert_eq!(
+        (redriven.status, &redriven.json["redriven"]),
+        (200, &serde_json::json!(2))
+    );
+    harness::wait_until(|| seen.lock().unwrap().len() == 4)
+        .expect("the dead letters are sent again (same webhook-ids)");
+    let mut again: Vec<String> = seen.lock().unwrap()[2..]
+        .iter()
+        .map(|r| r.id().to_owned())
+        .collect();
+    again.sort();
+    assert_eq!(again, ["e1", "e2"]);
 }
 
 /// `kill -9` of `deliver` at points spread over a run (by the receivers' progress, while a

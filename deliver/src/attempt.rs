@@ -14,6 +14,20 @@ use crate::run::{now_ms, Deliverer};
 use crate::schedule::{self, Response, Verdict, TIERS};
 use crate::worker::Slot;
 
+/// A delivery whose intent is journaled: its request may go.
+pub(crate) struct Prepared {
+    delivery: Delivery,
+    attempt_id: String,
+    attempted_at: i64,
+}
+
+/// What preparing a delivery came to.
+pub(crate) enum Step {
+    /// Nothing more: dead-lettered or deferred.
+    Over(Attempted),
+    Ready(Box<Prepared>),
+}
+
 /// What a delivery's turn on its endpoint's worker came to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Attempted {
@@ -27,22 +41,6 @@ pub struct Attempted {
 }
 
 impl Deliverer {
-    /// One delivery's attempt (or dead letter, for an endpoint no longer configured).
-    /// `slot` is the worker's request slot, released as soon as the endpoint has answered.
-    pub(crate) async fn deliver(
-        &self,
-        delivery: Delivery,
-        slot: Slot,
-    ) -> Result<Attempted, DeliverError> {
-        match self.endpoints.get(&delivery.tenant, &delivery.endpoint) {
-            Some(endpoint) => self.attempt(endpoint, delivery, slot).await,
-            None => {
-                self.dead(delivery, "endpoint_removed").await?;
-                Ok(Attempted::default())
-            }
-        }
-    }
-
     /// The same attempt again after `wait`, in the retry tier that keeps its order; returns
     /// when it is due.
     pub(crate) async fn defer(
@@ -60,18 +58,20 @@ impl Deliverer {
         Ok(due_at)
     }
 
-    pub(crate) async fn attempt(
-        &self,
-        endpoint: &Endpoint,
-        delivery: Delivery,
-        mut slot: Slot,
-    ) -> Result<Attempted, DeliverError> {
+    /// A delivery's turn, up to its journaled intent: a dead letter (endpoint removed or
+    /// disabled), a deferral (endpoint closed), or a request ready to go. Runs ahead of the
+    /// endpoint's request slots, so the intent's acknowledgement does not hold one.
+    pub(crate) async fn prepare(&self, delivery: Delivery) -> Result<Step, DeliverError> {
+        let Some(endpoint) = self.endpoints.get(&delivery.tenant, &delivery.endpoint) else {
+            self.dead(delivery, "endpoint_removed").await?;
+            return Ok(Step::Over(Attempted::default()));
+        };
         if self
             .endpoints
             .is_disabled(&delivery.tenant, &delivery.endpoint)
         {
             self.dead(delivery, "endpoint_disabled").await?;
-            return Ok(Attempted::default());
+            return Ok(Step::Over(Attempted::default()));
         }
         let (tenant, id) = (delivery.tenant.clone(), delivery.endpoint.clone());
         if let Gate::Wait(wait) = self.breakers.gate(&tenant, &id, Instant::now()) {
@@ -79,10 +79,10 @@ impl Deliverer {
             // attempt after it.
             metrics::counter!("hookstream_deliver_breaker_deferred_total", "tenant" => tenant, "endpoint" => id).increment(1);
             let due_at = self.defer(delivery, wait).await?;
-            return Ok(Attempted {
+            return Ok(Step::Over(Attempted {
                 waiting_until: Some(due_at),
                 ..Attempted::default()
-            });
+            }));
         }
         let attempt_id = self.attempt_ids.next();
         let attempted_at = now_ms();
@@ -98,9 +98,61 @@ impl Deliverer {
                 event_id: delivery.event_id.clone(),
                 attempt: delivery.attempt,
                 started_at: attempted_at,
-                settle_by: attempted_at + endpoint.config.timeout_ms as i64 + SETTLE_GRACE_MS,
+                // It may wait for a request slot behind as many requests as run ahead.
+                settle_by: attempted_at
+                    + endpoint.config.timeout_ms as i64 * (1 + crate::worker::AHEAD as i64)
+                    + SETTLE_GRACE_MS,
             };
             self.journal(&key, &Entry::Intent(intent)).await?;
+        }
+        Ok(Step::Ready(Box::new(Prepared {
+            delivery,
+            attempt_id,
+            attempted_at,
+        })))
+    }
+
+    /// A prepared delivery's request, in `slot` (released with the answer), and what
+    /// follows it: the outcome journaled, the next retry, a dead letter, a disabled endpoint.
+    pub(crate) async fn request(
+        &self,
+        prepared: Box<Prepared>,
+        mut slot: Slot,
+    ) -> Result<Attempted, DeliverError> {
+        let Prepared {
+            delivery,
+            attempt_id,
+            attempted_at,
+        } = *prepared;
+        let endpoint = self
+            .endpoints
+            .get(&delivery.tenant, &delivery.endpoint)
+            .ok_or_else(|| DeliverError::Config("a prepared delivery's endpoint is gone".into()))?;
+        let (tenant, id) = (delivery.tenant.clone(), delivery.endpoint.clone());
+        let key = delivery.key();
+        // Disabled or closed while it waited for its slot: no request after all.
+        if self.endpoints.is_disabled(&tenant, &id) {
+            slot.release(Attempted::default());
+            let withdrawn = Entry::Withdrawn { attempt_id };
+            let (journaled, dead) = tokio::join!(
+                self.journal(&key, &withdrawn),
+                self.dead(delivery, "endpoint_disabled")
+            );
+            journaled?;
+            dead?;
+            return Ok(Attempted::default());
+        }
+        if let Some(wait) = self.breakers.closed_for(&tenant, &id, Instant::now()) {
+            slot.release(Attempted::default());
+            metrics::counter!("hookstream_deliver_breaker_deferred_total", "tenant" => tenant, "endpoint" => id).increment(1);
+            let withdrawn = Entry::Withdrawn { attempt_id };
+            let (journaled, due_at) =
+                tokio::join!(self.journal(&key, &withdrawn), self.defer(delivery, wait));
+            journaled?;
+            return Ok(Attempted {
+                waiting_until: Some(due_at?),
+                ..Attempted::default()
+            });
         }
         let started = Instant::now();
         let (response, prefix) = self

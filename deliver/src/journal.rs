@@ -75,6 +75,11 @@ impl Intent {
 pub enum Entry {
     Intent(Intent),
     Outcome(AttemptRecord),
+    /// The intent's request did not go out after all (the endpoint closed meanwhile): it
+    /// settles the intent, and nothing is logged.
+    Withdrawn {
+        attempt_id: String,
+    },
 }
 
 /// A record to write to `deliveries`, and the journal offsets it settles once acknowledged.
@@ -132,6 +137,16 @@ impl Partition {
                 self.pending.insert(offset, intent);
                 Taken {
                     waits: true,
+                    ..Taken::default()
+                }
+            }
+            Entry::Withdrawn { attempt_id } => {
+                let intent = self.by_attempt.remove(&attempt_id);
+                if let Some(at) = intent {
+                    self.pending.remove(&at);
+                }
+                Taken {
+                    settled: intent.into_iter().collect(),
                     ..Taken::default()
                 }
             }
@@ -260,6 +275,23 @@ mod tests {
         assert_eq!(copied.settled, vec![2]);
         assert!(!copied.waits);
         assert!(p.take(4, Entry::Outcome(outcome("a"))).late);
+    }
+
+    #[test]
+    fn a_withdrawn_intent_is_settled_without_a_record() {
+        let mut p = Partition::new(0, HashSet::new());
+        p.take(0, Entry::Intent(intent("a", 100)));
+        let taken = p.take(
+            1,
+            Entry::Withdrawn {
+                attempt_id: "a".into(),
+            },
+        );
+        assert_eq!(
+            (taken.write, taken.settled, taken.waits),
+            (None, vec![0], false)
+        );
+        assert!(p.overdue(1_000, 2).is_empty());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use schemas::config::Ordering;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::attempt::Attempted;
+use crate::attempt::{Attempted, Prepared, Step};
 use crate::error::DeliverError;
 use crate::run::{now_ms, Deliverer, Done, Job};
 use crate::schedule::TIERS;
@@ -175,6 +175,9 @@ impl Drop for Slot {
 /// Deliveries an endpoint's worker holds beyond its channel.
 const HELD: usize = 256;
 
+/// Requests prepared (intent journaled) ahead of the request slots, per slot.
+pub const AHEAD: usize = 2;
+
 /// What a finished task of the worker reports.
 struct Over {
     job_origin: crate::run::Origin,
@@ -183,7 +186,20 @@ struct Over {
     result: Result<(), DeliverError>,
 }
 
-/// Runs an endpoint's worker until its channel closes.
+/// A task of the worker: preparing a delivery, or its request.
+enum Task {
+    Over(Over),
+    Ready {
+        prepared: Box<Prepared>,
+        origin: crate::run::Origin,
+        entity: Option<(String, String)>,
+        retry: bool,
+    },
+}
+
+/// Runs an endpoint's worker until its channel closes. A delivery goes held → prepared
+/// (turn taken, intent journaled; up to [`AHEAD`] per request slot) → ready → requested
+/// (in a slot: the adaptive limit, the rate limit, a lane permit) → over.
 pub(crate) async fn run(
     deliverer: Arc<Deliverer>,
     (tenant, endpoint): (String, String),
@@ -213,19 +229,22 @@ pub(crate) async fn run(
         .map(|rate| governor::RateLimiter::direct(Quota::per_second(rate)));
     let mut entities = Entities::default();
     let mut held: VecDeque<Job> = VecDeque::new();
-    let mut running: JoinSet<Over> = JoinSet::new();
+    let mut ready: VecDeque<Task> = VecDeque::new();
+    let mut preparing: JoinSet<Task> = JoinSet::new();
+    let mut requesting: JoinSet<Over> = JoinSet::new();
     let (answers, mut answered) = mpsc::unbounded_channel::<Attempted>();
     let mut closed = false;
     loop {
-        let mut wake: Option<Duration> = None;
+        // Prepare ahead: take each held delivery's turn, journal its intent.
+        let ahead = throttle.limit() as usize * AHEAD;
         let mut i = 0;
-        while i < held.len() && throttle.has_room() {
+        while i < held.len() && preparing.len() + ready.len() < ahead {
             let entity = held[i].delivery.entity.clone().filter(|_| ordered);
             let turn = match &entity {
                 Some(entity) => entities.turn(entity, &held[i].delivery.delivery_id, now_ms()),
                 None => Turn::Start,
             };
-            match turn {
+            let job = match turn {
                 Turn::Hold => {
                     i += 1;
                     continue;
@@ -234,91 +253,132 @@ pub(crate) async fn run(
                     let job = held.remove(i).expect("in range");
                     parked_total.increment(1);
                     let this = deliverer.clone();
-                    running.spawn(async move {
+                    preparing.spawn(async move {
                         let result = this.defer(job.delivery, wait).await.map(|_| ());
-                        Over {
+                        Task::Over(Over {
                             job_origin: job.origin,
                             entity: None,
                             attempted: None,
                             result,
-                        }
+                        })
                     });
                     continue;
                 }
-                Turn::Start => {}
+                Turn::Start => held.remove(i).expect("in range"),
+            };
+            if let Some(entity) = &entity {
+                entities.started(entity);
             }
+            let this = deliverer.clone();
+            let entity = entity.map(|e| (e, job.delivery.delivery_id.clone()));
+            let retry = job.delivery.attempt > 1 || job.delivery.redriven;
+            preparing.spawn(async move {
+                match this.prepare(job.delivery).await {
+                    Ok(Step::Ready(prepared)) => Task::Ready {
+                        prepared,
+                        origin: job.origin,
+                        entity,
+                        retry,
+                    },
+                    Ok(Step::Over(attempted)) => Task::Over(Over {
+                        job_origin: job.origin,
+                        entity,
+                        attempted: Some(attempted),
+                        result: Ok(()),
+                    }),
+                    Err(error) => Task::Over(Over {
+                        job_origin: job.origin,
+                        entity,
+                        attempted: None,
+                        result: Err(error),
+                    }),
+                }
+            });
+        }
+        // Request what is ready, within the endpoint's limits.
+        let mut wake: Option<Duration> = None;
+        while throttle.has_room() && !ready.is_empty() {
             if let Some(limiter) = &limiter {
                 if let Err(not_until) = limiter.check() {
-                    if let Some(entity) = &entity {
-                        // Its turn is not taken: given back (the start is only deferred).
-                        entities.give_back(entity, &held[i].delivery.delivery_id);
-                    }
                     let clock = governor::clock::DefaultClock::default();
                     wake = Some(not_until.wait_time_from(governor::clock::Clock::now(&clock)));
                     break;
                 }
             }
-            let job = held.remove(i).expect("in range");
-            if let Some(entity) = &entity {
-                entities.started(entity);
-            }
+            let Some(Task::Ready {
+                prepared,
+                origin,
+                entity,
+                retry,
+            }) = ready.pop_front()
+            else {
+                continue;
+            };
             throttle.started();
-            oldest.set((now_ms() - job.delivery.due_at).max(0) as f64 / 1000.0);
             let this = deliverer.clone();
-            let entity = entity.map(|e| (e, job.delivery.delivery_id.clone()));
             let mut slot = Slot {
                 answers: Some(answers.clone()),
                 permit: None,
             };
-            running.spawn(async move {
-                let retry = job.delivery.attempt > 1 || job.delivery.redriven;
+            requesting.spawn(async move {
                 slot.permit = Some(this.lanes.acquire(lane, retry).await);
-                let outcome = this.deliver(job.delivery, slot).await;
+                let outcome = this.request(prepared, slot).await;
                 let (attempted, result) = match outcome {
                     Ok(attempted) => (Some(attempted), Ok(())),
                     Err(error) => (None, Err(error)),
                 };
                 Over {
-                    job_origin: job.origin,
+                    job_origin: origin,
                     entity,
                     attempted,
                     result,
                 }
             });
         }
-        backlog.set((held.len() + running.len() + jobs.len()) as f64);
+        let pending = held.len() + preparing.len() + ready.len() + requesting.len();
+        backlog.set((pending + jobs.len()) as f64);
         limit_gauge.set(f64::from(throttle.limit()));
-        if held.is_empty() && running.is_empty() {
+        if let Some(job) = held.front() {
+            oldest.set((now_ms() - job.delivery.due_at).max(0) as f64 / 1000.0);
+        } else if pending == 0 {
             oldest.set(0.0);
             if closed {
                 return;
             }
         }
-        tokio::select! {
-            job = jobs.recv(), if !closed && held.len() < HELD => match job {
-                Some(job) => held.push_back(job),
-                None => closed = true,
-            },
-            Some(over) = running.join_next() => {
-                let Ok(over) = over else { continue };
-                if let (Some(attempted), Some((entity, id))) = (&over.attempted, &over.entity) {
-                    entities.finished(entity, id, attempted.waiting_until);
+        let over = tokio::select! {
+            job = jobs.recv(), if !closed && held.len() < HELD => {
+                match job {
+                    Some(job) => held.push_back(job),
+                    None => closed = true,
                 }
-                if done.send((over.job_origin, over.result)).is_err() {
-                    return;
-                }
+                continue;
             }
-            Some(answer) = answered.recv() => throttle.finished(&answer),
-            _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => {}
+            Some(task) = preparing.join_next() => match task {
+                Ok(Task::Over(over)) => over,
+                Ok(ready_task) => {
+                    ready.push_back(ready_task);
+                    continue;
+                }
+                Err(_) => continue,
+            },
+            Some(over) = requesting.join_next() => match over {
+                Ok(over) => over,
+                Err(_) => continue,
+            },
+            Some(answer) = answered.recv() => {
+                throttle.finished(&answer);
+                continue;
+            }
+            _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => continue,
+        };
+        if let Some((entity, id)) = &over.entity {
+            let waiting = over.attempted.as_ref().and_then(|a| a.waiting_until);
+            entities.finished(entity, id, waiting);
         }
-    }
-}
-
-impl Entities {
-    /// A turn handed out by [`Entities::turn`] but not taken (the rate limit said wait).
-    pub fn give_back(&mut self, entity: &str, delivery_id: &str) {
-        let state = self.by_entity.entry(entity.to_owned()).or_default();
-        state.parked.push_front(delivery_id.to_owned());
+        if done.send((over.job_origin, over.result)).is_err() {
+            return;
+        }
     }
 }
 

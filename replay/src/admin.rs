@@ -8,6 +8,7 @@
 //! | `GET /v1/jobs`           | every job with its state and progress |
 //! | `GET /v1/jobs/{id}`      | one job |
 //! | `DELETE /v1/jobs/{id}`   | asks a running job to stop; 202 with the job |
+//! | `POST /v1/deliveries/redrive` | sends the dead letters of `delivery-dlq` a [`RedriveBody`] admits back to `hookstream deliver`; 200 with how many |
 //!
 //! A job's id is its redrive or rebuild id, so starting the same redrive twice is harmless:
 //! the processor dedupes per redrive id (409 while the first run is still going). Jobs live
@@ -199,6 +200,51 @@ async fn create(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse 
     }
 }
 
+/// Which dead letters of `delivery-dlq` to send again (every field optional).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveBody {
+    /// `TENANT/ENDPOINT`
+    pub endpoint: Option<String>,
+    /// The dead letter's reason: `endpoint_disabled`, `http_404`, `timeout`…
+    pub reason: Option<String>,
+    /// RFC 3339: only dead letters whose last attempt was due at or after it.
+    pub since: Option<String>,
+}
+
+async fn redrive_deliveries(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse {
+    let body: RedriveBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return error(&ReplayError::invalid(format!("redrive body: {e}"))),
+    };
+    let since = match body.since.as_deref().map(schemas::time::parse_rfc3339) {
+        Some(None) => {
+            return error(&ReplayError::invalid(
+                "since: not an RFC 3339 time like 2026-11-24T00:00:00Z",
+            ))
+        }
+        Some(Some(ms)) => Some(ms),
+        None => None,
+    };
+    let filter = deliver::RedriveFilter {
+        endpoint: body.endpoint,
+        reason: body.reason,
+        since,
+    };
+    match deliver::redrive(&state.config, &filter).await {
+        Ok(count) => HttpResponse::Ok().json(serde_json::json!({ "redriven": count })),
+        Err(e) => {
+            let status = if e.is_retriable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            HttpResponse::build(status)
+                .json(serde_json::json!({"error": "redrive", "message": e.to_string()}))
+        }
+    }
+}
+
 async fn list(state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "jobs": state.jobs.list() }))
 }
@@ -250,6 +296,7 @@ impl AdminServer {
                 .route("/v1/jobs", web::get().to(list))
                 .route("/v1/jobs/{id}", web::get().to(show))
                 .route("/v1/jobs/{id}", web::delete().to(cancel))
+                .route("/v1/deliveries/redrive", web::post().to(redrive_deliveries))
         })
         .workers(1)
         .disable_signals()
