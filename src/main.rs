@@ -48,8 +48,9 @@ enum Command {
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
         config: PathBuf,
         /// Instead of delivering: re-enable the endpoint TENANT/ENDPOINT (disabled by a 410
-        /// or by failing for its `disable_after_failing_secs`), then exit; a running
-        /// `deliver` takes it in at its next start.
+        /// or by failing for its `disable_after_failing_secs`), then exit. Running `deliver`
+        /// instances take it in at once, and the deliveries refused while it was disabled are
+        /// sent again (5 s later).
         #[arg(long, value_name = "TENANT/ENDPOINT")]
         enable: Option<String>,
         /// Instead of delivering: send the dead letters of `delivery-dlq` (those the filters
@@ -152,8 +153,10 @@ fn main() -> ExitCode {
                 enable: Some(key),
                 ..
             } => {
-                deliver::enable(&load(&config)?, &key).await?;
-                println!("endpoint {key} enabled");
+                let redriven = deliver::enable(&load(&config)?, &key).await?;
+                println!(
+                    "endpoint {key} enabled; {redriven} deliveries refused while it was disabled sent again"
+                );
                 Ok(())
             }
             Command::Deliver {

@@ -355,6 +355,7 @@ impl Deliverer {
         let key = delivery.key();
         let dead = Delivery {
             reason: Some(reason.to_owned()),
+            dead_at: Some(now_ms()),
             ..delivery
         };
         let value = serde_json::to_vec(&dead).expect("delivery serializes");

@@ -94,6 +94,20 @@ impl Endpoints {
             .find(|e| e.config.id == id)
     }
 
+    /// Takes in a status written since start-up (by `--enable`, or another instance).
+    pub fn apply(&self, status: EndpointStatus) {
+        let mut statuses = self.statuses.lock().expect("endpoints lock");
+        let was_disabled = statuses
+            .get(&status.key())
+            .is_some_and(|s| s.disabled.is_some());
+        if was_disabled && status.disabled.is_none() {
+            tracing::info!(tenant = %status.tenant, endpoint = %status.endpoint, "endpoint enabled");
+        }
+        metrics::gauge!("hookstream_deliver_endpoint_disabled", "tenant" => status.tenant.clone(), "endpoint" => status.endpoint.clone())
+            .set(if status.disabled.is_some() { 1.0 } else { 0.0 });
+        statuses.insert(status.key(), status);
+    }
+
     /// Takes in the statuses read from `delivery-endpoints` at start-up.
     pub fn restore(&self, statuses: HashMap<String, EndpointStatus>) {
         *self.statuses.lock().expect("endpoints lock") = statuses;

@@ -74,19 +74,26 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
         .await
         .map_err(|e| DeliverError::Config(format!("checking the delivery topics: {e}")))??;
     }
-    let statuses = {
-        let mut client = client_config(&config.kafka, Role::Consumer);
-        // Assigned, never committing; librdkafka still wants a group id to assign.
-        client.set(
-            "group.id",
-            format!("{}-deliver-status", config.processor.group_id),
-        );
-        let topic = deliverer.names().endpoints.clone();
+    let mut status_client = client_config(&config.kafka, Role::Consumer);
+    // Assigned, never committing; librdkafka still wants a group id to assign.
+    status_client.set(
+        "group.id",
+        format!("{}-deliver-status", config.processor.group_id),
+    );
+    let (statuses, ends) = {
+        let (client, topic) = (status_client.clone(), deliverer.names().endpoints.clone());
         tokio::task::spawn_blocking(move || status::load(client, &topic))
             .await
             .map_err(|e| DeliverError::Config(format!("loading endpoint statuses: {e}")))??
     };
     deliverer.restore_statuses(statuses);
+    let endpoints = deliverer.endpoints.clone();
+    status::follow(
+        status_client,
+        &deliverer.names().endpoints,
+        &ends,
+        move |status| endpoints.apply(status),
+    )?;
     let mut client = client_config(&config.kafka, Role::Consumer);
     client
         .set("group.id", format!("{}-deliver", config.processor.group_id))
@@ -105,14 +112,31 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
 }
 
 /// Re-enables an endpoint disabled by a 410, by failing, or by hand (`TENANT/ENDPOINT`):
-/// writes its cleared status to `delivery-endpoints`, which running instances read at their
-/// next start.
-pub async fn enable(config: &Config, key: &str) -> Result<(), DeliverError> {
+/// writes its cleared status to `delivery-endpoints` (running instances follow it), then
+/// sends the deliveries refused while it was disabled (dead letters `endpoint_disabled`
+/// since it was disabled) back, due [`ENABLE_REDRIVE_DELAY`] later so every instance has
+/// taken the enable in. Returns how many were sent back.
+pub async fn enable(config: &Config, key: &str) -> Result<usize, DeliverError> {
     let (tenant, endpoint) = key
         .split_once('/')
         .ok_or_else(|| DeliverError::Config(format!("`{key}` is not TENANT/ENDPOINT")))?;
     let names = run::Names::new(config);
     ensure_named_topics(&config.kafka, &names.own()).await?;
+    let disabled_at = {
+        let mut client = client_config(&config.kafka, Role::Consumer);
+        client.set(
+            "group.id",
+            format!("{}-deliver-enable", config.processor.group_id),
+        );
+        let topic = names.endpoints.clone();
+        let (statuses, _) = tokio::task::spawn_blocking(move || status::load(client, &topic))
+            .await
+            .map_err(|e| DeliverError::Config(format!("loading endpoint statuses: {e}")))??;
+        statuses
+            .get(key)
+            .and_then(|s| s.disabled.as_ref())
+            .map(|d| d.at)
+    };
     let producer: rdkafka::producer::FutureProducer =
         client_config(&config.kafka, Role::Producer).create()?;
     let status = status::EndpointStatus::new(tenant, endpoint);
@@ -124,8 +148,20 @@ pub async fn enable(config: &Config, key: &str) -> Result<(), DeliverError> {
         .send(record, std::time::Duration::from_secs(30))
         .await
         .map_err(|(e, _)| DeliverError::Kafka(e))?;
-    Ok(())
+    let Some(at) = disabled_at else {
+        return Ok(0);
+    };
+    let refused = RedriveFilter {
+        endpoint: Some(key.to_owned()),
+        reason: Some("endpoint_disabled".into()),
+        since: Some(at),
+    };
+    redrive_after(config, &refused, ENABLE_REDRIVE_DELAY).await
 }
+
+/// How long after an enable the deliveries refused meanwhile are due again: running
+/// instances follow `delivery-endpoints` within this.
+pub const ENABLE_REDRIVE_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Which dead letters `hookstream deliver --redrive` sends again.
 #[derive(Debug, Clone, Default)]
@@ -134,18 +170,20 @@ pub struct RedriveFilter {
     pub endpoint: Option<String>,
     /// The dead letter's reason, e.g. `endpoint_disabled`, `http_404`, `timeout`.
     pub reason: Option<String>,
-    /// Only dead letters whose last attempt was due at or after this (ms since the epoch).
+    /// Only dead letters given up at or after this (ms since the epoch; for dead letters
+    /// from before `dead_at` existed, their last attempt's due time).
     pub since: Option<i64>,
 }
 
 impl RedriveFilter {
     fn admits(&self, dead: &record::Delivery) -> bool {
+        let dead_at = dead.dead_at.unwrap_or(dead.due_at);
         self.endpoint.as_ref().is_none_or(|e| *e == dead.key())
             && self
                 .reason
                 .as_ref()
                 .is_none_or(|r| dead.reason.as_ref() == Some(r))
-            && self.since.is_none_or(|since| dead.due_at >= since)
+            && self.since.is_none_or(|since| dead_at >= since)
     }
 }
 
@@ -154,6 +192,15 @@ impl RedriveFilter {
 /// is the event id as before, so a receiver that got it already drops it). Returns how many.
 /// Redriving twice sends twice.
 pub async fn redrive(config: &Config, filter: &RedriveFilter) -> Result<usize, DeliverError> {
+    redrive_after(config, filter, std::time::Duration::ZERO).await
+}
+
+/// [`redrive`], the deliveries due `delay` from now.
+async fn redrive_after(
+    config: &Config,
+    filter: &RedriveFilter,
+    delay: std::time::Duration,
+) -> Result<usize, DeliverError> {
     let names = run::Names::new(config);
     ensure_named_topics(&config.kafka, &names.own()).await?;
     let mut client = client_config(&config.kafka, Role::Consumer);
@@ -172,7 +219,7 @@ pub async fn redrive(config: &Config, filter: &RedriveFilter) -> Result<usize, D
                 }
             }
         })
-        .map(|()| chosen)
+        .map(|_| chosen)
     })
     .await
     .map_err(|e| DeliverError::Config(format!("reading the dead letters: {e}")))??;
@@ -185,7 +232,8 @@ pub async fn redrive(config: &Config, filter: &RedriveFilter) -> Result<usize, D
         let again = record::Delivery {
             attempt: 1,
             redriven: true,
-            due_at: now,
+            dead_at: None,
+            due_at: now + delay.as_millis() as i64,
             reason: None,
             ..dead.clone()
         };
@@ -219,6 +267,7 @@ mod tests {
             attempt: 3,
             redriven: false,
             due_at: 1_000,
+            dead_at: None,
             reason: Some("http_404".into()),
             body: record::Body::json("{}".into()),
         };

@@ -29,6 +29,9 @@ pub struct Delivery {
     /// Sent again from `delivery-dlq` (it takes the retries' share of the lanes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redriven: bool,
+    /// When it was dead-lettered (ms since the epoch; `delivery-dlq` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_at: Option<i64>,
     /// Why the delivery was given up (`delivery-dlq` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

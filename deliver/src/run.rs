@@ -557,6 +557,7 @@ impl Deliverer {
                 attempt: 1,
                 redriven: false,
                 due_at: now_ms(),
+                dead_at: None,
                 reason: None,
                 body: crate::record::Body::json(body.to_owned()),
             })

@@ -105,27 +105,64 @@ impl EndpointStatus {
     }
 }
 
-/// Reads the whole topic: the latest status per endpoint.
-pub fn load(
-    client: ClientConfig,
-    topic: &str,
-) -> Result<HashMap<String, EndpointStatus>, DeliverError> {
+/// The latest status per endpoint (key `tenant/endpoint`), and where each partition ended.
+pub type Loaded = (HashMap<String, EndpointStatus>, HashMap<i32, i64>);
+
+/// Reads the whole topic: the latest status per endpoint, and where each partition ends.
+pub fn load(client: ClientConfig, topic: &str) -> Result<Loaded, DeliverError> {
     let mut statuses = HashMap::new();
-    read_to_end(client, topic, |payload| {
+    let ends = read_to_end(client, topic, |payload| {
         if let Ok(status) = serde_json::from_slice::<EndpointStatus>(payload) {
             statuses.insert(status.key(), status);
         }
     })?;
-    Ok(statuses)
+    Ok((statuses, ends))
+}
+
+/// Follows the topic from `from` (where [`load`] ended) on a thread of its own, calling
+/// `apply` with each status written since: an endpoint enabled by `hookstream deliver
+/// --enable`, or disabled by another instance, is taken in while running.
+pub fn follow(
+    mut client: ClientConfig,
+    topic: &str,
+    from: &HashMap<i32, i64>,
+    apply: impl Fn(EndpointStatus) + Send + 'static,
+) -> Result<(), DeliverError> {
+    client.set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = client.create()?;
+    let mut assignment = TopicPartitionList::new();
+    for (partition, offset) in from {
+        assignment.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    consumer.assign(&assignment)?;
+    std::thread::Builder::new()
+        .name("endpoint-statuses".into())
+        .spawn(move || loop {
+            match consumer.poll(Duration::from_secs(1)) {
+                Some(Ok(message)) => {
+                    if let Some(status) = message
+                        .payload()
+                        .and_then(|p| serde_json::from_slice::<EndpointStatus>(p).ok())
+                    {
+                        apply(status);
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(%error, "following endpoint statuses"),
+                None => {}
+            }
+        })
+        .map_err(|e| DeliverError::Client(format!("cannot start the status follower: {e}")))?;
+    Ok(())
 }
 
 /// Calls `each` with every value of `topic`, from the start of every partition to its end as
-/// of now (a consumer assigned, never committing; `client` needs a `group.id`).
+/// of now (a consumer assigned, never committing; `client` needs a `group.id`); returns
+/// each partition's end.
 pub fn read_to_end(
     mut client: ClientConfig,
     topic: &str,
     mut each: impl FnMut(&[u8]),
-) -> Result<(), DeliverError> {
+) -> Result<HashMap<i32, i64>, DeliverError> {
     client
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
@@ -133,9 +170,11 @@ pub fn read_to_end(
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let mut assignment = TopicPartitionList::new();
     let mut ends = HashMap::new();
+    let mut all_ends = HashMap::new();
     for t in metadata.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
             let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(30))?;
+            all_ends.insert(p.id(), high);
             if high > low {
                 assignment.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
                 ends.insert(p.id(), high);
@@ -143,7 +182,7 @@ pub fn read_to_end(
         }
     }
     if ends.is_empty() {
-        return Ok(());
+        return Ok(all_ends);
     }
     consumer.assign(&assignment)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -167,7 +206,7 @@ pub fn read_to_end(
             ends.remove(&message.partition());
         }
     }
-    Ok(())
+    Ok(all_ends)
 }
 
 #[cfg(test)]
