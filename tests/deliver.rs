@@ -267,14 +267,16 @@ fn events_are_delivered_signed_retried_and_logged() {
         endpoint(port, "busy", ""),
         endpoint(port, "gone", "") + "max_in_flight = 1\n", // the 410 is seen before e2 goes
         endpoint(port, "transcripts", "\"transcript.*\""),
+        endpoint(port, "filtered", "")
+            + "filter = [{ path = \"/payload/id\", one_of = [\"e2\", \"e9\"] }]\n",
     ];
     let deliver = Deliver::start(&broker, "deliver", &endpoints.concat());
     deliver.send(&event("e1", "call.ended"));
     deliver.send(&event("e2", "call.started"));
     let config = &deliver.config;
 
-    // ok 2 + flaky 2×2 + busy 2×2 + gone 1 attempts; two dead letters.
-    let attempts = json_records(config, "deliveries", 11);
+    // ok 2 + flaky 2×2 + busy 2×2 + gone 1 + filtered 1 attempts; two dead letters.
+    let attempts = json_records(config, "deliveries", 12);
     let dead = json_records(config, "delivery-dlq", 2);
     let requests = seen.lock().unwrap().clone();
     let count = |endpoint: &str| requests.iter().filter(|r| r.endpoint == endpoint).count();
@@ -284,9 +286,19 @@ fn events_are_delivered_signed_retried_and_logged() {
             count("flaky"),
             count("busy"),
             count("gone"),
-            count("transcripts")
+            count("transcripts"),
+            count("filtered")
         ],
-        [2, 4, 4, 1, 0]
+        [2, 4, 4, 1, 0, 1]
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .find(|r| r.endpoint == "filtered")
+            .unwrap()
+            .id(),
+        "e2",
+        "only the event its filter admits"
     );
     let logged = |endpoint: &str| {
         attempts
@@ -729,7 +741,8 @@ fn kill_9_at_any_point_loses_no_delivery_and_logs_every_request_exactly_once() {
 
 /// Hostile input: `events` values that are not JSON, not UTF-8, empty, or without a tenant
 /// or event id are skipped and counted, and delivery goes on; a 600 KB event full of
-/// escapes and non-ASCII text arrives byte for byte, signed; two tenants with the same
+/// escapes and non-ASCII text arrives byte for byte, signed; an Avro event arrives as the
+/// JSON of its record; two tenants with the same
 /// endpoint id, source and event ids, in one partition, each receive exactly their own.
 #[test]
 fn hostile_events_are_skipped_and_tenants_never_receive_each_others() {
@@ -760,13 +773,32 @@ fn hostile_events_are_skipped_and_tenants_never_receive_each_others() {
     let big_body = big.to_string();
     assert!(big_body.len() > 600_000, "{}", big_body.len());
     deliver.send_raw(big_body.as_bytes());
+    // An `events` value in Avro (Confluent wire format) arrives as the JSON of its record.
+    let avro_event = schemas::records::EventRecord {
+        tenant: "agents".into(),
+        source: "calls".into(),
+        event_id: "avro-1".into(),
+        event_type: "call.ended".into(),
+        entity: "call-1".into(),
+        occurred_at: "2026-11-24T10:00:00.000Z".into(),
+        received_at: "2026-11-24T10:00:01.000Z".into(),
+        late: false,
+        time_skewed: false,
+        raw_offset: 3,
+        payload: Some(
+            serde_json::value::RawValue::from_string(r#"{"id":"avro-1"}"#.into()).unwrap(),
+        ),
+        payload_base64: None,
+    };
+    let avro = schemas::avro::Codec::avro(schemas::topics::Topic::Events, 1).unwrap();
+    deliver.send_raw(&avro.encode(&avro_event));
     for i in 0..5 {
         deliver.send(&event(&format!("e{i}"), "call.ended"));
         let mut theirs = event(&format!("e{i}"), "call.ended");
         theirs["tenant"] = "other".into();
         deliver.send(&theirs);
     }
-    harness::wait_until(|| seen_a.lock().unwrap().len() == 6 && seen_b.lock().unwrap().len() == 5)
+    harness::wait_until(|| seen_a.lock().unwrap().len() == 7 && seen_b.lock().unwrap().len() == 5)
         .expect("each tenant's endpoint gets its events");
     let tenant_of =
         |r: &Seen| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["tenant"].clone();
@@ -778,6 +810,11 @@ fn hostile_events_are_skipped_and_tenants_never_receive_each_others() {
     assert!(b.iter().all(|r| tenant_of(r) == "other"));
     let arrived = a.iter().find(|r| r.id() == "big").expect("the big event");
     assert_eq!(arrived.body, big_body, "byte for byte");
+    let from_avro = a
+        .iter()
+        .find(|r| r.id() == "avro-1")
+        .expect("the Avro event");
+    assert_eq!(from_avro.body, serde_json::to_string(&avro_event).unwrap());
     verify_with_python(&a);
     let metrics = format!("{}/metrics", deliver.service.base_url());
     let skipped = |reason: &str| {

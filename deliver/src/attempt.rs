@@ -192,6 +192,12 @@ impl Deliverer {
             delivered: verdict == Verdict::Delivered,
             waiting_until: None,
         };
+        // Gone: disabled before the slot is released, so no request of the endpoint's
+        // queue goes out after this answer.
+        let gone = (verdict == Verdict::Disable).then(|| {
+            self.endpoints
+                .disable(&delivery.tenant, &delivery.endpoint, "http_410", now_ms())
+        });
         slot.release(attempted);
         let (status, error) = match &response {
             Response::Status { code, .. } => (Some(*code), None),
@@ -238,12 +244,7 @@ impl Deliverer {
             }
             (Verdict::Disable, None) => {
                 tracing::warn!(tenant = %delivery.tenant, endpoint = %delivery.endpoint, "the endpoint answered 410 Gone: disabled");
-                let status = self.endpoints.disable(
-                    &delivery.tenant,
-                    &delivery.endpoint,
-                    "http_410",
-                    now_ms(),
-                );
+                let status = gone.expect("disabled above");
                 let (a, b) = tokio::join!(logged, self.publish_status(&status));
                 a?;
                 b?;

@@ -532,10 +532,7 @@ impl Deliverer {
             );
             Vec::new()
         };
-        let Some(body) = message.payload().and_then(|p| std::str::from_utf8(p).ok()) else {
-            return skip("not_json");
-        };
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else {
+        let Some((body, event)) = message.payload().and_then(decode_event) else {
             return skip("not_json");
         };
         let field = |name: &str| event[name].as_str().unwrap_or_default().to_owned();
@@ -546,6 +543,7 @@ impl Deliverer {
         }
         self.endpoints
             .wanting(&tenant, &event_type)
+            .filter(|endpoint| endpoint.config.admits(&event))
             .map(|endpoint| Delivery {
                 delivery_id: format!("{tenant}/{}/{source}/{event_id}", endpoint.config.id),
                 tenant: tenant.clone(),
@@ -559,7 +557,7 @@ impl Deliverer {
                 due_at: now_ms(),
                 dead_at: None,
                 reason: None,
-                body: crate::record::Body::json(body.to_owned()),
+                body: crate::record::Body::json(body.clone()),
             })
             .collect()
     }
@@ -723,4 +721,17 @@ fn skip_too_large(delivery: &Delivery, bytes: usize) {
         bytes,
         "a delivery is larger than the producer's message.max.bytes: not delivered"
     );
+}
+
+/// An `events` value as the JSON body to send and its parsed form: JSON as it is, or Avro
+/// (Confluent wire format) as the JSON the JSON encoding would have written.
+fn decode_event(bytes: &[u8]) -> Option<(String, serde_json::Value)> {
+    if let Some(record) = schemas::records::EventRecord::from_avro(bytes) {
+        let body = serde_json::to_string(&record).ok()?;
+        let event = serde_json::from_str(&body).ok()?;
+        return Some((body, event));
+    }
+    let body = std::str::from_utf8(bytes).ok()?;
+    let event = serde_json::from_str(body).ok()?;
+    Some((body.to_owned(), event))
 }

@@ -504,6 +504,31 @@ pub struct EndpointConfig {
     /// The priority lane of its requests.
     #[serde(default)]
     pub lane: Lane,
+    /// Only events whose fields match every rule (besides `event_types`).
+    #[serde(default)]
+    pub filter: Vec<EventFilter>,
+}
+
+/// A rule on an event's field: `path` is a JSON pointer into the `events` value (e.g.
+/// `/payload/status`); the field must equal `equals`, or one of `one_of` (compared as JSON
+/// values: `5` and `5.0` differ, `"5"` is a string).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventFilter {
+    pub path: String,
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    #[serde(default)]
+    pub one_of: Vec<serde_json::Value>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &serde_json::Value) -> bool {
+        let Some(field) = event.pointer(&self.path) else {
+            return false;
+        };
+        self.equals.as_ref().is_some_and(|v| v == field) || self.one_of.contains(field)
+    }
 }
 
 /// A priority lane of `hookstream deliver`'s requests ([`DeliverConfig::max_in_flight`]).
@@ -532,6 +557,11 @@ fn default_max_in_flight() -> u32 {
 }
 
 impl EndpointConfig {
+    /// Whether the event's fields pass every rule of `filter`.
+    pub fn admits(&self, event: &serde_json::Value) -> bool {
+        self.filter.iter().all(|rule| rule.matches(event))
+    }
+
     /// Whether events of `event_type` go to this endpoint.
     pub fn wants(&self, event_type: &str) -> bool {
         self.event_types.is_empty()
@@ -759,4 +789,34 @@ fn default_delete_types() -> Vec<String> {
 }
 fn default_hmac_header() -> String {
     "x-signature".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventFilter;
+    use serde_json::json;
+
+    #[test]
+    fn a_field_rule_matches_by_json_pointer_and_json_equality() {
+        let event = json!({"event_type": "call.ended", "payload": {"status": "failed", "n": 5}});
+        let rule =
+            |path: &str, equals: Option<serde_json::Value>, one_of: Vec<serde_json::Value>| {
+                EventFilter {
+                    path: path.into(),
+                    equals,
+                    one_of,
+                }
+            };
+        assert!(rule("/payload/status", Some(json!("failed")), vec![]).matches(&event));
+        assert!(rule("/payload/n", None, vec![json!(4), json!(5)]).matches(&event));
+        assert!(
+            !rule("/payload/n", Some(json!("5")), vec![]).matches(&event),
+            "a string"
+        );
+        assert!(
+            !rule("/payload/n", Some(json!(5.0)), vec![]).matches(&event),
+            "a float"
+        );
+        assert!(!rule("/payload/missing", Some(json!(null)), vec![]).matches(&event));
+    }
 }

@@ -170,6 +170,19 @@ fn endpoint_problems(endpoint: &EndpointConfig, at: &str, p: &mut Vec<String>) {
             endpoint.url
         ));
     }
+    for (i, rule) in endpoint.filter.iter().enumerate() {
+        if !rule.path.starts_with('/') {
+            p.push(format!(
+                "{at}.filter[{i}].path: `{}` is not a JSON pointer like /payload/status",
+                rule.path
+            ));
+        }
+        if rule.equals.is_some() != rule.one_of.is_empty() {
+            p.push(format!(
+                "{at}.filter[{i}]: needs exactly one of `equals` and `one_of`"
+            ));
+        }
+    }
     if !(1..=1_000).contains(&endpoint.max_in_flight) {
         p.push(format!("{at}.max_in_flight: must be 1 to 1000"));
     }
@@ -395,6 +408,7 @@ mod tests {
             id = "crm"
             url = "http://crm.example.com/hooks"
             secrets = [{ id = "e1", value = "whsec_!!SUPERSECRET" }]
+            filter = [{ path = "payload.status", equals = "failed", one_of = ["x"] }]
             [tenants.delivery]
             allow_networks = ["10.0.0.0/8", "nope"]
         "#;
@@ -412,6 +426,8 @@ mod tests {
             "sources[1] (`billing`).extract: entity",
             "endpoints[0] (`crm`).url: `http://crm.example.com/hooks` is not an https:// URL",
             "endpoints[0] (`crm`).secrets[0] (`e1`): a Standard Webhooks secret",
+            "endpoints[0] (`crm`).filter[0].path: `payload.status` is not a JSON pointer",
+            "endpoints[0] (`crm`).filter[0]: needs exactly one of `equals` and `one_of`",
             "delivery.allow_networks: `nope` is not a network",
         ] {
             assert!(
