@@ -98,13 +98,15 @@ async fn answer(
     };
     // `sometimes` fails only the first request of every fifth event: its breaker stays closed;
     // `gone` answers 410 to e1 only.
+    // `missing` and `dying` answer their status to every request.
     let scripted = match endpoint.as_str() {
         "sometimes" => seen_id.ends_with(['0', '5']),
         "gone" => seen_id == "e1",
         _ => true,
     };
+    let always = matches!(endpoint.as_str(), "missing" | "dying");
     let (code, retry_after) = match scripts.get(endpoint.as_str()) {
-        Some(&(code, retry_after)) if earlier == 0 && scripted => (code, retry_after),
+        Some(&(code, retry_after)) if (earlier == 0 || always) && scripted => (code, retry_after),
         _ => (200, None),
     };
     let delay = match endpoint.as_str() {
@@ -828,5 +830,89 @@ fn hostile_events_are_skipped_and_tenants_never_receive_each_others() {
         (skipped("not_json"), skipped("incomplete")),
         (Some(3.0), Some(4.0)),
         "every hostile value skipped and counted"
+    );
+}
+
+/// The status classes not covered above, end to end: a 3xx is a failure (redirects are not
+/// followed) and retried; a 408 is retried; a 404 gets three attempts, then is dead-lettered
+/// `http_404`; an endpoint failing for its `disable_after_failing_secs` is disabled, with an
+/// `endpoint_disabled` alert. Each attempt record names the address and the time to first
+/// byte.
+#[test]
+fn redirects_timeouts_client_errors_and_a_failing_span_each_get_their_treatment() {
+    let broker = Broker::start();
+    let (port, seen) = receiver(BTreeMap::from([
+        ("moved", (302, None)),
+        ("slowpoke", (408, None)),
+        ("missing", (404, None)),
+        ("dying", (500, None)),
+    ]));
+    let endpoints = [
+        endpoint(port, "moved", ""),
+        endpoint(port, "slowpoke", ""),
+        endpoint(port, "missing", ""),
+        endpoint(port, "dying", "") + "disable_after_failing_secs = 3\n",
+    ];
+    let deliver = Deliver::start(&broker, "classes", &endpoints.concat());
+    deliver.send(&event("e1", "call.ended"));
+    let config = &deliver.config;
+    // moved 2, slowpoke 2, missing 3 (1 + 5 s + 30 s), dying 2 (the second disables it).
+    let attempts = json_records(config, "deliveries", 9);
+    let dead: Vec<serde_json::Value> = read_until(
+        &config.brokers,
+        &config.topic("delivery-dlq"),
+        |r: &[Record]| r.iter().any(|d| d.json()["reason"] == "http_404"),
+    )
+    .iter()
+    .map(Record::json)
+    .filter(|d| d["endpoint"] == "missing")
+    .collect();
+    let outcomes = |endpoint: &str| {
+        attempts
+            .iter()
+            .filter(|a| a["endpoint"] == endpoint)
+            .map(|a| {
+                (
+                    a["attempt"].as_u64().unwrap(),
+                    a["status"].as_u64().unwrap(),
+                    a["outcome"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let o = |attempt: u64, status: u64, outcome: &str| (attempt, status, outcome.to_owned());
+    assert_eq!(
+        outcomes("moved"),
+        [o(1, 302, "retry"), o(2, 200, "delivered")]
+    );
+    assert_eq!(
+        outcomes("slowpoke"),
+        [o(1, 408, "retry"), o(2, 200, "delivered")]
+    );
+    assert_eq!(
+        outcomes("missing"),
+        [o(1, 404, "retry"), o(2, 404, "retry"), o(3, 404, "dead")]
+    );
+    assert_eq!(dead[0]["reason"], "http_404");
+    assert_eq!(outcomes("dying"), [o(1, 500, "retry"), o(2, 500, "retry")]);
+    let alerts = json_records(config, "alerts", 1);
+    assert_eq!(
+        (&alerts[0]["kind"], &alerts[0]["entity"]),
+        (
+            &serde_json::json!("endpoint_disabled"),
+            &serde_json::json!("dying")
+        )
+    );
+    assert!(alerts[0]["message"].as_str().unwrap().contains("(failing)"));
+    for attempt in &attempts {
+        assert_eq!(attempt["address"], format!("127.0.0.1:{port}"));
+        assert!(
+            attempt["first_byte_ms"].as_u64().unwrap() <= attempt["duration_ms"].as_u64().unwrap()
+        );
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        9,
+        "one request per logged attempt"
     );
 }

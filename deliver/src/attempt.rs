@@ -14,6 +14,30 @@ use crate::run::{now_ms, Deliverer};
 use crate::schedule::{self, Response, Verdict, TIERS};
 use crate::worker::Slot;
 
+/// Bytes of a response body kept in the attempt log.
+const RESPONSE_PREFIX: usize = 256;
+
+/// What came back from one request.
+pub(crate) struct Answer {
+    response: Response,
+    prefix: Option<String>,
+    /// The peer address connected to.
+    address: Option<String>,
+    /// From sending to the response's headers.
+    first_byte_ms: Option<u64>,
+}
+
+impl Answer {
+    fn none(response: Response) -> Self {
+        Self {
+            response,
+            prefix: None,
+            address: None,
+            first_byte_ms: None,
+        }
+    }
+}
+
 /// A delivery whose intent is journaled: its request may go.
 pub(crate) struct Prepared {
     delivery: Delivery,
@@ -155,7 +179,12 @@ impl Deliverer {
             });
         }
         let started = Instant::now();
-        let (response, prefix) = self
+        let Answer {
+            response,
+            prefix,
+            address,
+            first_byte_ms,
+        } = self
             .send(endpoint, &delivery, &attempt_id, attempted_at / 1000)
             .await;
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -228,6 +257,8 @@ impl Deliverer {
             error,
             attempted_at: to_rfc3339(attempted_at),
             duration_ms,
+            first_byte_ms,
+            address,
             next_attempt_at: next.as_ref().map(|(_, d)| to_rfc3339(d.due_at)),
             response_prefix: prefix,
         };
@@ -375,18 +406,19 @@ impl Deliverer {
         delivery: &Delivery,
         attempt_id: &str,
         timestamp: i64,
-    ) -> (Response, Option<String>) {
+    ) -> Answer {
         let body = delivery.body.as_str().as_bytes();
         let signature = match endpoint.signer.sign(&delivery.event_id, timestamp, body) {
             Ok(signature) => signature,
             Err(error) => {
                 tracing::error!(%error, "cannot sign");
-                return (Response::Connection, None);
+                return Answer::none(Response::Connection);
             }
         };
         if let Some(refused) = endpoint.refused {
-            return (Response::Refused(refused), None);
+            return Answer::none(Response::Refused(refused));
         }
+        let started = Instant::now();
         let request = endpoint
             .client
             .post(&endpoint.config.url)
@@ -398,21 +430,35 @@ impl Deliverer {
             .header("hookstream-attempt-id", attempt_id)
             .body(delivery.body.as_str().to_owned());
         match request.send().await {
-            Ok(response) => {
+            Ok(mut response) => {
+                let first_byte_ms = Some(started.elapsed().as_millis() as u64);
+                let address = response.remote_addr().map(|a| a.to_string());
                 let code = response.status().as_u16();
                 let retry_after = response
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
-                let bytes = response.bytes().await.unwrap_or_default();
-                let prefix = String::from_utf8_lossy(&bytes[..bytes.len().min(256)]).into_owned();
-                (Response::Status { code, retry_after }, Some(prefix))
+                // At most the prefix is read: an endpoint answering gigabytes costs nothing.
+                let mut bytes = Vec::new();
+                while bytes.len() < RESPONSE_PREFIX {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                        _ => break,
+                    }
+                }
+                bytes.truncate(RESPONSE_PREFIX);
+                Answer {
+                    response: Response::Status { code, retry_after },
+                    prefix: Some(String::from_utf8_lossy(&bytes).into_owned()),
+                    address,
+                    first_byte_ms,
+                }
             }
-            Err(error) if error.is_timeout() => (Response::Timeout, None),
+            Err(error) if error.is_timeout() => Answer::none(Response::Timeout),
             Err(error) => match crate::guard::refused_in(&error) {
-                Some(refused) => (Response::Refused(refused.class), None),
-                None => (Response::Connection, None),
+                Some(refused) => Answer::none(Response::Refused(refused.class)),
+                None => Answer::none(Response::Connection),
             },
         }
     }

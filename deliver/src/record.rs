@@ -102,6 +102,13 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// RFC 3339 UTC ms.
     pub attempted_at: String,
+    /// From sending the request to the response's headers; null without a response.
+    #[serde(default)]
+    pub first_byte_ms: Option<u64>,
+    /// The address connected to (`ip:port`), null without a response.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// From sending the request to the end of the answer (or the failure).
     pub duration_ms: u64,
     /// When the next attempt is due (RFC 3339), for `retry` and `wait`.
     pub next_attempt_at: Option<String>,

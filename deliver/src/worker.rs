@@ -230,7 +230,11 @@ pub(crate) async fn run(
     let mut entities = Entities::default();
     let mut held: VecDeque<Job> = VecDeque::new();
     let mut ready: VecDeque<Task> = VecDeque::new();
-    let mut preparing: JoinSet<Task> = JoinSet::new();
+    // Prepared in parallel, requested in queue order: each preparation has a sequence
+    // number, and a prepared request waits in `prepared` until those before it are done.
+    let mut preparing: JoinSet<(u64, Task)> = JoinSet::new();
+    let mut prepared: std::collections::BTreeMap<u64, Option<Task>> = Default::default();
+    let (mut next_seq, mut next_ready) = (0u64, 0u64);
     let mut requesting: JoinSet<Over> = JoinSet::new();
     let (answers, mut answered) = mpsc::unbounded_channel::<Attempted>();
     let mut closed = false;
@@ -238,7 +242,7 @@ pub(crate) async fn run(
         // Prepare ahead: take each held delivery's turn, journal its intent.
         let ahead = throttle.limit() as usize * AHEAD;
         let mut i = 0;
-        while i < held.len() && preparing.len() + ready.len() < ahead {
+        while i < held.len() && preparing.len() + prepared.len() + ready.len() < ahead {
             let entity = held[i].delivery.entity.clone().filter(|_| ordered);
             let turn = match &entity {
                 Some(entity) => entities.turn(entity, &held[i].delivery.delivery_id, now_ms()),
@@ -253,14 +257,17 @@ pub(crate) async fn run(
                     let job = held.remove(i).expect("in range");
                     parked_total.increment(1);
                     let this = deliverer.clone();
+                    let seq = next_seq;
+                    next_seq += 1;
                     preparing.spawn(async move {
                         let result = this.defer(job.delivery, wait).await.map(|_| ());
-                        Task::Over(Over {
+                        let over = Over {
                             job_origin: job.origin,
                             entity: None,
                             attempted: None,
                             result,
-                        })
+                        };
+                        (seq, Task::Over(over))
                     });
                     continue;
                 }
@@ -272,8 +279,10 @@ pub(crate) async fn run(
             let this = deliverer.clone();
             let entity = entity.map(|e| (e, job.delivery.delivery_id.clone()));
             let retry = job.delivery.attempt > 1 || job.delivery.redriven;
+            let seq = next_seq;
+            next_seq += 1;
             preparing.spawn(async move {
-                match this.prepare(job.delivery).await {
+                let task = match this.prepare(job.delivery).await {
                     Ok(Step::Ready(prepared)) => Task::Ready {
                         prepared,
                         origin: job.origin,
@@ -292,7 +301,8 @@ pub(crate) async fn run(
                         attempted: None,
                         result: Err(error),
                     }),
-                }
+                };
+                (seq, task)
             });
         }
         // Request what is ready, within the endpoint's limits.
@@ -335,7 +345,8 @@ pub(crate) async fn run(
                 }
             });
         }
-        let pending = held.len() + preparing.len() + ready.len() + requesting.len();
+        let pending =
+            held.len() + preparing.len() + prepared.len() + ready.len() + requesting.len();
         backlog.set((pending + jobs.len()) as f64);
         limit_gauge.set(f64::from(throttle.limit()));
         if let Some(job) = held.front() {
@@ -354,14 +365,27 @@ pub(crate) async fn run(
                 }
                 continue;
             }
-            Some(task) = preparing.join_next() => match task {
-                Ok(Task::Over(over)) => over,
-                Ok(ready_task) => {
-                    ready.push_back(ready_task);
-                    continue;
+            Some(task) = preparing.join_next() => {
+                let Ok((seq, task)) = task else { continue };
+                let over = match task {
+                    Task::Over(over) => {
+                        prepared.insert(seq, None);
+                        Some(over)
+                    }
+                    ready_task => {
+                        prepared.insert(seq, Some(ready_task));
+                        None
+                    }
+                };
+                while let Some(task) = prepared.remove(&next_ready) {
+                    next_ready += 1;
+                    ready.extend(task);
                 }
-                Err(_) => continue,
-            },
+                match over {
+                    Some(over) => over,
+                    None => continue,
+                }
+            }
             Some(over) = requesting.join_next() => match over {
                 Ok(over) => over,
                 Err(_) => continue,
