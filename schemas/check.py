@@ -38,11 +38,11 @@ except ImportError:
 
 ROOT = pathlib.Path(__file__).resolve().parent
 # Topic value schemas (Avro + JSON Schema + example each).
-VALUE_TOPICS = ["events", "state", "rejected", "deferred", "alerts", "usage"]
+VALUE_TOPICS = ["events", "state", "rejected", "deferred", "alerts", "usage", "deliveries"]
 # Header-only schemas (the value is opaque bytes).
 HEADER_TOPICS = ["raw", "dlq"]
-# JSON-only value schemas (internal and log topics of `hookstream deliver`; no Avro form).
-JSON_TOPICS = ["deliveries", "delivery", "delivery-endpoints", "delivery-journal"]
+# JSON-only value schemas (internal topics of `hookstream deliver`; no Avro form).
+JSON_TOPICS = ["delivery", "delivery-endpoints", "delivery-journal"]
 
 failures = []
 

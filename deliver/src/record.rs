@@ -122,6 +122,35 @@ mod tests {
 
     /// The schema examples (checked against the JSON Schemas by `schemas/check.py`) are what
     /// these types write, field for field.
+    /// `schemas/avro/deliveries.avsc` lists the attempt record's fields in the order this
+    /// type writes them (the JSON Schema's agreement is `schemas/check.py`'s).
+    #[test]
+    fn the_avro_schema_has_the_records_fields_in_order() {
+        let avsc: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/avro/deliveries.avsc")).unwrap();
+        let names: Vec<String> = avsc["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_owned())
+            .collect();
+        let example: AttemptRecord =
+            serde_json::from_str(include_str!("../../schemas/examples/deliveries.json")).unwrap();
+        let text = serde_json::to_string(&example).unwrap();
+        let positions: Vec<usize> = names
+            .iter()
+            .map(|n| {
+                text.find(&format!("\"{n}\":"))
+                    .unwrap_or_else(|| panic!("{n} not written"))
+            })
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{names:?} vs {text}"
+        );
+        assert_eq!(text.matches("\":").count(), names.len(), "no other field");
+    }
+
     #[test]
     fn a_body_is_embedded_as_json_and_an_old_string_body_still_reads() {
         let body = r#"{"tenant":"t","text":"é \"q\" \u0000"}"#;
