@@ -830,3 +830,144 @@ fn a_signed_twilio_json_webhook_is_accepted_with_the_default_rules() {
         Some("com.twilio.messaging.message.delivered")
     );
 }
+
+/// `allow_ips` on a signed source, checked before the signature: the TCP peer is the client
+/// unless it is a trusted proxy; then the right-most untrusted `X-Forwarded-For` hop is. A
+/// spoofed header from an untrusted peer changes nothing; a refusal is 403 `ip_not_allowed`,
+/// audited to `rejected` with the client address, and counted; other sources and tenants are
+/// unaffected.
+#[test]
+fn allow_ips_admit_by_client_address_behind_trusted_proxies_only() {
+    let tenants = r#"
+[[tenants]]
+id = "walled"
+[[tenants.sources]]
+id = "loopback"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "walled-secret" }]
+hmac = { header = "x-signature", prefix = "sha256=" }
+extract = { entity = "/order_id", event_type = "none" }
+allow_ips = ["127.0.0.0/8"]
+[[tenants.sources]]
+id = "partner"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "walled-secret" }]
+hmac = { header = "x-signature", prefix = "sha256=" }
+extract = { entity = "/order_id", event_type = "none" }
+allow_ips = ["203.0.113.0/24", "2001:db8::/32"]
+"#;
+    let settings = |trusted: &str| Settings {
+        tenants: tenants.into(),
+        ingest: format!("trusted_proxies = [{trusted}]\n"),
+        ..Settings::default()
+    };
+    let post = |pipeline: &Pipeline, source: &str, id: &str, forwarded: Option<&str>| {
+        let body = format!(r#"{{"id":"{id}","order_id":"o1"}}"#);
+        let mut headers = vec![(
+            "x-signature".to_owned(),
+            orders_signature("walled-secret", body.as_bytes()),
+        )];
+        if let Some(chain) = forwarded {
+            headers.push(("x-forwarded-for".to_owned(), chain.to_owned()));
+        }
+        http::post(
+            &pipeline.url(&format!("/v1/hooks/walled/{source}")),
+            &headers,
+            body.as_bytes(),
+        )
+    };
+
+    // No trusted proxy: the loopback peer is the client, whatever it forwards.
+    let direct = Pipeline::start_with("allowips", false, &settings(""));
+    assert_eq!(post(&direct, "loopback", "a1", None).status, 202);
+    assert_eq!(
+        post(&direct, "loopback", "a2", Some("198.51.100.1")).status,
+        202,
+        "a header from an untrusted peer is ignored"
+    );
+    let spoofed = post(&direct, "partner", "a3", Some("203.0.113.9"));
+    assert_eq!(
+        (spoofed.status, spoofed.json["error"].as_str()),
+        (403, Some("ip_not_allowed"))
+    );
+    assert!(
+        spoofed.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{}",
+        spoofed.json
+    );
+    let rejected = harness::kafka::read_until(
+        &direct.config.brokers,
+        &direct.config.topic("rejected"),
+        |r| !r.is_empty(),
+    );
+    let audit = rejected[0].json();
+    assert_eq!(
+        (audit["status"].as_u64(), audit["reason"].as_str()),
+        (Some(403), Some("ip_not_allowed"))
+    );
+    assert!(audit["message"]
+        .as_str()
+        .unwrap()
+        .contains("client address 127.0.0.1"));
+
+    // Loopback is a trusted proxy: the right-most untrusted forwarded hop is the client.
+    let proxied = Pipeline::start_with(
+        "allowipsproxy",
+        false,
+        &settings("\"127.0.0.1\", \"10.0.0.0/8\""),
+    );
+    assert_eq!(
+        post(
+            &proxied,
+            "partner",
+            "b1",
+            Some("1.2.3.4, 203.0.113.9, 10.0.0.7")
+        )
+        .status,
+        202,
+        "caller 203.0.113.9 behind two of our proxies"
+    );
+    assert_eq!(
+        post(&proxied, "partner", "b2", Some("2001:db8::5")).status,
+        202
+    );
+    assert_eq!(
+        post(&proxied, "partner", "b3", Some("::ffff:203.0.113.10")).status,
+        202
+    );
+    let outside = post(&proxied, "partner", "b4", Some("203.0.113.9, 198.51.100.1"));
+    assert_eq!(
+        outside.status, 403,
+        "the right-most untrusted hop is outside"
+    );
+    assert!(outside.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("198.51.100.1"));
+    assert_eq!(
+        post(
+            &proxied,
+            "partner",
+            "b5",
+            Some("203.0.113.9, not-an-address")
+        )
+        .status,
+        403,
+        "garbage stops the walk at our proxy, which is not allowed"
+    );
+    assert_eq!(
+        post(&proxied, "loopback", "b6", None).status,
+        202,
+        "no header: the proxy is the client"
+    );
+    let metrics = harness::http::get(&proxied.url("/metrics")).1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("ip_not_allowed") && l.contains("walled")),
+        "refusals are counted per tenant"
+    );
+}

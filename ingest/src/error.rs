@@ -21,6 +21,13 @@ pub enum IngestError {
     UnknownSource { tenant: String, source_id: String },
     #[error("signature rejected: {0}")]
     Unauthorized(#[from] VerifyError),
+    /// The client address (the peer, or behind a trusted proxy the forwarded one) is not in
+    /// the source's `allow_ips`.
+    #[error("client address {client} (connected from {peer}) is not in the source's allow_ips")]
+    IpNotAllowed {
+        client: std::net::IpAddr,
+        peer: std::net::IpAddr,
+    },
     #[error("body is larger than the {limit} byte limit")]
     TooLarge { limit: usize },
     /// The producer or the broker refused the record for good (too large for
@@ -52,6 +59,7 @@ impl IngestError {
             IngestError::Unauthorized(VerifyError::Stale { .. }) => "stale_signature",
             IngestError::Unauthorized(VerifyError::MissingHeader(_)) => "missing_signature",
             IngestError::Unauthorized(_) => "invalid_signature",
+            IngestError::IpNotAllowed { .. } => "ip_not_allowed",
             IngestError::TooLarge { .. } | IngestError::NotAppendable { .. } => "payload_too_large",
             IngestError::Unreadable(_) => "unreadable_request",
             IngestError::BadBody(_) => "bad_request",
@@ -86,6 +94,7 @@ impl ResponseError for IngestError {
             | IngestError::UnknownSource { .. }
             | IngestError::NotFound => StatusCode::NOT_FOUND,
             IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            IngestError::IpNotAllowed { .. } => StatusCode::FORBIDDEN,
             IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngestError::TooLarge { .. } | IngestError::NotAppendable { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE

@@ -53,6 +53,8 @@ pub struct SourceRuntime {
     pub batch: bool,
     /// The `hmac` scheme's configured signature header (never copied to a dead letter).
     pub signature_header: Option<String>,
+    /// `allow_ips`: empty for any address.
+    pub allow_ips: crate::client_ip::Networks,
 }
 
 pub struct TenantRuntime {
@@ -66,6 +68,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub public_base_url: Option<String>,
     pub trust_forwarded_headers: bool,
+    /// `ingest.trusted_proxies`.
+    pub trusted_proxies: crate::client_ip::Networks,
     pub metrics: PrometheusHandle,
 }
 
@@ -289,6 +293,22 @@ async fn accept(
             tenant: tenant.to_owned(),
             source_id: source.to_owned(),
         })?;
+    if !source_runtime.allow_ips.is_empty() {
+        let peer = http
+            .peer_addr()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let forwarded = http
+            .headers()
+            .get_all("x-forwarded-for")
+            .map(|v| v.as_bytes());
+        let client = crate::client_ip::client_address(peer, forwarded, &state.trusted_proxies);
+        if !source_runtime.allow_ips.contains(client) {
+            return Err(IngestError::IpNotAllowed {
+                client,
+                peer: crate::client_ip::canonical(peer),
+            });
+        }
+    }
     if let Some(limiter) = &runtime.limiter {
         if let Err(not_until) = limiter.check() {
             let wait = not_until.wait_time_from(DefaultClock::default().now());

@@ -11,6 +11,7 @@
 //! once), creates the topics it writes, binds, and serves until [`IngestService::stop`].
 
 pub mod append;
+pub mod client_ip;
 pub mod dead_letter;
 pub mod error;
 pub mod extract;
@@ -68,6 +69,9 @@ pub fn check_sources(config: &Config) -> Vec<String> {
 /// [`check_sources`]'s problems (for `check-config`).
 pub fn check(config: &Config) -> Vec<String> {
     let mut problems: Vec<String> = append::Limits::problem(config).into_iter().collect();
+    if let Err(e) = client_ip::Networks::parse(&config.ingest.trusted_proxies) {
+        problems.push(format!("ingest.trusted_proxies: {e}"));
+    }
     problems.extend(check_sources(config));
     problems
 }
@@ -83,7 +87,9 @@ fn build_tenants(config: &Config) -> Result<HashMap<String, TenantRuntime>, Vec<
             let rules = source
                 .rules()
                 .map_err(|e| problems.push(format!("{at}: {e}")));
-            if let (Ok(verifier), Ok(rules)) = (verifier, rules) {
+            let allow_ips = client_ip::Networks::parse(&source.allow_ips)
+                .map_err(|e| problems.push(format!("{at}: allow_ips: {e}")));
+            if let (Ok(verifier), Ok(rules), Ok(allow_ips)) = (verifier, rules, allow_ips) {
                 sources.insert(
                     source.id.clone(),
                     SourceRuntime {
@@ -92,6 +98,7 @@ fn build_tenants(config: &Config) -> Result<HashMap<String, TenantRuntime>, Vec<
                         batch: source.is_batch(),
                         signature_header: (source.scheme == schemas::config::Scheme::Hmac)
                             .then(|| source.hmac.header.to_ascii_lowercase()),
+                        allow_ips,
                     },
                 );
             }
@@ -154,6 +161,8 @@ impl IngestService {
             max_body_bytes: limits.body_bytes,
             public_base_url: config.ingest.public_base_url.clone(),
             trust_forwarded_headers: config.ingest.trust_forwarded_headers,
+            trusted_proxies: client_ip::Networks::parse(&config.ingest.trusted_proxies)
+                .map_err(|e| startup(format!("ingest.trusted_proxies: {e}")))?,
             metrics,
         });
         let data = web::Data::new(state);

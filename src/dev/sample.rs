@@ -28,6 +28,7 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         grace_ms: 5_000,
         max_future_skew_secs: schemas::config::DEFAULT_MAX_FUTURE_SKEW_SECS,
         batch: None,
+        allow_ips: Vec::new(),
     };
     let orders = SourceConfig {
         id: "orders".into(),
@@ -54,6 +55,7 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         grace_ms: 5_000,
         max_future_skew_secs: schemas::config::DEFAULT_MAX_FUTURE_SKEW_SECS,
         batch: None,
+        allow_ips: Vec::new(),
     };
     let mut config = Config::parse_str("").expect("empty configuration parses");
     config.kafka = KafkaConfig {

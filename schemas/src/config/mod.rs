@@ -235,6 +235,10 @@ pub struct IngestConfig {
     /// HTTP worker threads (default: one per core).
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` names the client a source's
+    /// `allow_ips` is checked against; from any other peer the header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// A token bucket: `per_second` sustained requests, bursts of up to `burst` (default:
@@ -258,6 +262,7 @@ impl Default for IngestConfig {
             trust_forwarded_headers: false,
             rate_limit: None,
             workers: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -619,6 +624,10 @@ pub struct SourceConfig {
     /// `raw` record, its value the element's exact bytes.
     #[serde(default)]
     pub batch: Option<bool>,
+    /// Only clients from these networks (CIDRs or addresses), checked before the signature:
+    /// 403 `ip_not_allowed` otherwise. Empty: any address.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
 }
 
 impl SourceConfig {
