@@ -101,7 +101,7 @@ async fn answer(
     // `missing` and `dying` answer their status to every request.
     let scripted = match endpoint.as_str() {
         "sometimes" => seen_id.ends_with(['0', '5']),
-        "gone" => seen_id == "e1",
+        "gone" | "ordered" => seen_id == "e1",
         _ => true,
     };
     let always = matches!(endpoint.as_str(), "missing" | "dying");
@@ -915,4 +915,34 @@ fn redirects_timeouts_client_errors_and_a_failing_span_each_get_their_treatment(
         9,
         "one request per logged attempt"
     );
+}
+
+/// `ordering = "per_entity"`: an entity's later events wait behind its earlier one while that
+/// one waits for a retry, then go out in their order; another entity of the same endpoint
+/// is not held up.
+#[test]
+fn per_entity_ordering_parks_an_entitys_later_events_behind_its_retry() {
+    let broker = Broker::start();
+    let (port, seen) = receiver(BTreeMap::from([("ordered", (500, None))]));
+    let ordered = endpoint(port, "ordered", "") + "ordering = \"per_entity\"\n";
+    let deliver = Deliver::start(&broker, "ordering", &ordered);
+    for id in ["e1", "e2", "e3"] {
+        deliver.send(&event(id, "call.ended")); // entity call-1; e1's first request fails
+    }
+    let mut other = event("x1", "call.ended");
+    other["entity"] = "call-2".into();
+    deliver.send(&other);
+    harness::wait_until(|| seen.lock().unwrap().len() == 5).expect("every event delivered");
+    let requests = seen.lock().unwrap().clone();
+    let order: Vec<&str> = requests.iter().map(Seen::id).collect();
+    let call_1: Vec<&str> = order.iter().copied().filter(|id| *id != "x1").collect();
+    assert_eq!(call_1, ["e1", "e1", "e2", "e3"], "{order:?}");
+    let x1 = order.iter().position(|id| *id == "x1").unwrap();
+    assert!(x1 < 2, "call-2 is not held up by call-1's retry: {order:?}");
+    let parked = harness::http::metric(
+        &format!("{}/metrics", deliver.service.base_url()),
+        "hookstream_deliver_parked_total",
+        &[("tenant", "agents"), ("endpoint", "ordered")],
+    );
+    assert!(parked.is_some_and(|n| n >= 2.0), "{parked:?}");
 }

@@ -72,14 +72,11 @@ impl Deliverer {
         delivery: Delivery,
         wait: Duration,
     ) -> Result<i64, DeliverError> {
-        let (tier, wait) = schedule::wait_tier(wait);
-        let key = delivery.key();
-        let due_at = now_ms() + wait.as_millis() as i64;
-        let later = Delivery { due_at, ..delivery };
+        let (tier, later) = schedule::later(delivery, wait, now_ms());
         let value = serde_json::to_vec(&later).expect("delivery serializes");
-        self.send_record(&self.names.tiers[tier], &key, &value)
+        self.send_record(&self.names.tiers[tier], &later.key(), &value)
             .await?;
-        Ok(due_at)
+        Ok(later.due_at)
     }
 
     /// A delivery's turn, up to its journaled intent: a dead letter (endpoint removed or

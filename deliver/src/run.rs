@@ -372,15 +372,13 @@ impl Deliverer {
             for ack in acks {
                 let result = match ack {
                     None => Ok(()),
-                    Some(ack) => match ack.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((error, _))) if too_large(&error) => {
+                    Some(ack) => match acked(ack).await {
+                        Err(DeliverError::Kafka(error)) if too_large(&error) => {
                             metrics::counter!("hookstream_deliver_too_large_total").increment(1);
                             tracing::error!(%error, "the broker refused a delivery as too large: not delivered");
                             Ok(())
                         }
-                        Ok(Err((error, _))) => Err(DeliverError::Kafka(error)),
-                        Err(_) => Err(DeliverError::Client("the producer went away".into())),
+                        result => result,
                     },
                 };
                 if done.send((origin.clone(), result)).is_err() {
@@ -476,23 +474,14 @@ impl Deliverer {
                     .closed_for(&key.0, &key.1, Instant::now())
                     .map_or(TIERS[0], |closed| closed.max(TIERS[0]));
                 metrics::counter!("hookstream_deliver_overflow_total", "tenant" => key.0, "endpoint" => key.1).increment(1);
-                let (tier, wait) = schedule::wait_tier(wait);
-                let later = Delivery {
-                    due_at: now_ms() + wait.as_millis() as i64,
-                    ..job.delivery
-                };
+                let (tier, later) = schedule::later(job.delivery, wait, now_ms());
                 let value = serde_json::to_vec(&later).expect("delivery serializes");
                 let ack = self
                     .send_in_order(&self.names.tiers[tier], &later.key(), &value)
                     .await?;
                 let (done, origin) = (done.clone(), job.origin);
                 tokio::spawn(async move {
-                    let result = match ack.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((error, _))) => Err(DeliverError::Kafka(error)),
-                        Err(_) => Err(DeliverError::Client("the producer went away".into())),
-                    };
-                    let _ = done.send((origin, result));
+                    let _ = done.send((origin, acked(ack).await));
                 });
                 Ok(())
             }
@@ -623,25 +612,14 @@ impl Deliverer {
         }
     }
 
+    /// Writes a record and waits for the broker's acknowledgement.
     pub(crate) async fn send_record(
         &self,
         topic: &str,
         key: &str,
         value: &[u8],
     ) -> Result<(), DeliverError> {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "hs-version",
-            value: Some("1"),
-        });
-        let record = FutureRecord::to(topic)
-            .key(key)
-            .payload(value)
-            .headers(headers);
-        self.producer
-            .send(record, Duration::from_secs(60))
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| DeliverError::Kafka(error))
+        acked(self.send_in_order(topic, key, value).await?).await
     }
 }
 
@@ -734,4 +712,13 @@ fn decode_event(bytes: &[u8]) -> Option<(String, serde_json::Value)> {
     let body = std::str::from_utf8(bytes).ok()?;
     let event = serde_json::from_str(body).ok()?;
     Some((body.to_owned(), event))
+}
+
+/// A handed-over record's acknowledgement.
+async fn acked(ack: rdkafka::producer::DeliveryFuture) -> Result<(), DeliverError> {
+    match ack.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(DeliverError::Kafka(error)),
+        Err(_) => Err(DeliverError::Client("the producer went away".into())),
+    }
 }

@@ -134,6 +134,18 @@ pub fn wait_tier(wait: Duration) -> (usize, Duration) {
     }
 }
 
+/// The same attempt of `delivery` again after `wait` (from `now`, ms): its tier
+/// ([`wait_tier`]) and the delivery as it waits there.
+pub fn later(
+    delivery: crate::record::Delivery,
+    wait: Duration,
+    now: i64,
+) -> (usize, crate::record::Delivery) {
+    let (tier, wait) = wait_tier(wait);
+    let due_at = now + wait.as_millis() as i64;
+    (tier, crate::record::Delivery { due_at, ..delivery })
+}
+
 /// Whether a response counts against the endpoint's circuit breaker: no answer, or an
 /// answer saying it cannot serve (5xx, 408, 429) without asking for a wait. Other answers
 /// show the endpoint up.

@@ -86,9 +86,12 @@ impl EventRecord {
     /// An `events` value in the Confluent Avro wire format, read with the compiled-in
     /// schema; None when it is not one (a reader of `events` then skips it).
     pub fn from_avro(bytes: &[u8]) -> Option<Self> {
+        static SCHEMA: std::sync::OnceLock<Option<Schema>> = std::sync::OnceLock::new();
         let (_, mut datum) = unframe(bytes)?;
-        let schema = Schema::parse_str(schema_text(Topic::Events)?).ok()?;
-        let Value::Record(fields) = apache_avro::from_avro_datum(&schema, &mut datum, None).ok()?
+        let schema = SCHEMA
+            .get_or_init(|| Schema::parse_str(schema_text(Topic::Events)?).ok())
+            .as_ref()?;
+        let Value::Record(fields) = apache_avro::from_avro_datum(schema, &mut datum, None).ok()?
         else {
             return None;
         };
