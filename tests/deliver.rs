@@ -837,7 +837,7 @@ fn hostile_events_are_skipped_and_tenants_never_receive_each_others() {
 /// followed) and retried; a 408 is retried; a 404 gets three attempts, then is dead-lettered
 /// `http_404`; an endpoint failing for its `disable_after_failing_secs` is disabled, with an
 /// `endpoint_disabled` alert. Each attempt record names the address and the time to first
-/// byte.
+/// byte, and the request that opened a connection its set-up (lookup, connect).
 #[test]
 fn redirects_timeouts_client_errors_and_a_failing_span_each_get_their_treatment() {
     let broker = Broker::start();
@@ -849,7 +849,8 @@ fn redirects_timeouts_client_errors_and_a_failing_span_each_get_their_treatment(
     ]));
     let endpoints = [
         endpoint(port, "moved", ""),
-        endpoint(port, "slowpoke", ""),
+        // By name: the attempt that opens its connection logs the lookup's time too.
+        endpoint(port, "slowpoke", "").replace("127.0.0.1", "localhost"),
         endpoint(port, "missing", ""),
         endpoint(port, "dying", "") + "disable_after_failing_secs = 3\n",
     ];
@@ -904,11 +905,19 @@ fn redirects_timeouts_client_errors_and_a_failing_span_each_get_their_treatment(
         )
     );
     assert!(alerts[0]["message"].as_str().unwrap().contains("(failing)"));
+    let ms = |attempt: &serde_json::Value, field: &str| attempt[field].as_u64();
     for attempt in &attempts {
         assert_eq!(attempt["address"], format!("127.0.0.1:{port}"));
-        assert!(
-            attempt["first_byte_ms"].as_u64().unwrap() <= attempt["duration_ms"].as_u64().unwrap()
-        );
+        let first_byte = ms(attempt, "first_byte_ms").unwrap();
+        assert!(first_byte <= ms(attempt, "duration_ms").unwrap());
+        let setup = ms(attempt, "dns_ms").unwrap_or(0) + ms(attempt, "connect_ms").unwrap_or(0);
+        assert!(setup <= first_byte, "{attempt}");
+        // Each endpoint has its own connections: its first request opens one.
+        if attempt["attempt"] == 1 {
+            assert!(ms(attempt, "connect_ms").is_some(), "{attempt}");
+            let by_name = attempt["endpoint"] == "slowpoke";
+            assert_eq!(ms(attempt, "dns_ms").is_some(), by_name, "{attempt}");
+        }
     }
     assert_eq!(
         seen.lock().unwrap().len(),

@@ -12,6 +12,7 @@ use crate::journal::{Entry, Intent, SETTLE_GRACE_MS};
 use crate::record::{AttemptRecord, Delivery};
 use crate::run::{now_ms, Deliverer};
 use crate::schedule::{self, Response, Verdict, TIERS};
+use crate::timing::Setup;
 use crate::worker::Slot;
 
 /// Bytes of a response body kept in the attempt log.
@@ -25,6 +26,8 @@ pub(crate) struct Answer {
     address: Option<String>,
     /// From sending to the response's headers.
     first_byte_ms: Option<u64>,
+    /// The set-up of the connection, when this request opened it.
+    setup: Option<Setup>,
 }
 
 impl Answer {
@@ -34,6 +37,7 @@ impl Answer {
             prefix: None,
             address: None,
             first_byte_ms: None,
+            setup: None,
         }
     }
 }
@@ -181,6 +185,7 @@ impl Deliverer {
             prefix,
             address,
             first_byte_ms,
+            setup,
         } = self
             .send(endpoint, &delivery, &attempt_id, attempted_at / 1000)
             .await;
@@ -254,6 +259,8 @@ impl Deliverer {
             error,
             attempted_at: to_rfc3339(attempted_at),
             duration_ms,
+            dns_ms: setup.and_then(|s| s.dns_ms),
+            connect_ms: setup.map(|s| s.connect_ms),
             first_byte_ms,
             address,
             next_attempt_at: next.as_ref().map(|(_, d)| to_rfc3339(d.due_at)),
@@ -430,6 +437,7 @@ impl Deliverer {
             Ok(mut response) => {
                 let first_byte_ms = Some(started.elapsed().as_millis() as u64);
                 let address = response.remote_addr().map(|a| a.to_string());
+                let setup = endpoint.connect_times.take(&response);
                 let code = response.status().as_u16();
                 let retry_after = response
                     .headers()
@@ -450,6 +458,7 @@ impl Deliverer {
                     prefix: Some(String::from_utf8_lossy(&bytes).into_owned()),
                     address,
                     first_byte_ms,
+                    setup,
                 }
             }
             Err(error) if error.is_timeout() => Answer::none(Response::Timeout),

@@ -10,6 +10,7 @@ use schemas::config::{Config, EndpointConfig};
 use crate::error::DeliverError;
 use crate::guard::{Guard, GuardedResolver};
 use crate::sign::Signer;
+use crate::timing::ConnectTimes;
 use crate::status::{Disabled, EndpointStatus};
 
 pub struct Endpoint {
@@ -18,6 +19,8 @@ pub struct Endpoint {
     pub signer: Signer,
     /// Its own connections, through the tenant's SSRF guard.
     pub client: reqwest::Client,
+    /// The set-up times of its client's new connections.
+    pub connect_times: ConnectTimes,
     /// The class of its URL's IP literal host, when the tenant's guard refuses it (names
     /// are checked by the resolver, at each connection).
     pub refused: Option<&'static str>,
@@ -42,9 +45,11 @@ impl Endpoints {
             let networks = tenant.delivery.networks().map_err(DeliverError::Config)?;
             let guard = Arc::new(Guard::new(networks));
             for endpoint in &tenant.endpoints {
+                let connect_times = ConnectTimes::default();
                 let client = reqwest::Client::builder()
                     .redirect(reqwest::redirect::Policy::none())
                     .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+                    .connector_layer(connect_times.layer())
                     .build()
                     .map_err(|e| DeliverError::Client(e.to_string()))?;
                 let secrets = endpoint
@@ -60,6 +65,7 @@ impl Endpoints {
                         config: endpoint.clone(),
                         signer: Signer::new(&secrets)?,
                         client: client.clone(),
+                        connect_times,
                         refused: literal_refused(&endpoint.url, &guard),
                     });
             }

@@ -106,8 +106,10 @@ impl Resolve for GuardedResolver {
         let guard = self.0.clone();
         let host = name.as_str().to_owned();
         let lookup: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+            let started = std::time::Instant::now();
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            crate::timing::record_lookup(started.elapsed());
             let mut refused = None;
             let allowed: Vec<SocketAddr> = found
                 .into_iter()

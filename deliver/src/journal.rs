@@ -63,6 +63,8 @@ impl Intent {
             error: Some("interrupted".to_owned()),
             attempted_at: schemas::time::to_rfc3339(self.started_at),
             duration_ms: 0,
+            dns_ms: None,
+            connect_ms: None,
             first_byte_ms: None,
             address: None,
             next_attempt_at: None,

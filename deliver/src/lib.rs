@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod serve;
 pub mod sign;
 pub mod status;
+pub mod timing;
 pub mod worker;
 
 use rdkafka::consumer::StreamConsumer;

@@ -102,7 +102,16 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// RFC 3339 UTC ms.
     pub attempted_at: String,
-    /// From sending the request to the response's headers; null without a response.
+    /// The name lookup of the connection this request opened; null over a pooled
+    /// connection, for an IP literal, or without a connection.
+    #[serde(default)]
+    pub dns_ms: Option<u64>,
+    /// TCP connect and TLS handshake of the connection this request opened; null over a
+    /// pooled connection or without a connection.
+    #[serde(default)]
+    pub connect_ms: Option<u64>,
+    /// From sending the request to the response's headers (connection set-up included);
+    /// null without a response.
     #[serde(default)]
     pub first_byte_ms: Option<u64>,
     /// The address connected to (`ip:port`), null without a response.
