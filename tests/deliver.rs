@@ -5,7 +5,7 @@
 
 mod harness;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,12 @@ impl Seen {
 /// the script's status, later ones 200. An actix-web server on its own thread (two workers,
 /// every request async), so requests held by a slow or hanging endpoint cost no thread.
 fn receiver(scripts: Script) -> (u16, Arc<Mutex<Vec<Seen>>>) {
+    receiver_on("127.0.0.1:0", scripts)
+}
+
+/// [`receiver`] on the address `at`.
+fn receiver_on(at: &str, scripts: Script) -> (u16, Arc<Mutex<Vec<Seen>>>) {
+    let at = at.to_owned();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let state = (seen.clone(), Arc::new(scripts));
     let (port_tx, port_rx) = std::sync::mpsc::channel();
@@ -51,7 +57,7 @@ fn receiver(scripts: Script) -> (u16, Arc<Mutex<Vec<Seen>>>) {
                     ))
             })
             .workers(2)
-            .bind("127.0.0.1:0")
+            .bind(at)
             .unwrap();
             port_tx.send(server.addrs()[0].port()).unwrap();
             server.run().await.unwrap();
@@ -385,9 +391,10 @@ fn events_are_delivered_signed_retried_and_logged() {
 
 /// An endpoint that refuses connections opens its circuit breaker after five failures in a
 /// row: later deliveries to it make no request (they wait in a retry tier, their attempt not
-/// used up) while a healthy endpoint of the same tenant gets every event.
+/// used up) while a healthy endpoint of the same tenant gets every event. Once it listens
+/// again, the probe after the breaker's cooldown closes it and every event arrives.
 #[test]
-fn a_failing_endpoint_opens_its_breaker_and_costs_no_more_attempts() {
+fn a_failing_endpoint_opens_its_breaker_costs_no_more_attempts_and_recovers() {
     let broker = Broker::start();
     let (port, seen) = receiver(BTreeMap::new());
     let closed = {
@@ -397,7 +404,7 @@ fn a_failing_endpoint_opens_its_breaker_and_costs_no_more_attempts() {
     // One request at a time: exactly five fail before the breaker opens.
     let down = endpoint(port, "down", "")
         .replace(&format!(":{port}/down"), &format!(":{closed}/down"))
-        + "max_in_flight = 1\n";
+        + "max_in_flight = 1\nbreaker_cooldown_secs = 5\n";
     let deliver = Deliver::start(&broker, "breaker", &(endpoint(port, "ok", "") + &down));
     for i in 0..8 {
         deliver.send(&event(&format!("e{i}"), "call.ended"));
@@ -457,6 +464,47 @@ fn a_failing_endpoint_opens_its_breaker_and_costs_no_more_attempts() {
         healthy, 8,
         "the healthy endpoint got every event: {attempts:#?}"
     );
+
+    // The endpoint comes back: the half-open probe succeeds and the breaker closes.
+    let (_, back) = receiver_on(&format!("127.0.0.1:{closed}"), BTreeMap::new());
+    let delivered_down = |records: &[Record]| {
+        records
+            .iter()
+            .map(Record::json)
+            .filter(|a| a["endpoint"] == "down" && a["outcome"] == "delivered")
+            .collect::<Vec<_>>()
+    };
+    let log = read_until(&config.brokers, &config.topic("deliveries"), |r| {
+        delivered_down(r).len() >= 8
+    });
+    let delivered = delivered_down(&log);
+    let ids: BTreeSet<&str> = delivered
+        .iter()
+        .map(|a| a["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 8, "each event delivered once: {delivered:#?}");
+    let received: BTreeSet<String> = back
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.id().to_owned())
+        .collect();
+    assert_eq!(received.len(), 8);
+    let deferred_ids: BTreeSet<&str> = waiting
+        .iter()
+        .filter(|d| d["endpoint"] == "down" && d["attempt"] == 1)
+        .map(|d| d["event_id"].as_str().unwrap())
+        .collect();
+    for delivery in delivered
+        .iter()
+        .filter(|a| deferred_ids.contains(a["event_id"].as_str().unwrap()))
+    {
+        assert_eq!(
+            delivery["attempt"], 1,
+            "a breaker's deferral uses up no attempt: {delivery}"
+        );
+    }
+    assert_eq!(sample("hookstream_deliver_breaker_open", &down), Some(0.0));
 }
 
 /// Sends `n` events one at a time (25 ms apart) to a tenant with a healthy endpoint (and,

@@ -194,6 +194,7 @@ impl Deliverer {
             &tenant,
             &id,
             schedule::is_failure(&response),
+            Duration::from_secs(endpoint.config.breaker_cooldown_secs),
             Instant::now(),
         ) {
             tracing::warn!(%tenant, endpoint = %id, "the endpoint keeps failing: its circuit breaker opened");

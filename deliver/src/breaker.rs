@@ -6,8 +6,8 @@
 //!   failure ratio of at least half over the last [`RATIO_WINDOW`] (with at least
 //!   [`RATIO_MIN_ATTEMPTS`] attempts in it): an endpoint failing every other request is as
 //!   unhealthy as one failing five in a row.
-//! * **Open** for a cooldown ([`COOLDOWN`], doubling with each reopening up to
-//!   [`MAX_COOLDOWN`]): no request goes out; each delivery waits in a retry tier until the
+//! * **Open** for a cooldown (the endpoint's `breaker_cooldown_secs`, [`COOLDOWN`] by default,
+//!   doubling with each reopening up to [`MAX_COOLDOWN`] or the cooldown, the longer): no request goes out; each delivery waits in a retry tier until the
 //!   cooldown ends, without using up an attempt.
 //! * **Half-open** after the cooldown: one probe goes out; its success closes the breaker,
 //!   its failure opens it again.
@@ -85,7 +85,7 @@ impl Breaker {
         }
     }
 
-    fn record(&mut self, failed: bool, now: Instant) -> bool {
+    fn record(&mut self, failed: bool, cooldown: Duration, now: Instant) -> bool {
         self.recent.push_back((now, failed));
         while self.recent.len() > RATIO_MAX_ATTEMPTS
             || self
@@ -115,9 +115,9 @@ impl Breaker {
         let ratio = self.recent.len() >= RATIO_MIN_ATTEMPTS && failing * 2 >= self.recent.len();
         let closed = self.phase == Phase::Closed;
         if reopen || (closed && (self.failures >= FAILURES_TO_OPEN || ratio)) {
-            let cooldown = COOLDOWN
+            let cooldown = cooldown
                 .saturating_mul(1 << self.opened.min(10))
-                .min(MAX_COOLDOWN);
+                .min(MAX_COOLDOWN.max(cooldown));
             self.opened += 1;
             self.phase = Phase::Open {
                 until: now + cooldown,
@@ -168,13 +168,20 @@ impl Breakers {
         breaker.paused_until = breaker.paused_until.max(Some(until));
     }
 
-    /// Records an attempt's result; returns whether the breaker opened.
-    pub fn record(&self, tenant: &str, endpoint: &str, failed: bool, now: Instant) -> bool {
+    /// Records an attempt's result; returns whether the breaker opened (for `cooldown`).
+    pub fn record(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+        failed: bool,
+        cooldown: Duration,
+        now: Instant,
+    ) -> bool {
         let mut all = self.by_endpoint.lock().expect("breakers lock");
         let opened = all
             .entry((tenant.to_owned(), endpoint.to_owned()))
             .or_default()
-            .record(failed, now);
+            .record(failed, cooldown, now);
         let open = matches!(
             all[&(tenant.to_owned(), endpoint.to_owned())].phase,
             Phase::Open { .. }
@@ -196,7 +203,7 @@ mod tests {
         let mut opened_at = None;
         for i in 0..RATIO_MIN_ATTEMPTS {
             let at = t0 + Duration::from_millis(i as u64);
-            if breakers.record("t", "e", i % 2 == 1, at) {
+            if breakers.record("t", "e", i % 2 == 1, COOLDOWN, at) {
                 opened_at = Some(i);
             }
         }
@@ -208,13 +215,16 @@ mod tests {
         let healthy = Breakers::default();
         for i in 0..100 {
             let at = t0 + Duration::from_millis(i);
-            assert!(!healthy.record("t", "e", i % 3 == 0, at), "a third failing");
+            assert!(
+                !healthy.record("t", "e", i % 3 == 0, COOLDOWN, at),
+                "a third failing"
+            );
         }
         let slow = Breakers::default();
         for i in 0..40 {
             let at = t0 + Duration::from_secs(i * 4);
             assert!(
-                !slow.record("t", "e", i % 2 == 1, at),
+                !slow.record("t", "e", i % 2 == 1, COOLDOWN, at),
                 "at most 15 attempts a minute: below the minimum"
             );
         }
@@ -226,7 +236,7 @@ mod tests {
         let breakers = Breakers::default();
         for i in 0..FAILURES_TO_OPEN {
             assert_eq!(breakers.gate("t", "e", t0), Gate::Send);
-            let opened = breakers.record("t", "e", true, t0);
+            let opened = breakers.record("t", "e", true, COOLDOWN, t0);
             assert_eq!(opened, i + 1 == FAILURES_TO_OPEN);
         }
         assert_eq!(breakers.gate("t", "e", t0), Gate::Wait(COOLDOWN));
@@ -238,15 +248,15 @@ mod tests {
             "one probe at a time"
         );
         assert!(
-            breakers.record("t", "e", true, later),
+            breakers.record("t", "e", true, COOLDOWN, later),
             "a failed probe reopens"
         );
         assert_eq!(breakers.gate("t", "e", later), Gate::Wait(COOLDOWN * 2));
         let probe = later + COOLDOWN * 2;
         assert_eq!(breakers.gate("t", "e", probe), Gate::Send);
-        breakers.record("t", "e", false, probe);
+        breakers.record("t", "e", false, COOLDOWN, probe);
         assert_eq!(breakers.gate("t", "e", probe), Gate::Send, "closed again");
-        breakers.record("t", "e", true, probe);
+        breakers.record("t", "e", true, COOLDOWN, probe);
         assert_eq!(
             breakers.gate("t", "e", probe),
             Gate::Send,
@@ -260,9 +270,9 @@ mod tests {
         let breakers = Breakers::default();
         for _ in 0..10 {
             for _ in 0..FAILURES_TO_OPEN - 1 {
-                breakers.record("t", "e", true, t0);
+                breakers.record("t", "e", true, COOLDOWN, t0);
             }
-            breakers.record("t", "e", false, t0);
+            breakers.record("t", "e", false, COOLDOWN, t0);
         }
         assert_eq!(breakers.gate("t", "e", t0), Gate::Send);
     }

@@ -10,8 +10,8 @@ use schemas::config::{Config, EndpointConfig};
 use crate::error::DeliverError;
 use crate::guard::{Guard, GuardedResolver};
 use crate::sign::Signer;
-use crate::timing::ConnectTimes;
 use crate::status::{Disabled, EndpointStatus};
+use crate::timing::ConnectTimes;
 
 pub struct Endpoint {
     pub tenant: String,

@@ -495,6 +495,10 @@ pub struct EndpointConfig {
     /// Disable the endpoint once it has failed, without a success, for this long (5 days).
     #[serde(default = "default_disable_after_failing_secs")]
     pub disable_after_failing_secs: u64,
+    /// How long its circuit breaker stays open before a probe (doubling with each reopening
+    /// in a row, up to 10 minutes or this, whichever is longer).
+    #[serde(default = "default_breaker_cooldown_secs")]
+    pub breaker_cooldown_secs: u64,
     /// Most requests in flight to the endpoint at once (halved on each 429/503, grown back
     /// by one per round of successes).
     #[serde(default = "default_max_in_flight")]
@@ -582,6 +586,10 @@ impl EndpointConfig {
 
 fn default_endpoint_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_breaker_cooldown_secs() -> u64 {
+    30
 }
 
 fn default_disable_after_failing_secs() -> u64 {

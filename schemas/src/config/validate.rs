@@ -191,6 +191,9 @@ fn endpoint_problems(endpoint: &EndpointConfig, at: &str, p: &mut Vec<String>) {
             "{at}.rate_per_sec: must be positive (leave it out for no limit)"
         ));
     }
+    if endpoint.breaker_cooldown_secs == 0 {
+        p.push(format!("{at}.breaker_cooldown_secs: must be positive"));
+    }
     if endpoint.timeout_ms == 0 {
         p.push(format!("{at}.timeout_ms: must be positive"));
     }
