@@ -16,8 +16,10 @@
 //!
 //! It prints deliveries per second and the ratios. Run with
 //! `TANSU_BIN=… cargo bench --bench deliver`; `HOOKSTREAM_BENCH_EVENTS` sets the events per
-//! case (default 1 500; each goes to every endpoint). Under `cargo test` it makes a smoke run
-//! of 40 events.
+//! case (default 10 000 at 0 ms, 1 500 at 50 ms; each goes to every endpoint),
+//! `HOOKSTREAM_BENCH_VERBOSE` prints arrivals per 250 ms and spill counters,
+//! `HOOKSTREAM_BENCH_DELAYS` the receiver
+//! delays in ms (default `0,50`). Under `cargo test` it makes a smoke run of 40 events.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -39,6 +41,8 @@ const IN_FLIGHT: usize = 8;
 struct Arrivals {
     count: AtomicUsize,
     span: Mutex<Option<(Instant, Instant)>>,
+    /// Arrivals per 250 ms since the first (with HOOKSTREAM_BENCH_VERBOSE).
+    timeline: Mutex<Vec<usize>>,
 }
 
 impl Arrivals {
@@ -46,12 +50,19 @@ impl Arrivals {
         let now = Instant::now();
         let mut span = self.span.lock().unwrap();
         *span = Some(span.map_or((now, now), |(first, _)| (first, now)));
+        let bucket = (now - span.unwrap().0).as_millis() as usize / 250;
+        let mut timeline = self.timeline.lock().unwrap();
+        if timeline.len() <= bucket {
+            timeline.resize(bucket + 1, 0);
+        }
+        timeline[bucket] += 1;
         self.count.fetch_add(1, Ordering::SeqCst);
     }
 
     fn reset(&self) {
         self.count.store(0, Ordering::SeqCst);
         *self.span.lock().unwrap() = None;
+        self.timeline.lock().unwrap().clear();
     }
 
     fn elapsed(&self) -> Duration {
@@ -177,6 +188,21 @@ fn deliver(
         );
         std::thread::sleep(Duration::from_millis(20)); // polling the counter
     }
+    if std::env::var_os("HOOKSTREAM_BENCH_VERBOSE").is_some() {
+        let (_, metrics) = harness::http::get(&format!("{}/metrics", service.base_url()));
+        for line in metrics.lines().filter(|l| {
+            !l.starts_with('#')
+                && ["overflow", "breaker_deferred", "parked", "backlog"]
+                    .iter()
+                    .any(|m| l.contains(m))
+        }) {
+            eprintln!("{line}");
+        }
+        eprintln!(
+            "arrivals per 250 ms: {:?}",
+            arrivals.timeline.lock().unwrap()
+        );
+    }
     expected as f64 / arrivals.elapsed().as_secs_f64()
 }
 
@@ -235,10 +261,17 @@ fn baseline(port: u16, events: usize, arrivals: &Arrivals) -> f64 {
 
 fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
-    let events: usize = std::env::var("HOOKSTREAM_BENCH_EVENTS")
+    let fixed: Option<usize> = std::env::var("HOOKSTREAM_BENCH_EVENTS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if measuring { 1_500 } else { 40 });
+        .and_then(|v| v.parse().ok());
+    // Each case runs for seconds, not a fraction of one: 10 000 events at 0 ms, 1 500 at
+    // 50 ms (a minute of requests per run at max_in_flight).
+    let events_for = |delay: Duration| match (fixed, measuring) {
+        (Some(events), _) => events,
+        (None, false) => 40,
+        (None, true) if delay.is_zero() => 10_000,
+        (None, true) => 1_500,
+    };
     // The memory engine when measuring, so the broker is not the limit; sqlite for the
     // smoke run of the test suite. HOOKSTREAM_BENCH_ENGINE=sqlite|memory chooses.
     let engine = Engine::from_env(if measuring {
@@ -248,15 +281,18 @@ fn main() {
     });
     let broker = Broker::start_on(engine);
     println!(
-        "{events} events × {ENDPOINTS} endpoints, max_in_flight {IN_FLIGHT}; Tansu {} engine",
+        "{ENDPOINTS} endpoints, max_in_flight {IN_FLIGHT}; Tansu {} engine",
         engine.name()
     );
-    println!("| receiver | baseline (bare client) | deliver | deliver / baseline | deliver beside a failing endpoint | beside / alone |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (i, delay) in [Duration::ZERO, Duration::from_millis(50)]
-        .into_iter()
-        .enumerate()
-    {
+    println!("| receiver | events | baseline (bare client) | deliver | deliver / baseline | deliver beside a failing endpoint | beside / alone |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let delays: Vec<Duration> = std::env::var("HOOKSTREAM_BENCH_DELAYS")
+        .unwrap_or_else(|_| "0,50".into())
+        .split(',')
+        .map(|ms| Duration::from_millis(ms.trim().parse().expect("delays in ms: 0,50")))
+        .collect();
+    for (i, delay) in delays.into_iter().enumerate() {
+        let events = events_for(delay);
         let arrivals = Arc::new(Arrivals::default());
         let port = receiver(delay, arrivals.clone());
         let bare = baseline(port, events, &arrivals);
@@ -277,7 +313,7 @@ fn main() {
             &arrivals,
         );
         println!(
-            "| {} ms | {bare:.0}/s | {alone:.0}/s | {:.2} | {beside:.0}/s | {:.2} |",
+            "| {} ms | {events} | {bare:.0}/s | {alone:.0}/s | {:.2} | {beside:.0}/s | {:.2} |",
             delay.as_millis(),
             alone / bare,
             beside / alone

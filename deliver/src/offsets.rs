@@ -51,6 +51,24 @@ impl Offsets {
         self.partitions.values().map(|p| p.outstanding.len()).sum()
     }
 
+    /// Each partition read here but `topic`'s, with the offset after the last record read.
+    pub fn positions_except(&self, topic: &str) -> Vec<(String, i32, i64)> {
+        self.partitions
+            .iter()
+            .filter(|((t, _), _)| t != topic)
+            .map(|((t, partition), p)| (t.clone(), *partition, p.end))
+            .collect()
+    }
+
+    /// Records with deliveries outstanding, but for `topic`'s.
+    pub fn in_flight_except(&self, topic: &str) -> usize {
+        self.partitions
+            .iter()
+            .filter(|((t, _), _)| t != topic)
+            .map(|(_, p)| p.outstanding.len())
+            .sum()
+    }
+
     /// The offsets to commit now (each partition's first record not done, when it moved).
     pub fn to_commit(&mut self) -> Vec<(String, i32, i64)> {
         let mut out = Vec::new();
@@ -91,5 +109,19 @@ mod tests {
         offsets.finish("events", 0, 10);
         offsets.finish("other", 3, 1);
         assert_eq!(offsets.to_commit(), []);
+    }
+
+    #[test]
+    fn the_intake_is_counted_and_positioned_without_the_journal() {
+        let mut offsets = Offsets::default();
+        offsets.start("queue", 1, 4, 1);
+        offsets.start("queue", 1, 5, 0);
+        offsets.start("journal", 1, 7, 1);
+        assert_eq!(offsets.in_flight(), 2);
+        assert_eq!(offsets.in_flight_except("journal"), 1);
+        assert_eq!(
+            offsets.positions_except("journal"),
+            [("queue".to_owned(), 1, 6)]
+        );
     }
 }

@@ -74,11 +74,25 @@ impl Names {
     }
 }
 
-/// Most consumed records with deliveries outstanding before the loop stops fetching.
+/// Most consumed records (events, queue, tiers) with deliveries outstanding before the loop
+/// stops reading them (it reads on at three quarters).
 const MAX_IN_FLIGHT: usize = 10_000;
+/// How often done offsets are committed (asynchronously), at most: not once per record.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Deliveries queued per endpoint (a backlog drains from memory, not through the retry
 /// tiers); beyond, they wait in the first retry tier.
 const QUEUE_PER_ENDPOINT: usize = 1024;
+/// How long the loop waits for room in a full endpoint queue before it treats the endpoint
+/// as slow: a healthy endpoint frees a place in far less, and its backlog then pushes back
+/// on the loop (Kafka holds it) instead of taking detours through a retry tier.
+const SPILL_AFTER: Duration = Duration::from_millis(25);
+
+/// An endpoint's queue on its worker. `spilling`: it stayed full for [`SPILL_AFTER`], so its
+/// overflow goes to a retry tier at once, until the queue is half empty again.
+struct EndpointQueue {
+    sender: mpsc::Sender<Job>,
+    spilling: bool,
+}
 
 /// Where a delivery came from: the record whose offset waits for it.
 #[derive(Debug, Clone)]
@@ -134,6 +148,17 @@ impl AttemptIds {
     }
 }
 
+/// The producer's settings: each request waits for its intent's acknowledgement, so
+/// records linger 1 ms, not 5 (batches still form under load, while a send is in flight);
+/// `[kafka.producer]` overrides it.
+fn producer_config(kafka: &schemas::config::KafkaConfig) -> rdkafka::ClientConfig {
+    let mut config = client_config(kafka, Role::Producer);
+    if !kafka.producer.contains_key("linger.ms") && !kafka.properties.contains_key("linger.ms") {
+        config.set("linger.ms", "1");
+    }
+    config
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -145,7 +170,7 @@ impl Deliverer {
         Ok(Self {
             endpoints: Arc::new(Endpoints::from_config(config)?),
             breakers: Breakers::default(),
-            producer: client_config(&config.kafka, Role::Producer).create()?,
+            producer: producer_config(&config.kafka).create()?,
             names: Names::new(config),
             lookup: {
                 let mut lookup = client_config(&config.kafka, Role::Consumer);
@@ -199,12 +224,29 @@ impl Deliverer {
             self.lookup.clone(),
         );
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-        let mut workers: HashMap<(String, String), mpsc::Sender<Job>> = HashMap::new();
+        let mut workers: HashMap<(String, String), EndpointQueue> = HashMap::new();
         let mut offsets = Offsets::default();
         let mut paused: HashMap<(String, i32), Instant> = HashMap::new();
         let mut recent = Recent::default();
+        let mut last_commit = Instant::now();
+        let mut intake_open = true;
         loop {
-            resume_due(consumer, &mut paused);
+            // Reading stops at MAX_IN_FLIGHT records outstanding, for the intake only: the
+            // journal is always read, since reading it is how attempts settle.
+            let outstanding = offsets.in_flight_except(copier.journal());
+            let open = if intake_open {
+                outstanding < MAX_IN_FLIGHT
+            } else {
+                outstanding < MAX_IN_FLIGHT * 3 / 4
+            };
+            if open != intake_open {
+                let positions = offsets.positions_except(copier.journal());
+                set_intake(consumer, positions, &paused, open);
+                intake_open = open;
+            }
+            if intake_open {
+                resume_due(consumer, &mut paused);
+            }
             while let Ok(done) = done_rx.try_recv() {
                 finished(&mut offsets, done)?;
             }
@@ -212,14 +254,16 @@ impl Deliverer {
                 metrics::counter!("hookstream_deliver_interrupted_total").increment(1);
                 self.spawn_log(partition, write, &done_tx);
             }
-            commit(consumer, &mut offsets);
+            if last_commit.elapsed() >= COMMIT_INTERVAL {
+                commit(consumer, &mut offsets);
+                last_commit = Instant::now();
+            }
             // Wake up for the next paused partition coming due, not a poll interval later.
             let now = Instant::now();
             let poll = paused
                 .values()
                 .map(|at| at.saturating_duration_since(now))
-                .fold(Duration::from_millis(200), Duration::min);
-            let room = offsets.in_flight() < MAX_IN_FLIGHT;
+                .fold(COMMIT_INTERVAL, Duration::min);
             let message = tokio::select! {
                 _ = stop.changed() => break,
                 done = done_rx.recv() => {
@@ -228,7 +272,7 @@ impl Deliverer {
                     }
                     continue;
                 }
-                m = tokio::time::timeout(poll, consumer.recv()), if room => m,
+                m = tokio::time::timeout(poll, consumer.recv()) => m,
             };
             let message = match message {
                 Err(_) => continue, // nothing within the poll interval: check due partitions
@@ -445,50 +489,65 @@ impl Deliverer {
         });
     }
 
-    /// Queues a delivery on its endpoint's worker, or, when that queue is full, sends it to
-    /// wait in a retry tier (its origin is done once that is acknowledged).
+    /// Queues a delivery on its endpoint's worker. When that queue is full, the loop waits
+    /// for room up to [`SPILL_AFTER`] (a healthy endpoint's backlog pushes back on reading);
+    /// an endpoint that stays full, or is closed to requests, gets the delivery back in a
+    /// retry tier (its origin is done once that is acknowledged), so it never holds up the
+    /// other endpoints for longer than that.
     async fn dispatch(
         self: &Arc<Self>,
-        workers: &mut HashMap<(String, String), mpsc::Sender<Job>>,
+        workers: &mut HashMap<(String, String), EndpointQueue>,
         done: &mpsc::UnboundedSender<Done>,
         job: Job,
     ) -> Result<(), DeliverError> {
         let key = (job.delivery.tenant.clone(), job.delivery.endpoint.clone());
-        let queue = workers
-            .entry(key.clone())
-            .or_insert_with(|| self.spawn_worker(&key, done.clone()));
+        let queue = workers.entry(key.clone()).or_insert_with(|| EndpointQueue {
+            sender: self.spawn_worker(&key, done.clone()),
+            spilling: false,
+        });
         // An endpoint closed to requests (open breaker, pause) gets its deliveries back in a
         // retry tier at once, for as long as it stays closed: they would only wait here.
         let closed = self.breakers.closed_for(&key.0, &key.1, Instant::now());
-        let sent = match closed {
-            Some(_) => Err(mpsc::error::TrySendError::Full(job)),
-            None => queue.try_send(job),
-        };
-        match sent {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(job)) => {
-                // Back to a retry tier, for as long as the endpoint is closed to requests if
-                // it is; the loop goes on without waiting for the acknowledgement.
-                let wait = self
-                    .breakers
-                    .closed_for(&key.0, &key.1, Instant::now())
-                    .map_or(TIERS[0], |closed| closed.max(TIERS[0]));
-                metrics::counter!("hookstream_deliver_overflow_total", "tenant" => key.0, "endpoint" => key.1).increment(1);
-                let (tier, later) = schedule::later(job.delivery, wait, now_ms());
-                let value = serde_json::to_vec(&later).expect("delivery serializes");
-                let ack = self
-                    .send_in_order(&self.names.tiers[tier], &later.key(), &value)
-                    .await?;
-                let (done, origin) = (done.clone(), job.origin);
-                tokio::spawn(async move {
-                    let _ = done.send((origin, acked(ack).await));
-                });
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Err(DeliverError::Client("an endpoint worker stopped".into()))
+        if queue.spilling && queue.sender.capacity() >= QUEUE_PER_ENDPOINT / 2 {
+            queue.spilling = false;
+        }
+        if closed.is_none() && !queue.spilling {
+            match tokio::time::timeout(SPILL_AFTER, queue.sender.reserve()).await {
+                Ok(Ok(permit)) => {
+                    permit.send(job);
+                    return Ok(());
+                }
+                Ok(Err(_)) => {
+                    return Err(DeliverError::Client("an endpoint worker stopped".into()))
+                }
+                Err(_) => queue.spilling = true,
             }
         }
+        self.spill(job, closed, done).await
+    }
+
+    /// A delivery its endpoint cannot take now, to a retry tier: for as long as the endpoint
+    /// is closed to requests if it is, else the first tier. The loop goes on without waiting
+    /// for the acknowledgement.
+    async fn spill(
+        self: &Arc<Self>,
+        job: Job,
+        closed: Option<Duration>,
+        done: &mpsc::UnboundedSender<Done>,
+    ) -> Result<(), DeliverError> {
+        let wait = closed.map_or(TIERS[0], |closed| closed.max(TIERS[0]));
+        let delivery = job.delivery;
+        metrics::counter!("hookstream_deliver_overflow_total", "tenant" => delivery.tenant.clone(), "endpoint" => delivery.endpoint.clone()).increment(1);
+        let (tier, later) = schedule::later(delivery, wait, now_ms());
+        let value = serde_json::to_vec(&later).expect("delivery serializes");
+        let ack = self
+            .send_in_order(&self.names.tiers[tier], &later.key(), &value)
+            .await?;
+        let (done, origin) = (done.clone(), job.origin);
+        tokio::spawn(async move {
+            let _ = done.send((origin, acked(ack).await));
+        });
+        Ok(())
     }
 
     /// The endpoint's worker ([`crate::worker`]).
@@ -639,6 +698,35 @@ fn hold_back(
         Duration::from_secs(10),
     )?;
     Ok(())
+}
+
+/// Pauses (or resumes) reading the partitions read so far, but the journal's. A paused
+/// partition is sought to the record after the last one read, so what was fetched ahead
+/// is fetched again on resuming, never skipped; one held back until its first record is
+/// due stays paused. A partition not read yet has nothing outstanding and is left alone.
+fn set_intake(
+    consumer: &StreamConsumer,
+    positions: Vec<(String, i32, i64)>,
+    held: &HashMap<(String, i32), Instant>,
+    open: bool,
+) {
+    for (topic, partition, next) in positions {
+        let key = (topic, partition);
+        if held.contains_key(&key) {
+            continue;
+        }
+        let result = if open {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&key.0, key.1);
+            consumer.resume(&list).map_err(DeliverError::Kafka)
+        } else {
+            hold_back(consumer, &key, next)
+        };
+        if let Err(error) = result {
+            // Revoked meanwhile: its next owner reads it.
+            tracing::debug!(%error, topic = %key.0, partition = key.1, open, "cannot pause or resume reading");
+        }
+    }
 }
 
 /// Resumes the paused tier partitions whose first record is due.
