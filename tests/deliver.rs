@@ -640,7 +640,8 @@ fn a_disabled_endpoint_stays_disabled_across_restarts_until_enabled() {
     harness::wait_until(|| seen.lock().unwrap().len() == 2).expect("e2 is delivered");
     assert_eq!(seen.lock().unwrap()[1].id(), "e2");
 
-    // The 410 dead letter of e1, by the CLI, then by the admin API behind its token.
+    // The 410 dead letter of e1, by `deliver --redrive`, then by the admin API behind its
+    // token.
     let redriven = hookstream(&[
         "deliver",
         "--redrive",
@@ -664,13 +665,30 @@ fn a_disabled_endpoint_stays_disabled_across_restarts_until_enabled() {
         (200, &serde_json::json!(1))
     );
     harness::wait_until(|| seen.lock().unwrap().len() == 4).expect("e1 is sent again");
+    // And through `replay`, dead-lettered within the last hour.
+    let redriven = hookstream(&[
+        "replay",
+        "--redrive",
+        "--deliveries",
+        "--endpoint",
+        "agents/gone",
+        "--reason",
+        "http_410",
+        "--start",
+        "-1h",
+    ]);
+    assert!(
+        redriven.contains("1 dead letters of delivery-dlq sent back"),
+        "{redriven}"
+    );
+    harness::wait_until(|| seen.lock().unwrap().len() == 5).expect("e1 is sent again");
     let ids: Vec<String> = seen
         .lock()
         .unwrap()
         .iter()
         .map(|r| r.id().to_owned())
         .collect();
-    assert_eq!(ids, ["e1", "e2", "e1", "e1"], "same webhook-id each time");
+    assert_eq!(ids, ["e1", "e2", "e1", "e1", "e1"], "same webhook-id each time");
 }
 
 /// `kill -9` of `deliver` at points spread over a run (by the receivers' progress, while a

@@ -108,6 +108,19 @@ pub struct ReplayArgs {
     /// by a stopped run, so a resumed run covers exactly what the first one was to cover.
     #[arg(long, value_name = "P=OFFSET,...", value_parser = parse_resume)]
     pub until: Option<BTreeMap<i32, i64>>,
+    /// Redrive `delivery-dlq` instead: the outbound deliveries `hookstream deliver` gave up
+    /// on go back to the running `deliver` as first attempts (the same as `hookstream deliver
+    /// --redrive`). Selected by --endpoint, --reason and --start (a time or a relative time:
+    /// dead-lettered at or after it).
+    #[arg(long, requires = "redrive", conflicts_with_all = ["rebuild", "dry_run", "into"])]
+    pub deliveries: bool,
+    /// With --deliveries: only this endpoint's dead letters.
+    #[arg(long, value_name = "TENANT/ENDPOINT", requires = "deliveries")]
+    pub endpoint: Option<String>,
+    /// With --deliveries: only dead letters with this reason (endpoint_disabled, http_404,
+    /// timeout…).
+    #[arg(long, requires = "deliveries")]
+    pub reason: Option<String>,
     /// Print the result as JSON instead of a table or summary line.
     #[arg(long)]
     pub json: bool,
@@ -226,7 +239,35 @@ fn resume_command(
     shell_words::join(args)
 }
 
+/// `replay --redrive --deliveries`: `delivery-dlq` back to the running `deliver`.
+async fn redrive_deliveries(config: &Config, args: &ReplayArgs) -> Result<(), ReplayError> {
+    let since = match crate::position::Position::parse(&args.select.start, schemas::time::now_millis())? {
+        crate::position::Position::Beginning => None,
+        crate::position::Position::Time(ms) => Some(ms),
+        _ => {
+            return Err(ReplayError::invalid(
+                "--start with --deliveries: `beginning`, a time or a relative time (-2h)",
+            ))
+        }
+    };
+    let filter = deliver::RedriveFilter {
+        endpoint: args.endpoint.clone(),
+        reason: args.reason.clone(),
+        since,
+    };
+    let count = deliver::redrive(config, &filter).await?;
+    if args.json {
+        println!("{}", serde_json::json!({ "redriven": count }));
+    } else {
+        println!("{count} dead letters of delivery-dlq sent back for delivery");
+    }
+    Ok(())
+}
+
 pub async fn replay(config: Config, args: ReplayArgs) -> Result<(), ReplayError> {
+    if args.deliveries {
+        return redrive_deliveries(&config, &args).await;
+    }
     let spec = args.spec();
     spec.validate(&config)?;
     let id = spec.id_or_new();

@@ -13,6 +13,8 @@ pub enum ReplayError {
     Undelivered { failed: u64, first: String },
     #[error("processor: {0}")]
     Processor(#[from] processor::ProcessorError),
+    #[error("deliver: {0}")]
+    Deliver(#[from] deliver::DeliverError),
     #[error("schemas: {0}")]
     Schemas(#[from] schemas::SchemasError),
     #[error("job `{0}` does not exist")]
@@ -35,6 +37,8 @@ impl ReplayError {
             Self::NoSuchJob(_) => 404,
             Self::JobRunning(_) => 409,
             Self::Kafka(_) | Self::Undelivered { .. } => 503,
+            Self::Deliver(e) if e.is_retriable() => 503,
+            Self::Deliver(_) => 400,
             Self::Processor(_) | Self::Schemas(_) | Self::Io(_) => 500,
         }
     }
@@ -46,6 +50,8 @@ impl ReplayError {
             Self::NoSuchJob(_) => "not_found",
             Self::JobRunning(_) => "conflict",
             Self::Kafka(_) | Self::Undelivered { .. } => "broker_unavailable",
+            Self::Deliver(e) if e.is_retriable() => "broker_unavailable",
+            Self::Deliver(_) => "invalid_request",
             Self::Processor(_) | Self::Schemas(_) | Self::Io(_) => "internal",
         }
     }
