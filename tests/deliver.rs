@@ -688,7 +688,11 @@ fn a_disabled_endpoint_stays_disabled_across_restarts_until_enabled() {
         .iter()
         .map(|r| r.id().to_owned())
         .collect();
-    assert_eq!(ids, ["e1", "e2", "e1", "e1", "e1"], "same webhook-id each time");
+    assert_eq!(
+        ids,
+        ["e1", "e2", "e1", "e1", "e1"],
+        "same webhook-id each time"
+    );
 }
 
 /// `kill -9` of `deliver` at points spread over a run (by the receivers' progress, while a
@@ -809,7 +813,8 @@ fn kill_9_at_any_point_loses_no_delivery_and_logs_every_request_exactly_once() {
 
 /// Hostile input: `events` values that are not JSON, not UTF-8, empty, or without a tenant
 /// or event id are skipped and counted, and delivery goes on; a 600 KB event full of
-/// escapes and non-ASCII text arrives byte for byte, signed; an Avro event arrives as the
+/// escapes and non-ASCII text, and one as large as the processor writes, arrive byte for
+/// byte, signed; an Avro event arrives as the
 /// JSON of its record; two tenants with the same
 /// endpoint id, source and event ids, in one partition, each receive exactly their own.
 #[test]
@@ -841,6 +846,16 @@ fn hostile_events_are_skipped_and_tenants_never_receive_each_others() {
     let big_body = big.to_string();
     assert!(big_body.len() > 600_000, "{}", big_body.len());
     deliver.send_raw(big_body.as_bytes());
+    // The largest `events` record the processor writes (its producer's default
+    // message.max.bytes, 1 000 000 bytes, with the key): delivered, not refused as too
+    // large once the delivery's own fields are added.
+    let mut largest = event("largest", "call.ended");
+    largest["payload"] = serde_json::json!({"text": ""});
+    let room = 999_900 - largest.to_string().len();
+    largest["payload"] = serde_json::json!({"text": "x".repeat(room)});
+    let largest_body = largest.to_string();
+    assert_eq!(largest_body.len(), 999_900);
+    deliver.send_raw(largest_body.as_bytes());
     // An `events` value in Avro (Confluent wire format) arrives as the JSON of its record.
     let avro_event = schemas::records::EventRecord {
         tenant: "agents".into(),
@@ -866,7 +881,7 @@ fn hostile_events_are_skipped_and_tenants_never_receive_each_others() {
         theirs["tenant"] = "other".into();
         deliver.send(&theirs);
     }
-    harness::wait_until(|| seen_a.lock().unwrap().len() == 7 && seen_b.lock().unwrap().len() == 5)
+    harness::wait_until(|| seen_a.lock().unwrap().len() == 8 && seen_b.lock().unwrap().len() == 5)
         .expect("each tenant's endpoint gets its events");
     let tenant_of =
         |r: &Seen| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["tenant"].clone();
@@ -878,6 +893,11 @@ fn hostile_events_are_skipped_and_tenants_never_receive_each_others() {
     assert!(b.iter().all(|r| tenant_of(r) == "other"));
     let arrived = a.iter().find(|r| r.id() == "big").expect("the big event");
     assert_eq!(arrived.body, big_body, "byte for byte");
+    let arrived = a
+        .iter()
+        .find(|r| r.id() == "largest")
+        .expect("the largest event");
+    assert_eq!(arrived.body, largest_body, "byte for byte");
     let from_avro = a
         .iter()
         .find(|r| r.id() == "avro-1")

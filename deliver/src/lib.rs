@@ -54,7 +54,13 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
     ensure_topics_waiting(&config.kafka, &names, &[Topic::Events, Topic::Alerts], 0).await?;
     let mut backoff = std::time::Duration::from_millis(500);
     loop {
-        match ensure_named_topics(&config.kafka, &deliverer.names().own()).await {
+        match ensure_named_topics(
+            &config.kafka,
+            &deliverer.names().own(),
+            run::max_record_bytes(&config.kafka),
+        )
+        .await
+        {
             Err(error) if error.is_retriable() => {
                 tracing::warn!(%error, retry_in = ?backoff, "cannot create the delivery topics yet; retrying");
                 tokio::time::sleep(backoff).await;
@@ -123,7 +129,12 @@ pub async fn enable(config: &Config, key: &str) -> Result<usize, DeliverError> {
         .split_once('/')
         .ok_or_else(|| DeliverError::Config(format!("`{key}` is not TENANT/ENDPOINT")))?;
     let names = run::Names::new(config);
-    ensure_named_topics(&config.kafka, &names.own()).await?;
+    ensure_named_topics(
+        &config.kafka,
+        &names.own(),
+        run::max_record_bytes(&config.kafka),
+    )
+    .await?;
     let disabled_at = {
         let mut client = client_config(&config.kafka, Role::Consumer);
         client.set(
@@ -204,7 +215,12 @@ async fn redrive_after(
     delay: std::time::Duration,
 ) -> Result<usize, DeliverError> {
     let names = run::Names::new(config);
-    ensure_named_topics(&config.kafka, &names.own()).await?;
+    ensure_named_topics(
+        &config.kafka,
+        &names.own(),
+        run::max_record_bytes(&config.kafka),
+    )
+    .await?;
     let mut client = client_config(&config.kafka, Role::Consumer);
     client.set(
         "group.id",

@@ -148,13 +148,32 @@ impl AttemptIds {
     }
 }
 
+/// The largest record `deliver` writes, unless `message.max.bytes` is configured: the
+/// largest `events` record (the processor's default limit, 1 000 000 bytes) with a
+/// delivery's own fields around it. The delivery topics are created to take it.
+pub const MAX_RECORD_BYTES: usize = 1_000_000 + 64 * 1024;
+
+/// The largest record `deliver`'s producer sends: `message.max.bytes` as configured, else
+/// [`MAX_RECORD_BYTES`].
+pub fn max_record_bytes(kafka: &schemas::config::KafkaConfig) -> usize {
+    producer_config(kafka)
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(MAX_RECORD_BYTES)
+}
+
 /// The producer's settings: each request waits for its intent's acknowledgement, so
 /// records linger 1 ms, not 5 (batches still form under load, while a send is in flight);
-/// `[kafka.producer]` overrides it.
+/// a delivery of the largest event fits ([`MAX_RECORD_BYTES`]). `[kafka.producer]`
+/// overrides both.
 fn producer_config(kafka: &schemas::config::KafkaConfig) -> rdkafka::ClientConfig {
     let mut config = client_config(kafka, Role::Producer);
-    if !kafka.producer.contains_key("linger.ms") && !kafka.properties.contains_key("linger.ms") {
+    let set = |key: &str| kafka.producer.contains_key(key) || kafka.properties.contains_key(key);
+    if !set("linger.ms") {
         config.set("linger.ms", "1");
+    }
+    if !set("message.max.bytes") {
+        config.set("message.max.bytes", MAX_RECORD_BYTES.to_string());
     }
     config
 }

@@ -241,15 +241,16 @@ fn resume_command(
 
 /// `replay --redrive --deliveries`: `delivery-dlq` back to the running `deliver`.
 async fn redrive_deliveries(config: &Config, args: &ReplayArgs) -> Result<(), ReplayError> {
-    let since = match crate::position::Position::parse(&args.select.start, schemas::time::now_millis())? {
-        crate::position::Position::Beginning => None,
-        crate::position::Position::Time(ms) => Some(ms),
-        _ => {
-            return Err(ReplayError::invalid(
-                "--start with --deliveries: `beginning`, a time or a relative time (-2h)",
-            ))
-        }
-    };
+    let since =
+        match crate::position::Position::parse(&args.select.start, schemas::time::now_millis())? {
+            crate::position::Position::Beginning => None,
+            crate::position::Position::Time(ms) => Some(ms),
+            _ => {
+                return Err(ReplayError::invalid(
+                    "--start with --deliveries: `beginning`, a time or a relative time (-2h)",
+                ))
+            }
+        };
     let filter = deliver::RedriveFilter {
         endpoint: args.endpoint.clone(),
         reason: args.reason.clone(),

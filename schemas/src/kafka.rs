@@ -99,18 +99,21 @@ pub async fn ensure_topics(
 }
 
 /// Creates topics by name if they are missing, with the configured partitions and
-/// replication, compacted (`true`) or with the broker's default retention: the delivery
-/// topics.
+/// replication, compacted (`true`) or with the broker's default retention, each taking
+/// records up to `max_message_bytes` (`max.message.bytes`): the delivery topics.
 pub async fn ensure_named_topics(
     kafka: &KafkaConfig,
     names: &[(String, bool)],
+    max_message_bytes: usize,
 ) -> Result<(), SchemasError> {
     let admin: AdminClient<DefaultClientContext> = client_config(kafka, Role::Admin).create()?;
+    let max = max_message_bytes.to_string();
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|(name, compacted)| {
             let replication = TopicReplication::Fixed(kafka.replication_factor);
-            let topic = NewTopic::new(name, kafka.partitions, replication);
+            let topic =
+                NewTopic::new(name, kafka.partitions, replication).set("max.message.bytes", &max);
             if *compacted {
                 topic.set("cleanup.policy", "compact")
             } else {
