@@ -237,8 +237,13 @@ async fn run_ingest(path: &Path, discard_appends: bool) -> anyhow::Result<()> {
     };
     let service = ingest::IngestService::start(&config, metrics_recorder()?, options).await?;
     let shutdown = shutdown_signal();
+    let scheme = if config.ingest.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     for addr in service.addrs() {
-        println!("hookstream ingest listening on http://{addr}");
+        println!("hookstream ingest listening on {scheme}://{addr}");
     }
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");

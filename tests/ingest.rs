@@ -3,6 +3,8 @@
 
 mod harness;
 
+use std::collections::BTreeMap;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -969,5 +971,375 @@ allow_ips = ["203.0.113.0/24", "2001:db8::/32"]
             .lines()
             .any(|l| l.contains("ip_not_allowed") && l.contains("walled")),
         "refusals are counted per tenant"
+    );
+}
+
+/// Senders that do not sign: `scheme = "none"` admitted by a shared token (last path
+/// segment, query parameter or header; two tokens during a rotation) or by `allow_ips`
+/// alone, and a token as a second layer on a signed source. Missing and wrong tokens are 401,
+/// a path segment a source does not take is 404, and no token ever appears in a `raw` or
+/// `rejected` record or in the ingest's log; `hs-key-id` names the token that matched.
+#[test]
+fn unsigned_sources_are_admitted_by_token_or_address_and_never_leak_the_token() {
+    const NEW: &str = "tok-new-7f3a9c21d0e4b5";
+    const OLD: &str = "tok-old-5e1d2c3b4a5968";
+    let tokens = format!(
+        "secrets = [{{ id = \"t-new\", value = \"{NEW}\" }}, {{ id = \"t-old\", value = \"{OLD}\" }}]"
+    );
+    let extract = "extract = { entity = \"/order_id\", event_type = \"none\" }";
+    let tenants = format!(
+        r#"
+[[tenants]]
+id = "plain"
+[[tenants.sources]]
+id = "path"
+scheme = "none"
+{extract}
+token = {{ in = "path", {tokens} }}
+[[tenants.sources]]
+id = "query"
+scheme = "none"
+{extract}
+token = {{ in = "query", name = "key", {tokens} }}
+[[tenants.sources]]
+id = "goog"
+scheme = "none"
+{extract}
+token = {{ in = "header", name = "X-Goog-Channel-Token", {tokens} }}
+[[tenants.sources]]
+id = "office"
+scheme = "none"
+{extract}
+allow_ips = ["127.0.0.0/8"]
+[[tenants.sources]]
+id = "signed"
+scheme = "hmac"
+secrets = [{{ id = "k1", value = "plain-secret" }}]
+hmac = {{ header = "x-signature", prefix = "sha256=" }}
+{extract}
+token = {{ in = "header", name = "X-Channel-Key", {tokens} }}
+"#
+    );
+    let settings = Settings {
+        tenants,
+        ..Settings::default()
+    };
+    let pipeline = Pipeline::start_with("unsigned", false, &settings);
+    let post = |path: &str, id: &str, headers: &[(&str, &str)]| {
+        let body = format!(r#"{{"id":"{id}","order_id":"o1"}}"#);
+        let mut headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        // An empty `x-signature` asks for the right signature.
+        for (name, value) in &mut headers {
+            if name == "x-signature" && value.is_empty() {
+                *value = orders_signature("plain-secret", body.as_bytes());
+            }
+        }
+        let reply = http::post(&pipeline.url(path), &headers, body.as_bytes());
+        (
+            reply.status,
+            reply.json["error"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let ok = (202, String::new());
+    let refused = |status: u16, code: &str| (status, code.to_owned());
+
+    assert_eq!(post(&format!("/v1/hooks/plain/path/{NEW}"), "p1", &[]), ok);
+    assert_eq!(post(&format!("/v1/hooks/plain/path/{OLD}"), "p2", &[]), ok);
+    assert_eq!(
+        post("/v1/hooks/plain/path/tok-new-7f3a9c21d0e4b6", "p3", &[]),
+        refused(401, "invalid_token")
+    );
+    assert_eq!(
+        post("/v1/hooks/plain/path", "p4", &[]),
+        refused(401, "missing_token")
+    );
+    assert_eq!(
+        post(&format!("/v1/hooks/plain/query?key={NEW}"), "q1", &[]),
+        ok
+    );
+    assert_eq!(
+        post(&format!("/v1/hooks/plain/query?key={NEW}x"), "q2", &[]),
+        refused(401, "invalid_token")
+    );
+    assert_eq!(
+        post(&format!("/v1/hooks/plain/query/{NEW}"), "q3", &[]),
+        refused(404, "not_found"),
+        "this source takes its token in the query"
+    );
+    assert_eq!(
+        post(
+            "/v1/hooks/plain/goog",
+            "g1",
+            &[("X-Goog-Channel-Token", OLD)]
+        ),
+        ok
+    );
+    assert_eq!(
+        post("/v1/hooks/plain/goog", "g2", &[]),
+        refused(401, "missing_token")
+    );
+    assert_eq!(post("/v1/hooks/plain/office", "o1", &[]), ok);
+    let signed = [("x-signature", ""), ("X-Channel-Key", NEW)];
+    assert_eq!(post("/v1/hooks/plain/signed", "s1", &signed), ok);
+    assert_eq!(
+        post("/v1/hooks/plain/signed", "s2", &[("x-signature", "")]),
+        refused(401, "missing_token"),
+        "a good signature without the token"
+    );
+    assert_eq!(
+        post(
+            "/v1/hooks/plain/signed",
+            "s3",
+            &[("x-signature", "sha256=00"), ("X-Channel-Key", NEW)]
+        ),
+        refused(401, "invalid_signature"),
+        "the token does not stand in for the signature"
+    );
+
+    let raw = harness::kafka::read_until(
+        &pipeline.config.brokers,
+        &pipeline.config.topic("raw"),
+        |r| r.len() >= 6,
+    );
+    let key_ids: BTreeMap<String, String> = raw
+        .iter()
+        .map(|r| {
+            (
+                r.header("hs-event-id").unwrap().to_owned(),
+                r.header("hs-key-id").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("p1", "t-new"),
+        ("p2", "t-old"),
+        ("q1", "t-new"),
+        ("g1", "t-old"),
+        ("o1", "allow_ips"),
+        ("s1", "k1"),
+    ]
+    .into_iter()
+    .map(|(e, k)| (e.to_owned(), k.to_owned()))
+    .collect();
+    assert_eq!(key_ids, expected);
+    let rejected = harness::kafka::read_until(
+        &pipeline.config.brokers,
+        &pipeline.config.topic("rejected"),
+        |r| r.len() >= 7,
+    );
+    let log = pipeline.ingest.log();
+    for secret in [NEW, OLD, "tok-new-7f3a9c21d0e4b6"] {
+        for record in raw.iter().chain(&rejected) {
+            let text = format!(
+                "{} {:?} {}",
+                String::from_utf8_lossy(&record.value),
+                record.headers,
+                String::from_utf8_lossy(&record.key)
+            );
+            assert!(!text.contains(secret), "a token in a record: {text}");
+        }
+        assert!(!log.contains(secret), "a token in the ingest's log");
+    }
+}
+
+/// Certificates for the TLS test: a CA, and leaves it signs.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self { cert, key }
+    }
+
+    /// A leaf with this common name and DNS names (the server's also gets 127.0.0.1).
+    fn leaf(&self, common_name: &str, dns: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let mut params =
+            rcgen::CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert, key)
+    }
+}
+
+/// An HTTPS agent trusting `roots`, presenting `identity` if given.
+fn tls_agent(
+    roots: &[&Ca],
+    identity: Option<&(rcgen::Certificate, rcgen::KeyPair)>,
+) -> ureq::Agent {
+    let mut store = rustls::RootCertStore::empty();
+    for ca in roots {
+        store.add(ca.cert.der().clone()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    ureq::AgentBuilder::new()
+        .tls_config(std::sync::Arc::new(config))
+        .build()
+}
+
+/// `[ingest.tls]`: HTTPS with client certificates verified against a CA bundle. A
+/// `scheme = "none"` source naming a certificate admits exactly that client (401 without a
+/// certificate, 403 for another one of the same CA; a certificate of a foreign CA fails the
+/// handshake), while a signed source on the same listener takes clients without one. SIGHUP
+/// loads a new certificate for new connections without dropping open ones, and a bad file
+/// keeps the old certificate.
+#[test]
+fn tls_and_client_certificates_admit_per_source_and_the_certificate_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (first_ca, second_ca, clients_ca, foreign_ca) = (
+        Ca::new("first"),
+        Ca::new("second"),
+        Ca::new("clients"),
+        Ca::new("foreign"),
+    );
+    let (server, server_key) = first_ca.leaf("ingest", &["localhost"]);
+    let cert = file("server.pem", &server.pem());
+    let key = file("server.key", &server_key.serialize_pem());
+    let client_ca = file("clients.pem", &clients_ca.cert.pem());
+    let carrier = clients_ca.leaf("carrier", &["hooks.carrier.example"]);
+    let intruder = clients_ca.leaf("intruder", &["intruder.example"]);
+    let rogue = foreign_ca.leaf("carrier", &["hooks.carrier.example"]);
+    let settings = Settings {
+        ingest: format!(
+            "tls = {{ cert = \"{cert}\", key = \"{key}\", client_ca = \"{client_ca}\" }}\n"
+        ),
+        tenants: r#"
+[[tenants]]
+id = "tls"
+[[tenants.sources]]
+id = "carrier"
+scheme = "none"
+extract = { entity = "/order_id", event_type = "none" }
+client_certificates = ["DNS:hooks.carrier.example"]
+[[tenants.sources]]
+id = "signed"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "tls-secret" }]
+hmac = { header = "x-signature", prefix = "sha256=" }
+extract = { entity = "/order_id", event_type = "none" }
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let pipeline = Pipeline::start_with("tls", false, &settings);
+    let base = pipeline.ingest.base_url().to_owned();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let post = |agent: &ureq::Agent, source: &str, id: &str| -> Result<(u16, String), String> {
+        let body = format!(r#"{{"id":"{id}","order_id":"o1"}}"#);
+        let request = agent.post(&format!("{base}/v1/hooks/tls/{source}")).set(
+            "x-signature",
+            &orders_signature("tls-secret", body.as_bytes()),
+        );
+        match request.send_bytes(body.as_bytes()) {
+            Ok(response) => Ok((response.status(), String::new())),
+            Err(ureq::Error::Status(status, response)) => {
+                let json: serde_json::Value = response.into_json().unwrap();
+                Ok((status, json["error"].as_str().unwrap_or("").to_owned()))
+            }
+            Err(error) => Err(error.to_string()),
+        }
+    };
+    let ok = Ok((202, String::new()));
+    let as_carrier = tls_agent(&[&first_ca], Some(&carrier));
+    assert_eq!(post(&as_carrier, "carrier", "c1"), ok);
+    assert_eq!(
+        post(&tls_agent(&[&first_ca], Some(&intruder)), "carrier", "c2"),
+        Ok((403, "certificate_not_allowed".to_owned()))
+    );
+    let anonymous = tls_agent(&[&first_ca], None);
+    assert_eq!(
+        post(&anonymous, "carrier", "c3"),
+        Ok((401, "missing_client_certificate".to_owned()))
+    );
+    assert_eq!(
+        post(&anonymous, "signed", "s1"),
+        ok,
+        "no certificate needed"
+    );
+    assert!(
+        post(&tls_agent(&[&first_ca], Some(&rogue)), "carrier", "c4").is_err(),
+        "a certificate of another CA fails the handshake"
+    );
+    let raw = read_until(
+        &pipeline.config.brokers,
+        &pipeline.config.topic("raw"),
+        |r| r.len() >= 2,
+    );
+    let carrier_record = raw
+        .iter()
+        .find(|r| r.header("hs-event-id") == Some("c1"))
+        .unwrap();
+    assert_eq!(
+        carrier_record.header("hs-key-id"),
+        Some("client_certificate")
+    );
+
+    // A new certificate, of another CA, on SIGHUP: new connections get it, the carrier's
+    // open connection goes on.
+    let (renewed, renewed_key) = second_ca.leaf("ingest", &["localhost"]);
+    std::fs::write(dir.path().join("server.key"), renewed_key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("server.pem"), renewed.pem()).unwrap();
+    pipeline.ingest.hangup();
+    let trusting_second = tls_agent(&[&second_ca], Some(&carrier));
+    harness::wait_until(|| post(&trusting_second, "carrier", "c5").is_ok())
+        .expect("new connections get the reloaded certificate");
+    assert_eq!(
+        post(&as_carrier, "carrier", "c6"),
+        ok,
+        "the connection opened before the reload is not dropped"
+    );
+    assert!(
+        post(&tls_agent(&[&first_ca], Some(&carrier)), "carrier", "c7").is_err(),
+        "the old certificate is gone for new connections"
+    );
+    std::fs::write(dir.path().join("server.pem"), "not a certificate").unwrap();
+    pipeline.ingest.hangup();
+    harness::wait_until(|| {
+        pipeline
+            .ingest
+            .log()
+            .contains("TLS certificate reload failed")
+    })
+    .expect("a bad file is reported");
+    assert_eq!(
+        post(&tls_agent(&[&second_ca], Some(&carrier)), "carrier", "c8"),
+        ok,
+        "a bad file keeps the certificate in use"
     );
 }

@@ -55,10 +55,11 @@ pub struct DeadLetter {
 
 /// Request headers never copied to a dead letter: credentials, cookies and signatures (a
 /// signature is not a secret, but nothing downstream needs it; `raw` never carries one), plus
-/// the source's own signature header (`signature_header`, for `hmac` sources).
-pub fn is_sensitive(name: &str, signature_header: Option<&str>) -> bool {
+/// the source's own secret headers (`secret_headers`: an `hmac` source's signature header, a
+/// token's header).
+pub fn is_sensitive(name: &str, secret_headers: &[&str]) -> bool {
     let name = name.to_ascii_lowercase();
-    if signature_header.is_some_and(|h| h.eq_ignore_ascii_case(&name)) {
+    if secret_headers.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
         return true;
     }
     const WORDS: [&str; 9] = [
@@ -99,7 +100,7 @@ pub fn dead_letter(
     scheme: &str,
     rules: &Rules,
     error: &ExtractError,
-    signature_header: Option<&str>,
+    secret_headers: &[&str],
 ) -> DeadLetter {
     let known = partial(request, rules);
     let text = |name: &str, value: &str| (name.to_owned(), value.as_bytes().to_vec());
@@ -135,7 +136,7 @@ pub fn dead_letter(
     headers.push(text(header::KEY_ID, request.key_id()));
     let (mut used, mut dropped) = (0usize, 0usize);
     for (name, value) in request.headers().iter() {
-        if is_sensitive(name, signature_header) || std::str::from_utf8(value).is_err() {
+        if is_sensitive(name, secret_headers) || std::str::from_utf8(value).is_err() {
             continue;
         }
         let name = format!("{REQUEST_PREFIX}{name}");
@@ -303,7 +304,7 @@ mod tests {
         let request = request(headers, br#"{"nope":1}"#);
         let rules = rules("/order_id");
         let error = extract(&request, "hmac", &rules, false).unwrap_err();
-        let letter = dead_letter(&request, "hmac", &rules, &error, Some("x-custom-mac"));
+        let letter = dead_letter(&request, "hmac", &rules, &error, &["x-custom-mac"]);
         assert_eq!(letter.key, "acme", "no entity: keyed by tenant");
         let h = &letter.headers;
         assert_eq!(value(h, header::EVENT_ID), Some("evt-1"));
@@ -350,7 +351,7 @@ mod tests {
             field: "entity",
             reason: "é".repeat(2000),
         };
-        let letter = dead_letter(&request, "hmac", &rules, &error, None);
+        let letter = dead_letter(&request, "hmac", &rules, &error, &[]);
         let kept: usize = letter
             .headers
             .iter()
@@ -372,7 +373,7 @@ mod tests {
         );
         let broken = rules("/order_id");
         let error = extract(&request, "hmac", &broken, false).unwrap_err();
-        let letter = dead_letter(&request, "hmac", &broken, &error, None);
+        let letter = dead_letter(&request, "hmac", &broken, &error, &[]);
         let body = request.body().clone();
         let config = |entity: &str| {
             Config::parse_str(&format!(

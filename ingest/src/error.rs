@@ -28,6 +28,16 @@ pub enum IngestError {
         client: std::net::IpAddr,
         peer: std::net::IpAddr,
     },
+    /// The source's shared token is missing or matches none of its tokens (`place`: where
+    /// the sender must put it; never the token).
+    #[error("{}", if *missing { format!("the source's token is missing: send it {place}") } else { "the token does not match the source's tokens".to_owned() })]
+    InvalidToken { missing: bool, place: String },
+    /// The source names client certificates and the connection presented none.
+    #[error("the source needs a TLS client certificate and the connection has none")]
+    MissingClientCertificate,
+    /// The connection's verified client certificate has none of the source's names.
+    #[error("the client certificate ({names}) is not one the source accepts")]
+    CertificateNotAllowed { names: String },
     #[error("body is larger than the {limit} byte limit")]
     TooLarge { limit: usize },
     /// The producer or the broker refused the record for good (too large for
@@ -60,6 +70,10 @@ impl IngestError {
             IngestError::Unauthorized(VerifyError::MissingHeader(_)) => "missing_signature",
             IngestError::Unauthorized(_) => "invalid_signature",
             IngestError::IpNotAllowed { .. } => "ip_not_allowed",
+            IngestError::InvalidToken { missing: true, .. } => "missing_token",
+            IngestError::InvalidToken { .. } => "invalid_token",
+            IngestError::MissingClientCertificate => "missing_client_certificate",
+            IngestError::CertificateNotAllowed { .. } => "certificate_not_allowed",
             IngestError::TooLarge { .. } | IngestError::NotAppendable { .. } => "payload_too_large",
             IngestError::Unreadable(_) => "unreadable_request",
             IngestError::BadBody(_) => "bad_request",
@@ -93,8 +107,12 @@ impl ResponseError for IngestError {
             IngestError::UnknownTenant(_)
             | IngestError::UnknownSource { .. }
             | IngestError::NotFound => StatusCode::NOT_FOUND,
-            IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            IngestError::IpNotAllowed { .. } => StatusCode::FORBIDDEN,
+            IngestError::Unauthorized(_)
+            | IngestError::InvalidToken { .. }
+            | IngestError::MissingClientCertificate => StatusCode::UNAUTHORIZED,
+            IngestError::IpNotAllowed { .. } | IngestError::CertificateNotAllowed { .. } => {
+                StatusCode::FORBIDDEN
+            }
             IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngestError::TooLarge { .. } | IngestError::NotAppendable { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -128,6 +146,13 @@ mod tests {
         let cases = [
             (IngestError::UnknownTenant("x".into()), 404),
             (IngestError::Unauthorized(VerifyError::NoMatch), 401),
+            (
+                IngestError::InvalidToken {
+                    missing: true,
+                    place: "in the header `x-token`".into(),
+                },
+                401,
+            ),
             (IngestError::TooLarge { limit: 1 }, 413),
             (
                 IngestError::NotAppendable {

@@ -1,12 +1,14 @@
 //! HTTP routes. A webhook goes bytes → verify → extract → append → 202:
 //!
-//! * `POST /v1/hooks/{tenant}/{source}` — 202 `{"status":"accepted","event_id","partition","offset"}`
+//! * `POST /v1/hooks/{tenant}/{source}` (and `…/{source}/{token}` for a source whose shared
+//!   token is the last path segment) — 202 `{"status":"accepted","event_id","partition","offset"}`
 //!   after the broker acknowledged (batch sources: `{"status":"accepted","count","events":[…]}`);
 //!   errors as in [`crate::error`]. Every refusal but 503 is also audited to `rejected`.
 //! * `GET /healthz` — the process is up. `GET /readyz` — the broker answers for `raw`.
 //! * `GET /metrics` — Prometheus text.
 //!
-//! Order of checks, cheapest first: route → tenant/source (404) → rate limit (429) → declared
+//! Order of checks, cheapest first: route → tenant/source (404) → admission: client address
+//! (403) and shared token (401), [`crate::admit`] → rate limit (429) → declared
 //! size (413, before reading) → body (413 as soon as it passes the limit) → signature (401) →
 //! extraction → append (202; 413 if the broker refuses the record for good, 503 if it is
 //! unavailable).
@@ -51,10 +53,11 @@ pub struct SourceRuntime {
     pub verifier: Verifier,
     pub rules: Rules,
     pub batch: bool,
-    /// The `hmac` scheme's configured signature header (never copied to a dead letter).
-    pub signature_header: Option<String>,
-    /// `allow_ips`: empty for any address.
-    pub allow_ips: crate::client_ip::Networks,
+    /// Headers never copied to a dead letter: the `hmac` scheme's signature header, the
+    /// token's header.
+    pub secret_headers: Vec<String>,
+    /// `allow_ips` and the shared token, checked before the body is read.
+    pub gate: crate::admit::Gate,
 }
 
 pub struct TenantRuntime {
@@ -75,6 +78,10 @@ pub struct AppState {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/hooks/{tenant}/{source}", web::post().to(receive))
+        .route(
+            "/v1/hooks/{tenant}/{source}/{token}",
+            web::post().to(receive_with_token),
+        )
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
@@ -150,13 +157,39 @@ async fn receive(
     payload: web::Payload,
     state: web::Data<Arc<AppState>>,
 ) -> HttpResponse {
-    let started = Instant::now();
     let (tenant, source) = path.into_inner();
+    handle(tenant, source, None, request, payload, state).await
+}
+
+/// `/v1/hooks/{tenant}/{source}/{token}`: a source whose token is the last path segment.
+/// The segment is never logged or audited.
+async fn receive_with_token(
+    path: web::Path<(String, String, String)>,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<Arc<AppState>>,
+) -> HttpResponse {
+    let (tenant, source, token) = path.into_inner();
+    handle(tenant, source, Some(token), request, payload, state).await
+}
+
+async fn handle(
+    tenant: String,
+    source: String,
+    path_token: Option<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<Arc<AppState>>,
+) -> HttpResponse {
+    let started = Instant::now();
     let span = tracing::info_span!("webhook", %tenant, %source, event_id = tracing::field::Empty);
     let mut seen = BodySeen::default();
-    let outcome = accept(&tenant, &source, &request, payload, &state, &mut seen)
-        .instrument(span.clone())
-        .await;
+    let path_token = path_token.as_deref();
+    let outcome = accept(
+        &tenant, &source, path_token, &request, payload, &state, &mut seen,
+    )
+    .instrument(span.clone())
+    .await;
     let _entered = span.enter();
     let (response, outcome_label) = match outcome {
         Ok(Outcome::Handshake(answer)) => (HttpResponse::Ok().json(answer), "handshake"),
@@ -277,6 +310,7 @@ async fn receive(
 async fn accept(
     tenant: &str,
     source: &str,
+    path_token: Option<&str>,
     http: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
@@ -293,22 +327,9 @@ async fn accept(
             tenant: tenant.to_owned(),
             source_id: source.to_owned(),
         })?;
-    if !source_runtime.allow_ips.is_empty() {
-        let peer = http
-            .peer_addr()
-            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        let forwarded = http
-            .headers()
-            .get_all("x-forwarded-for")
-            .map(|v| v.as_bytes());
-        let client = crate::client_ip::client_address(peer, forwarded, &state.trusted_proxies);
-        if !source_runtime.allow_ips.contains(client) {
-            return Err(IngestError::IpNotAllowed {
-                client,
-                peer: crate::client_ip::canonical(peer),
-            });
-        }
-    }
+    let admitted = source_runtime
+        .gate
+        .admit(http, path_token, &state.trusted_proxies)?;
     if let Some(limiter) = &runtime.limiter {
         if let Err(not_until) = limiter.check() {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -331,7 +352,10 @@ async fn accept(
     let target = target(http, state);
     let request =
         Request::<Unverified>::new(tenant, source, headers, body, now).with_target(target);
-    let verified = request.verify(&source_runtime.verifier, now)?;
+    let verified = match &source_runtime.verifier {
+        Verifier::None => request.admitted(admitted),
+        verifier => request.verify(verifier, now)?,
+    };
     if let Some(answer) = handshake::answer(source_runtime.verifier.scheme(), &verified) {
         return Ok(Outcome::Handshake(answer));
     }
@@ -350,7 +374,11 @@ async fn accept(
                 scheme,
                 &source_runtime.rules,
                 &error,
-                source_runtime.signature_header.as_deref(),
+                &source_runtime
+                    .secret_headers
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
             );
             let event_id = letter
                 .headers

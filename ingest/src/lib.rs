@@ -10,6 +10,7 @@
 //! [`IngestService::start`] builds everything from the [`Config`] (secrets resolved and decoded
 //! once), creates the topics it writes, binds, and serves until [`IngestService::stop`].
 
+pub mod admit;
 pub mod append;
 pub mod client_ip;
 pub mod dead_letter;
@@ -19,6 +20,7 @@ pub mod handshake;
 pub mod http;
 pub mod request;
 pub mod telemetry;
+pub mod tls;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -87,18 +89,22 @@ fn build_tenants(config: &Config) -> Result<HashMap<String, TenantRuntime>, Vec<
             let rules = source
                 .rules()
                 .map_err(|e| problems.push(format!("{at}: {e}")));
-            let allow_ips = client_ip::Networks::parse(&source.allow_ips)
-                .map_err(|e| problems.push(format!("{at}: allow_ips: {e}")));
-            if let (Ok(verifier), Ok(rules), Ok(allow_ips)) = (verifier, rules, allow_ips) {
+            let gate = admit::Gate::build(source).map_err(|e| problems.push(format!("{at}: {e}")));
+            if let (Ok(verifier), Ok(rules), Ok(gate)) = (verifier, rules, gate) {
+                let signature_header = (source.scheme == schemas::config::Scheme::Hmac)
+                    .then(|| source.hmac.header.to_ascii_lowercase());
+                let secret_headers = signature_header
+                    .into_iter()
+                    .chain(gate.token_header().map(str::to_owned))
+                    .collect();
                 sources.insert(
                     source.id.clone(),
                     SourceRuntime {
                         verifier,
                         rules,
                         batch: source.is_batch(),
-                        signature_header: (source.scheme == schemas::config::Scheme::Hmac)
-                            .then(|| source.hmac.header.to_ascii_lowercase()),
-                        allow_ips,
+                        secret_headers,
+                        gate,
                     },
                 );
             }
@@ -173,9 +179,20 @@ impl IngestService {
         if let Some(workers) = options.workers.or(config.ingest.workers) {
             server = server.workers(workers);
         }
-        let server = server
-            .bind(&config.ingest.listen)
-            .map_err(|e| startup(format!("cannot listen on {}: {e}", config.ingest.listen)))?;
+        let listen = &config.ingest.listen;
+        let cannot_listen = |e: std::io::Error| startup(format!("cannot listen on {listen}: {e}"));
+        let server = match &config.ingest.tls {
+            None => server.bind(listen).map_err(cannot_listen)?,
+            Some(settings) => {
+                let (tls, reloader) = tls::server_config(settings)
+                    .map_err(|e| startup(format!("ingest.tls: {e}")))?;
+                reload_on_sighup(reloader);
+                server
+                    .on_connect(tls::on_connect)
+                    .bind_rustls_0_23(listen, tls)
+                    .map_err(cannot_listen)?
+            }
+        };
         let addrs = server.addrs();
         let server = server.run();
         let handle = server.handle();
@@ -200,4 +217,27 @@ impl IngestService {
         let appender = self.appender;
         let _ = tokio::task::spawn_blocking(move || appender.flush(Duration::from_secs(10))).await;
     }
+}
+
+/// Reloads the TLS certificate and key on each SIGHUP (new handshakes use them; open
+/// connections keep theirs). A failed reload keeps the old pair.
+fn reload_on_sighup(reloader: tls::Reloader) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGHUP: the TLS certificate will not reload");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match reloader.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "TLS certificate reload failed: the previous one stays")
+                }
+            }
+        }
+    });
 }

@@ -93,6 +93,14 @@ impl Request<Unverified> {
         self
     }
 
+    /// A `scheme = "none"` request its source's admission let in: verified by what admitted
+    /// it (the token's id, or `allow_ips`) instead of a signature. Only [`crate::admit`]
+    /// makes an [`crate::admit::Admitted`].
+    pub(crate) fn admitted(self, admitted: crate::admit::Admitted) -> Request<Verified> {
+        let key_id = admitted.key_id().to_owned();
+        self.into_verified(key_id)
+    }
+
     /// Only the verifiers in this crate can mark a request verified.
     pub(crate) fn into_verified(self, key_id: String) -> Request<Verified> {
         Request {

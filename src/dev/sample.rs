@@ -29,6 +29,8 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         max_future_skew_secs: schemas::config::DEFAULT_MAX_FUTURE_SKEW_SECS,
         batch: None,
         allow_ips: Vec::new(),
+        token: None,
+        client_certificates: Vec::new(),
     };
     let orders = SourceConfig {
         id: "orders".into(),
@@ -56,6 +58,8 @@ pub fn config(brokers: &str, listen: &str, state_dir: &Path, partitions: i32) ->
         max_future_skew_secs: schemas::config::DEFAULT_MAX_FUTURE_SKEW_SECS,
         batch: None,
         allow_ips: Vec::new(),
+        token: None,
+        client_certificates: Vec::new(),
     };
     let mut config = Config::parse_str("").expect("empty configuration parses");
     config.kafka = KafkaConfig {

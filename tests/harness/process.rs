@@ -32,7 +32,7 @@ impl Service {
 
     fn http(name: &'static str, config: &Path) -> Self {
         let mut service = Self::spawn(name, &[name, "--config"], config);
-        let line = service.wait_for_line("listening on http://");
+        let line = service.wait_for_line("listening on http");
         let url = line
             .split("listening on ")
             .nth(1)
@@ -150,6 +150,15 @@ impl Service {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGHUP (the ingest reloads its TLS certificate).
+    pub fn hangup(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -HUP failed");
     }
 
     /// Stops with SIGTERM and waits for a clean exit (a processor leaves its group).

@@ -183,7 +183,7 @@ impl Rules {
                 &["/data/id"],
                 &["/occurred_at"],
             ],
-            Scheme::Hmac => [&["/id"], &["/type"], &["/entity"], &["received"]],
+            Scheme::Hmac | Scheme::None => [&["/id"], &["/type"], &["/entity"], &["received"]],
         }
     }
 

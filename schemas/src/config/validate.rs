@@ -137,6 +137,17 @@ impl Config {
                     p.push(format!("{at}.id: source `{}` is defined twice", source.id));
                 }
                 source_problems(source, &at, &mut p);
+                let verifies_clients = self
+                    .ingest
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_ca.is_some());
+                if !source.client_certificates.is_empty() && !verifies_clients {
+                    p.push(format!(
+                        "{at}.client_certificates: needs `ingest.tls.client_ca` (the CAs client \
+                         certificates are verified against)"
+                    ));
+                }
             }
             caps_problems(tenant, &at, &mut p);
             if let Err(e) = tenant.delivery.networks() {
@@ -226,8 +237,37 @@ fn source_problems(source: &SourceConfig, at: &str, p: &mut Vec<String>) {
     if let Err(e) = source.rules() {
         p.push(format!("{at}.extract: {e}"));
     }
-    if source.secrets.is_empty() {
-        p.push(format!("{at}.secrets: at least one secret is required"));
+    match (source.scheme, source.secrets.is_empty()) {
+        (Scheme::None, false) => p.push(format!(
+            "{at}.secrets: scheme `none` checks no signature; put tokens in `token.secrets`"
+        )),
+        (Scheme::None, true) => {}
+        (_, true) => p.push(format!("{at}.secrets: at least one secret is required")),
+        _ => {}
+    }
+    if source.scheme == Scheme::None
+        && source.allow_ips.is_empty()
+        && source.token.is_none()
+        && source.client_certificates.is_empty()
+    {
+        p.push(format!(
+            "{at}.scheme: `none` needs `allow_ips`, a `token` or `client_certificates`: a \
+             source without any check would accept anyone's requests"
+        ));
+    }
+    for (i, rule) in source.client_certificates.iter().enumerate() {
+        let known = ["CN=", "DNS:", "URI:", "EMAIL:"];
+        if !known
+            .iter()
+            .any(|k| rule.len() > k.len() && rule.starts_with(k))
+        {
+            p.push(format!(
+                "{at}.client_certificates[{i}]: `{rule}` is not `CN=…`, `DNS:…`, `URI:…` or `EMAIL:…`"
+            ));
+        }
+    }
+    if let Some(token) = &source.token {
+        token_problems(token, &format!("{at}.token"), p);
     }
     let mut ids = HashSet::new();
     for (ki, secret) in source.secrets.iter().enumerate() {
@@ -264,6 +304,55 @@ fn source_problems(source: &SourceConfig, at: &str, p: &mut Vec<String>) {
         p.push(format!(
             "{at}.delete_types: an empty or bare `*` pattern would delete every entity"
         ));
+    }
+}
+
+fn token_problems(token: &super::TokenConfig, at: &str, p: &mut Vec<String>) {
+    use super::TokenCarrier;
+    match (token.carrier, token.name.as_deref().map(str::trim)) {
+        (TokenCarrier::Path, Some(_)) => p.push(format!(
+            "{at}.name: a path token has no name (it is the URL's last segment)"
+        )),
+        (TokenCarrier::Query | TokenCarrier::Header, None | Some("")) => p.push(format!(
+            "{at}.name: names the query parameter or header that carries the token"
+        )),
+        (TokenCarrier::Header, Some(name))
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) =>
+        {
+            p.push(format!("{at}.name: `{name}` is not a header name"))
+        }
+        _ => {}
+    }
+    if token.secrets.is_empty() {
+        p.push(format!("{at}.secrets: at least one token is required"));
+    }
+    let mut ids = HashSet::new();
+    for (ki, secret) in token.secrets.iter().enumerate() {
+        let at = format!("{at}.secrets[{ki}] (`{}`)", secret.id);
+        if !ids.insert(secret.id.as_str()) {
+            p.push(format!("{at}.id: secret id `{}` is used twice", secret.id));
+        }
+        match secret.resolve() {
+            Err(e) => p.push(format!("{at}: {e}")),
+            Ok(value) => {
+                let value = value.expose_secret();
+                if value.chars().count() < super::TokenConfig::MIN_LENGTH {
+                    p.push(format!(
+                        "{at}: a token needs at least {} characters (the value is not shown)",
+                        super::TokenConfig::MIN_LENGTH
+                    ));
+                }
+                let unsafe_in_url = |c: char| !(c.is_ascii_alphanumeric() || "-._~".contains(c));
+                if token.carrier != TokenCarrier::Header && value.chars().any(unsafe_in_url) {
+                    p.push(format!(
+                        "{at}: a token in the URL may use only letters, digits and `-._~` \
+                         (the value is not shown)"
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -372,6 +461,57 @@ mod tests {
         hmac = { header = "x-sig", prefix = "sha256=" }
         extract = { entity = "/order_id" }
     "#;
+
+    #[test]
+    fn an_unsigned_source_needs_an_address_rule_or_a_token_and_tokens_are_checked() {
+        let config = |source: &str| {
+            Config::parse_str(&format!(
+                "[[tenants]]\nid = \"acme\"\n[[tenants.sources]]\nid = \"plain\"\nscheme = \"none\"\n{source}"
+            ))
+            .unwrap()
+            .problems()
+        };
+        let open = config("");
+        assert!(
+            open.iter()
+                .any(|p| p.contains("`none` needs `allow_ips`, a `token`")),
+            "{open:?}"
+        );
+        assert_eq!(
+            config("allow_ips = [\"203.0.113.0/24\"]\n"),
+            Vec::<String>::new()
+        );
+        let good = "secrets = [{ id = \"t1\", value = \"tok-7f3a9c21d0e4b5a6\" }]";
+        assert_eq!(
+            config(&format!("token = {{ in = \"path\", {good} }}\n")),
+            Vec::<String>::new()
+        );
+        let bad = config(
+            "secrets = [{ id = \"k\", value = \"x\" }]\ntoken = { in = \"query\", secrets = [{ id = \"t1\", value = \"short\" }, { id = \"t1\", value = \"has space in it, long enough\" }] }\n",
+        );
+        for expected in [
+            "secrets: scheme `none` checks no signature",
+            "token.name: names the query parameter",
+            "token.secrets[0] (`t1`): a token needs at least 16 characters",
+            "token.secrets[1] (`t1`).id: secret id `t1` is used twice",
+            "token.secrets[1] (`t1`): a token in the URL may use only",
+        ] {
+            assert!(
+                bad.iter().any(|p| p.contains(expected)),
+                "{expected}: {bad:?}"
+            );
+        }
+        assert!(!bad
+            .iter()
+            .any(|p| p.contains("short") || p.contains("has space")));
+        let header = config(&format!(
+            "token = {{ in = \"header\", name = \"X Bad\", {good} }}\n"
+        ));
+        assert!(
+            header.iter().any(|p| p.contains("is not a header name")),
+            "{header:?}"
+        );
+    }
 
     #[test]
     fn a_good_config_validates() {
