@@ -1211,7 +1211,8 @@ fn tls_agent(
 /// `[ingest.tls]`: HTTPS with client certificates verified against a CA bundle. A
 /// `scheme = "none"` source naming a certificate admits exactly that client (401 without a
 /// certificate, 403 for another one of the same CA; a certificate of a foreign CA fails the
-/// handshake), while a signed source on the same listener takes clients without one. SIGHUP
+/// handshake), while a signed source on the same listener takes clients without one, and a
+/// signed source naming a certificate needs both. SIGHUP
 /// loads a new certificate for new connections without dropping open ones, and a bad file
 /// keeps the old certificate.
 #[test]
@@ -1253,6 +1254,13 @@ scheme = "hmac"
 secrets = [{ id = "k1", value = "tls-secret" }]
 hmac = { header = "x-signature", prefix = "sha256=" }
 extract = { entity = "/order_id", event_type = "none" }
+[[tenants.sources]]
+id = "both"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "tls-secret" }]
+hmac = { header = "x-signature", prefix = "sha256=" }
+extract = { entity = "/order_id", event_type = "none" }
+client_certificates = ["CN=carrier"]
 "#
         .into(),
         ..Settings::default()
@@ -1292,6 +1300,20 @@ extract = { entity = "/order_id", event_type = "none" }
         ok,
         "no certificate needed"
     );
+    // A certificate and a signature: both needed.
+    assert_eq!(post(&as_carrier, "both", "b1"), ok);
+    assert_eq!(
+        post(&anonymous, "both", "b2"),
+        Ok((401, "missing_client_certificate".to_owned()))
+    );
+    let unsigned = as_carrier
+        .post(&format!("{base}/v1/hooks/tls/both"))
+        .set("x-signature", "sha256=00")
+        .send_bytes(br#"{"id":"b3","order_id":"o1"}"#);
+    assert!(
+        matches!(unsigned, Err(ureq::Error::Status(401, _))),
+        "the certificate does not stand in for the signature"
+    );
     assert!(
         post(&tls_agent(&[&first_ca], Some(&rogue)), "carrier", "c4").is_err(),
         "a certificate of another CA fails the handshake"
@@ -1299,7 +1321,7 @@ extract = { entity = "/order_id", event_type = "none" }
     let raw = read_until(
         &pipeline.config.brokers,
         &pipeline.config.topic("raw"),
-        |r| r.len() >= 2,
+        |r| r.len() >= 3,
     );
     let carrier_record = raw
         .iter()

@@ -95,6 +95,21 @@ impl Config {
         if self.ingest.ack_timeout_ms == 0 {
             p.push("ingest.ack_timeout_ms: must be positive".into());
         }
+        if let Some(tls) = &self.ingest.tls {
+            let files = [
+                ("cert", Some(&tls.cert)),
+                ("key", Some(&tls.key)),
+                ("client_ca", tls.client_ca.as_ref()),
+            ];
+            for (name, path) in files {
+                if let Some(path) = path.filter(|path| !path.is_file()) {
+                    p.push(format!(
+                        "ingest.tls.{name}: `{}` is not a readable file",
+                        path.display()
+                    ));
+                }
+            }
+        }
         if let Some(url) = &self.ingest.public_base_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains('?') {
                 p.push(format!(
