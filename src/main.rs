@@ -92,6 +92,17 @@ enum Command {
         #[command(flatten)]
         args: replay::cli::TailArgs,
     },
+    /// What happened to an event: every fact the topics hold about it (refused, appended,
+    /// deduplicated, deferred, emitted, dead-lettered, redriven, each delivery attempt), in
+    /// time order with topic/partition/offset, as kept by `hookstream admin`'s trail index.
+    /// Also an entity's events (--entity) or a source's refused requests (--refused).
+    Trail {
+        /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
+        config: PathBuf,
+        #[command(flatten)]
+        args: trail::cli::TrailArgs,
+    },
     /// Serve the admin HTTP API on `admin.listen`: start, list and cancel replay, rebuild and
     /// redrive jobs (bearer token `admin.token`).
     Admin {
@@ -123,7 +134,7 @@ fn main() -> ExitCode {
     // `dev` prints what a person needs on stdout; its logs stay quiet unless RUST_LOG asks.
     let quiet = matches!(
         cli.command,
-        Command::Dev(_) | Command::Replay { .. } | Command::Tail { .. }
+        Command::Dev(_) | Command::Replay { .. } | Command::Tail { .. } | Command::Trail { .. }
     );
     init_tracing(if quiet {
         "warn"
@@ -189,6 +200,13 @@ fn main() -> ExitCode {
             Command::Replay { config, args } => replay::cli::replay(load(&config)?, args)
                 .await
                 .context("replay"),
+            Command::Trail { config, args } => {
+                let config = load(&config)?;
+                let printed =
+                    tokio::task::spawn_blocking(move || trail::cli::run(&config, &args)).await??;
+                print!("{printed}");
+                Ok(())
+            }
             Command::Tail { config, args } => replay::cli::tail(load(&config)?, args)
                 .await
                 .context("tail"),

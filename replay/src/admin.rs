@@ -156,6 +156,7 @@ struct AdminState {
     config: Arc<Config>,
     jobs: Jobs,
     token_digest: [u8; 32],
+    trail: trail::Trail,
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -245,6 +246,84 @@ async fn redrive_deliveries(state: web::Data<AdminState>, body: web::Bytes) -> H
     }
 }
 
+/// `GET /v1/trail/{tenant}/{source}/{event_id}`: the event's timeline; 404 when the index
+/// has no fact about it.
+async fn trail_event(
+    state: web::Data<AdminState>,
+    path: web::Path<(String, String, String)>,
+) -> HttpResponse {
+    let (tenant, source, event_id) = path.into_inner();
+    let lookup = {
+        let state = state.clone();
+        web::block(move || state.trail.event(&tenant, &source, &event_id)).await
+    };
+    match lookup {
+        Ok(Ok(timeline)) if timeline.lines.is_empty() => {
+            HttpResponse::NotFound().json(serde_json::json!({
+                "error": "not_found",
+                "message": format!(
+                    "no fact about this event in the trail index (it keeps {} h; indexed up to {})",
+                    state.config.trail.retention_hours,
+                    schemas::time::to_rfc3339(state.trail.caught_up_at())
+                ),
+            }))
+        }
+        Ok(Ok(timeline)) => HttpResponse::Ok().json(timeline),
+        Ok(Err(e)) => error(&ReplayError::invalid(e)),
+        Err(e) => error(&ReplayError::invalid(e)),
+    }
+}
+
+/// Which part of a tenant's trail: an entity's events, or a source's refusals.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrailQuery {
+    entity: Option<String>,
+    source: Option<String>,
+    #[serde(default)]
+    refused: bool,
+    /// RFC 3339.
+    since: Option<String>,
+}
+
+/// `GET /v1/trail/{tenant}?entity=E[&since=T]` (the entity's events) or
+/// `?refused=true&source=S[&since=T]` (the source's refused requests).
+async fn trail_query(
+    state: web::Data<AdminState>,
+    path: web::Path<String>,
+    query: web::Query<TrailQuery>,
+) -> HttpResponse {
+    let tenant = path.into_inner();
+    let query = query.into_inner();
+    let since = match query.since.as_deref().map(schemas::time::parse_rfc3339) {
+        Some(None) => return error(&ReplayError::invalid("since: not an RFC 3339 time")),
+        Some(Some(ms)) => ms,
+        None => i64::MIN,
+    };
+    let answer = {
+        let state = state.clone();
+        web::block(move || match (query.entity, query.source, query.refused) {
+            (Some(entity), _, false) => state
+                .trail
+                .entity(&tenant, &entity, since)
+                .map(|events| serde_json::json!({ "tenant": tenant, "entity": entity, "events": events }))
+                .map_err(|e| e.to_string()),
+            (None, Some(source), true) => state
+                .trail
+                .refusals(&tenant, &source, since)
+                .map(|refusals| serde_json::json!({ "tenant": tenant, "source": source, "refusals": refusals }))
+                .map_err(|e| e.to_string()),
+            _ => Err("ask for `entity=…`, or `refused=true&source=…`".to_owned()),
+        })
+        .await
+    };
+    match answer {
+        Ok(Ok(body)) => HttpResponse::Ok().json(body),
+        Ok(Err(message)) => error(&ReplayError::invalid(message)),
+        Err(e) => error(&ReplayError::invalid(e)),
+    }
+}
+
 async fn list(state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "jobs": state.jobs.list() }))
 }
@@ -282,10 +361,14 @@ impl AdminServer {
             })?
             .resolve()
             .map_err(|e| ReplayError::invalid(format!("admin.token: {e}")))?;
+        let trail = trail::Trail::start(&config).map_err(|e| {
+            ReplayError::invalid(format!("trail index ({}): {e}", config.trail.dir.display()))
+        })?;
         let state = web::Data::new(AdminState {
             config: Arc::new(config.clone()),
             jobs: Jobs::new(tokio::runtime::Handle::current()),
             token_digest: digest(token.expose_secret().as_bytes()),
+            trail,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -297,6 +380,11 @@ impl AdminServer {
                 .route("/v1/jobs/{id}", web::get().to(show))
                 .route("/v1/jobs/{id}", web::delete().to(cancel))
                 .route("/v1/deliveries/redrive", web::post().to(redrive_deliveries))
+                .route("/v1/trail/{tenant}", web::get().to(trail_query))
+                .route(
+                    "/v1/trail/{tenant}/{source}/{event_id:.*}",
+                    web::get().to(trail_event),
+                )
         })
         .workers(1)
         .disable_signals()

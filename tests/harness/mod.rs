@@ -101,6 +101,9 @@ batch_max = {batch_max}
 idle_flush_ms = {idle_flush_ms}
 {processor_extra}
 
+[trail]
+dir = "{trail_dir}"
+
 [[tenants]]
 id = "acme"
 
@@ -127,6 +130,7 @@ secrets = [{{ id = "k1", value = "{billing}" }}]
             tenants_extra = settings.tenants,
             brokers = broker.address(),
             state_dir = state_dir.display(),
+            trail_dir = dir.path().join("trail").display(),
             orders_new = signing::ORDERS_SECRET,
             billing = signing::BILLING_SECRET,
             secret_file = dir.path().join("orders-old.secret").display(),

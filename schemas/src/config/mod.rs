@@ -60,6 +60,38 @@ pub struct Config {
     pub schema_registry: SchemaRegistryConfig,
     #[serde(default)]
     pub deliver: DeliverConfig,
+    #[serde(default)]
+    pub trail: TrailConfig,
+}
+
+/// The event trail's index (`[trail]`), kept by `hookstream admin`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrailConfig {
+    /// Where the index lives (RocksDB); derived from the topics, so deleting it only costs
+    /// a re-read.
+    #[serde(default = "default_trail_dir")]
+    pub dir: PathBuf,
+    /// Facts older than this are dropped from the index (the topics keep theirs).
+    #[serde(default = "default_trail_retention_hours")]
+    pub retention_hours: u64,
+}
+
+impl Default for TrailConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_trail_dir(),
+            retention_hours: default_trail_retention_hours(),
+        }
+    }
+}
+
+fn default_trail_dir() -> PathBuf {
+    PathBuf::from("hookstream-trail")
+}
+
+fn default_trail_retention_hours() -> u64 {
+    7 * 24
 }
 
 /// `hookstream deliver` (`[deliver]`).

@@ -1,0 +1,202 @@
+//! The event trail end to end: real Tansu, ingest, processor and `hookstream admin` (which
+//! keeps the trail index); lookups through the admin API and `hookstream trail`.
+
+mod harness;
+
+use harness::signing::{orders_signature, ORDERS_SECRET};
+use harness::{http, Pipeline, Service, Settings};
+
+const TOKEN: &str = "s3cret-admin";
+
+fn get(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut request = ureq::get(url);
+    if let Some(token) = token {
+        request = request.set("authorization", &format!("Bearer {token}"));
+    }
+    match request.call() {
+        Ok(response) => (response.status(), response.into_json().unwrap()),
+        Err(ureq::Error::Status(status, response)) => {
+            (status, response.into_json().unwrap_or_default())
+        }
+        Err(error) => panic!("{error}"),
+    }
+}
+
+fn stages(timeline: &serde_json::Value) -> Vec<String> {
+    timeline["lines"]
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .map(|l| l["stage"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One event refused (bad signature), then accepted, then sent again (a duplicate); an
+/// older event of its entity after it was emitted (late); an event dead-lettered as unreadable and redriven under fixed rules. Each shows
+/// its timeline with the topic/partition/offset of every fact, through the admin API (behind
+/// its token) and `hookstream trail` (table and JSON); an entity's events and a source's
+/// refusals are found too; no signature or secret is in any answer.
+#[test]
+fn an_events_timeline_shows_every_stage_it_went_through() {
+    let settings = Settings {
+        tenants: format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ value = \"{TOKEN}\" }}\n"),
+        ..Settings::default()
+    };
+    let pipeline = Pipeline::start_with("trail", true, &settings);
+    let admin = Service::admin(&pipeline.config.path);
+    let post = |body: &str, signature: Option<&str>| {
+        let signature = signature
+            .map(str::to_owned)
+            .unwrap_or_else(|| orders_signature(ORDERS_SECRET, body.as_bytes()));
+        http::post(
+            &pipeline.url("/v1/hooks/acme/orders"),
+            &[("x-signature".to_owned(), signature)],
+            body.as_bytes(),
+        )
+    };
+    let now = schemas::time::to_rfc3339(schemas::time::now_millis());
+    let first =
+        format!(r#"{{"id":"e1","type":"order.paid","order_id":"o1","occurred_at":"{now}"}}"#);
+    let forged = "sha256=0000000000000000000000000000000000000000000000000000000000000000";
+    assert_eq!(post(&first, Some(forged)).status, 401);
+    assert_eq!(post(&first, None).status, 202);
+    assert_eq!(post(&first, None).status, 202, "a repeat");
+    let unreadable = r#"{"id":"e3","type":"order.paid","customer":"c9"}"#;
+    let reply = post(unreadable, None);
+    assert_eq!(reply.json["status"], "dead_lettered", "{}", reply.json);
+
+    let url = |path: &str| format!("{}{path}", admin.base_url());
+    let timeline = |event: &str, expected: usize| {
+        let mut last = serde_json::Value::Null;
+        harness::wait_until(|| {
+            let (_, body) = get(&url(&format!("/v1/trail/acme/orders/{event}")), Some(TOKEN));
+            last = body;
+            stages(&last).len() >= expected
+        })
+        .unwrap_or_else(|| panic!("the trail of {event}: {last:#}"));
+        last
+    };
+    let e1 = timeline("e1", 4);
+    let e1_stages = stages(&e1);
+    assert_eq!(e1_stages[..2], ["refused", "appended"], "{e1:#}");
+    let mut rest = e1_stages[2..].to_vec();
+    rest.sort();
+    assert_eq!(
+        rest,
+        ["appended", "emitted"],
+        "the repeat and the emission, in either order: {e1:#}"
+    );
+    let lines = e1["lines"].as_array().unwrap();
+    assert_eq!(lines[0]["detail"], "401 invalid_signature");
+    let repeat = lines[2..]
+        .iter()
+        .find(|l| l["stage"] == "appended")
+        .unwrap();
+    assert!(
+        repeat["note"].as_str().unwrap().contains("dedupe"),
+        "{e1:#}"
+    );
+    let emitted = lines.iter().find(|l| l["stage"] == "emitted").unwrap();
+    assert_eq!(
+        emitted["raw_offset"], lines[1]["offset"],
+        "from the first append"
+    );
+    for line in lines {
+        assert!(line["topic"].as_str().unwrap().starts_with("t.trail."));
+        assert!(line["offset"].as_i64().unwrap() >= 0);
+    }
+    // Sent once e1 is emitted: an older event of the same entity is late.
+    let late = r#"{"id":"e2","type":"order.paid","order_id":"o1","occurred_at":"2020-01-01T00:00:00.000Z"}"#;
+    assert_eq!(post(late, None).status, 202);
+    let e2 = timeline("e2", 2);
+    assert_eq!(stages(&e2), ["appended", "emitted"]);
+    assert!(
+        e2["lines"][1]["detail"].as_str().unwrap().contains("late"),
+        "{e2:#}"
+    );
+
+    // e3: dead-lettered, then redriven with rules that read it.
+    let e3 = timeline("e3", 1);
+    assert_eq!(stages(&e3), ["dead_lettered"]);
+    let fixed = pipeline.config.dir().join("fixed.toml");
+    let text = std::fs::read_to_string(&pipeline.config.path)
+        .unwrap()
+        .replace(
+            "extract = { entity = \"/order_id\", occurred_at = \"/occurred_at\" }",
+            "extract = { entity = \"/customer\", occurred_at = \"received\" }",
+        );
+    assert!(text.contains("/customer"));
+    std::fs::write(&fixed, text).unwrap();
+    let output = std::process::Command::new(harness::process::binary())
+        .args(["replay", "--from-topic", "dlq", "--redrive", "--config"])
+        .arg(&fixed)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let e3 = timeline("e3", 3);
+    assert_eq!(
+        stages(&e3),
+        ["dead_lettered", "redriven", "emitted"],
+        "{e3:#}"
+    );
+
+    // The CLI, table and JSON.
+    let trail = |args: &[&str]| {
+        let output = std::process::Command::new(harness::process::binary())
+            .arg("trail")
+            .args(args)
+            .args(["--admin", admin.base_url(), "--config"])
+            .arg(&pipeline.config.path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let table = trail(&["--tenant", "acme", "--source", "orders", "e1"]);
+    assert!(table.contains("acme/orders/e1: 4 fact(s)"), "{table}");
+    assert!(
+        table.contains("refused") && table.contains("emitted"),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&trail(&[
+        "--tenant", "acme", "--source", "orders", "e1", "--json",
+    ]))
+    .unwrap();
+    assert_eq!(stages(&json).len(), 4);
+    let entity: serde_json::Value = serde_json::from_str(&trail(&[
+        "--tenant", "acme", "--entity", "o1", "--since", "1d", "--json",
+    ]))
+    .unwrap();
+    let ids: Vec<&str> = entity["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["e1", "e2"], "by when they were appended: {entity:#}");
+    let refused = trail(&["--tenant", "acme", "--source", "orders", "--refused"]);
+    assert!(refused.contains("401 invalid_signature"), "{refused}");
+
+    // Behind the token; a missing event is 404; nothing secret in any answer.
+    assert_eq!(get(&url("/v1/trail/acme/orders/e1"), None).0, 401);
+    assert_eq!(get(&url("/v1/trail/acme/orders/nope"), Some(TOKEN)).0, 404);
+    let everything = format!("{e1} {e2} {e3} {entity} {refused} {table}");
+    for secret in [
+        ORDERS_SECRET,
+        forged,
+        &orders_signature(ORDERS_SECRET, first.as_bytes()),
+    ] {
+        assert!(!everything.contains(secret), "a secret in a trail");
+    }
+}
