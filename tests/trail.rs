@@ -8,6 +8,22 @@ use harness::{http, Pipeline, Service, Settings};
 
 const TOKEN: &str = "s3cret-admin";
 
+/// A tenant allowed one event per hour (of event time); what is over waits in `deferred`
+/// and is released when the next hour begins.
+const CAPPED: &str = r#"
+[[tenants]]
+id = "capped"
+[[tenants.sources]]
+id = "orders"
+scheme = "hmac"
+secrets = [{ id = "k1", value = "capped-secret" }]
+hmac = { header = "x-signature", prefix = "sha256=" }
+extract = { entity = "/order_id", occurred_at = "/occurred_at" }
+[tenants.caps]
+events_per_hour = 1
+on_window_reset = "release"
+"#;
+
 fn get(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
     let mut request = ureq::get(url);
     if let Some(token) = token {
@@ -35,14 +51,17 @@ fn stages(timeline: &serde_json::Value) -> Vec<String> {
 }
 
 /// One event refused (bad signature), then accepted, then sent again (a duplicate); an
-/// older event of its entity after it was emitted (late); an event dead-lettered as unreadable and redriven under fixed rules. Each shows
+/// older event of its entity after it was emitted (late); an event deferred by its
+/// tenant's cap and released when the window resets; an event dead-lettered as unreadable and redriven under fixed rules. Each shows
 /// its timeline with the topic/partition/offset of every fact, through the admin API (behind
 /// its token) and `hookstream trail` (table and JSON); an entity's events and a source's
 /// refusals are found too; no signature or secret is in any answer.
 #[test]
 fn an_events_timeline_shows_every_stage_it_went_through() {
     let settings = Settings {
-        tenants: format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ value = \"{TOKEN}\" }}\n"),
+        tenants: format!(
+            "{CAPPED}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ value = \"{TOKEN}\" }}\n"
+        ),
         ..Settings::default()
     };
     let pipeline = Pipeline::start_with("trail", true, &settings);
@@ -145,6 +164,36 @@ fn an_events_timeline_shows_every_stage_it_went_through() {
         stages(&e3),
         ["dead_lettered", "redriven", "emitted"],
         "{e3:#}"
+    );
+
+    // Deferred by the tenant's cap, then released when the next hour of event time begins.
+    for (id, at) in [
+        ("c1", "2026-11-24T08:00:01.000Z"),
+        ("c2", "2026-11-24T08:00:02.000Z"),
+        ("c3", "2026-11-24T09:00:03.000Z"),
+    ] {
+        let body =
+            format!(r#"{{"id":"{id}","type":"order.paid","order_id":"k1","occurred_at":"{at}"}}"#);
+        let reply = http::post(
+            &pipeline.url("/v1/hooks/capped/orders"),
+            &[(
+                "x-signature".to_owned(),
+                orders_signature("capped-secret", body.as_bytes()),
+            )],
+            body.as_bytes(),
+        );
+        assert_eq!(reply.status, 202, "{}", reply.json);
+    }
+    let mut c2 = serde_json::Value::Null;
+    harness::wait_until(|| {
+        c2 = get(&url("/v1/trail/capped/orders/c2"), Some(TOKEN)).1;
+        stages(&c2).len() >= 3
+    })
+    .unwrap_or_else(|| panic!("c2 is released: {c2:#}"));
+    assert_eq!(stages(&c2), ["appended", "deferred", "emitted"], "{c2:#}");
+    assert!(
+        !c2["lines"][1]["detail"].as_str().unwrap().is_empty(),
+        "the cap is named: {c2:#}"
     );
 
     // The CLI, table and JSON.
