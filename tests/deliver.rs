@@ -617,20 +617,9 @@ fn a_disabled_endpoint_stays_disabled_across_restarts_until_enabled() {
         "no request after the restart"
     );
 
-    let hookstream = |args: &[&str]| {
-        let output = std::process::Command::new(harness::process::binary())
-            .args(args)
-            .arg("--config")
-            .arg(&deliver.config.path)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
+    let config = deliver.config.path.to_str().unwrap().to_owned();
+    let hookstream =
+        |args: &[&str]| harness::process::run_ok(&[args, &["--config", &config]].concat()).0;
     // No restart: the running instance follows `delivery-endpoints`.
     let enabled = hookstream(&["deliver", "--enable", "agents/gone"]);
     assert!(

@@ -149,16 +149,15 @@ fn an_events_timeline_shows_every_stage_it_went_through() {
         );
     assert!(text.contains("/customer"));
     std::fs::write(&fixed, text).unwrap();
-    let output = std::process::Command::new(harness::process::binary())
-        .args(["replay", "--from-topic", "dlq", "--redrive", "--config"])
-        .arg(&fixed)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let fixed = fixed.to_str().unwrap();
+    harness::process::run_ok(&[
+        "replay",
+        "--from-topic",
+        "dlq",
+        "--redrive",
+        "--config",
+        fixed,
+    ]);
     let e3 = timeline("e3", 3);
     assert_eq!(
         stages(&e3),
@@ -198,19 +197,14 @@ fn an_events_timeline_shows_every_stage_it_went_through() {
 
     // The CLI, table and JSON.
     let trail = |args: &[&str]| {
-        let output = std::process::Command::new(harness::process::binary())
-            .arg("trail")
-            .args(args)
-            .args(["--admin", admin.base_url(), "--config"])
-            .arg(&pipeline.config.path)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        let config = pipeline.config.path.to_str().unwrap();
+        let args = [
+            &["trail"],
+            args,
+            &["--admin", admin.base_url(), "--config", config],
+        ]
+        .concat();
+        harness::process::run_ok(&args).0
     };
     let table = trail(&["--tenant", "acme", "--source", "orders", "e1"]);
     assert!(table.contains("acme/orders/e1: 4 fact(s)"), "{table}");

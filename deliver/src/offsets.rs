@@ -47,6 +47,7 @@ impl Offsets {
     }
 
     /// Records with deliveries outstanding.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.partitions.values().map(|p| p.outstanding.len()).sum()
     }

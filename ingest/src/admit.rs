@@ -180,6 +180,9 @@ impl Gate {
                 }),
             };
         };
+        if path_token.is_some() && token.carrier != TokenCarrier::Path {
+            return Err(IngestError::NotFound);
+        }
         let presented: Option<Vec<u8>> = match token.carrier {
             TokenCarrier::Path => path_token.map(|t| t.as_bytes().to_vec()),
             TokenCarrier::Query => form_urlencoded::parse(http.query_string().as_bytes())
@@ -190,9 +193,6 @@ impl Gate {
                 .get(token.name.as_str())
                 .map(|v| v.as_bytes().to_vec()),
         };
-        if path_token.is_some() && token.carrier != TokenCarrier::Path {
-            return Err(IngestError::NotFound);
-        }
         let place = token.place();
         match presented.filter(|p| !p.is_empty()) {
             None => Err(IngestError::InvalidToken {

@@ -105,14 +105,21 @@ impl Index {
         next: &HashMap<(String, i32), i64>,
     ) -> Result<(), IndexError> {
         let mut batch = WriteBatch::default();
+        let now = schemas::time::now_millis();
         for fact in facts {
             let keys = keys(fact);
             if keys.is_empty() {
                 continue;
             }
             let value = serde_json::to_vec(fact).expect("a fact serializes");
+            // An emission or deferral is timed by its event's time (a late event's is far in
+            // the past): it is kept for the retention from when it was indexed.
+            let expires_from = match fact.stage {
+                Stage::Emitted | Stage::Deferred => fact.at.max(now),
+                _ => fact.at,
+            };
             let mut expiry = vec![b'X'];
-            expiry.extend_from_slice(&time_bytes(fact.at));
+            expiry.extend_from_slice(&time_bytes(expires_from));
             expiry.extend_from_slice(&(keys.len() as u32).to_be_bytes());
             for (i, key) in keys.iter().enumerate() {
                 let holds = i == 0 || key[0] == b'H' || key[0] == b'R';
@@ -178,7 +185,7 @@ impl Index {
             .iter()
             .filter_map(|(_, v)| serde_json::from_slice(v).ok())
             .collect();
-        let hashes: Vec<String> = facts
+        let hashes: std::collections::BTreeSet<String> = facts
             .iter()
             .filter(|f| matches!(f.stage, Stage::Appended))
             .filter_map(|f| f.body_sha256.clone())
@@ -368,6 +375,39 @@ mod tests {
             [Stage::Emitted]
         );
         assert_eq!(index.refusals("acme", "stripe", 0, 10).unwrap(), []);
+    }
+
+    #[test]
+    fn an_emission_of_a_late_event_is_kept_for_the_retention_from_when_it_was_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let long_ago = schemas::time::parse_rfc3339("2020-01-01T00:00:00.000Z").unwrap();
+        let now = schemas::time::now_millis();
+        let facts = [
+            fact(Stage::Appended, "late", now, 1),
+            Fact {
+                topic: "events".into(),
+                raw_offset: Some(1),
+                ..fact(Stage::Emitted, "late", long_ago, 1)
+            },
+        ];
+        index.apply(&facts, &HashMap::new()).unwrap();
+        assert_eq!(
+            index.expire(now - 3_600_000).unwrap(),
+            0,
+            "nothing is an hour old"
+        );
+        let stages: Vec<Stage> = index
+            .event("acme", "stripe", "late", 100)
+            .unwrap()
+            .iter()
+            .map(|f| f.stage)
+            .collect();
+        assert_eq!(
+            stages,
+            [Stage::Appended, Stage::Emitted],
+            "after its raw record"
+        );
     }
 
     #[test]

@@ -284,34 +284,20 @@ fn source_problems(source: &SourceConfig, at: &str, p: &mut Vec<String>) {
     if let Some(token) = &source.token {
         token_problems(token, &format!("{at}.token"), p);
     }
-    let mut ids = HashSet::new();
-    for (ki, secret) in source.secrets.iter().enumerate() {
-        let at = format!("{at}.secrets[{ki}] (`{}`)", secret.id);
-        if secret.id.trim().is_empty() {
-            p.push(format!("{at}.id: must not be empty"));
+    let standard = matches!(source.scheme, Scheme::Standard | Scheme::Svix);
+    each_secret(&source.secrets, at, p, |at, text, p| {
+        let encoded = text.strip_prefix("whsec_").unwrap_or(text);
+        if standard
+            && base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .is_err()
+        {
+            p.push(format!(
+                "{at}: a Standard Webhooks secret is `whsec_` followed by base64 \
+                 (the value is not shown)"
+            ));
         }
-        if !ids.insert(secret.id.as_str()) {
-            p.push(format!("{at}.id: secret id `{}` is used twice", secret.id));
-        }
-        match secret.resolve() {
-            Err(e) => p.push(format!("{at}: {e}")),
-            Ok(value) => {
-                if matches!(source.scheme, Scheme::Standard | Scheme::Svix) {
-                    let text = value.expose_secret();
-                    let encoded = text.strip_prefix("whsec_").unwrap_or(text);
-                    if base64::engine::general_purpose::STANDARD
-                        .decode(encoded)
-                        .is_err()
-                    {
-                        p.push(format!(
-                            "{at}: a Standard Webhooks secret is `whsec_` followed by base64 \
-                             (the value is not shown)"
-                        ));
-                    }
-                }
-            }
-        }
-    }
+    });
     if source.scheme == Scheme::Hmac && source.hmac.header.trim().is_empty() {
         p.push(format!("{at}.hmac.header: must name the signature header"));
     }
@@ -343,30 +329,43 @@ fn token_problems(token: &super::TokenConfig, at: &str, p: &mut Vec<String>) {
     if token.secrets.is_empty() {
         p.push(format!("{at}.secrets: at least one token is required"));
     }
+    each_secret(&token.secrets, at, p, |at, value, p| {
+        if value.chars().count() < super::TokenConfig::MIN_LENGTH {
+            p.push(format!(
+                "{at}: a token needs at least {} characters (the value is not shown)",
+                super::TokenConfig::MIN_LENGTH
+            ));
+        }
+        let unsafe_in_url = |c: char| !(c.is_ascii_alphanumeric() || "-._~".contains(c));
+        if token.carrier != TokenCarrier::Header && value.chars().any(unsafe_in_url) {
+            p.push(format!(
+                "{at}: a token in the URL may use only letters, digits and `-._~` \
+                 (the value is not shown)"
+            ));
+        }
+    });
+}
+
+/// Checks a list of secrets (ids present and unique, each resolvable), then `check` on each
+/// resolved value with its `at`; messages never contain a value.
+fn each_secret(
+    secrets: &[super::SecretRef],
+    at: &str,
+    p: &mut Vec<String>,
+    mut check: impl FnMut(&str, &str, &mut Vec<String>),
+) {
     let mut ids = HashSet::new();
-    for (ki, secret) in token.secrets.iter().enumerate() {
+    for (ki, secret) in secrets.iter().enumerate() {
         let at = format!("{at}.secrets[{ki}] (`{}`)", secret.id);
+        if secret.id.trim().is_empty() {
+            p.push(format!("{at}.id: must not be empty"));
+        }
         if !ids.insert(secret.id.as_str()) {
             p.push(format!("{at}.id: secret id `{}` is used twice", secret.id));
         }
         match secret.resolve() {
             Err(e) => p.push(format!("{at}: {e}")),
-            Ok(value) => {
-                let value = value.expose_secret();
-                if value.chars().count() < super::TokenConfig::MIN_LENGTH {
-                    p.push(format!(
-                        "{at}: a token needs at least {} characters (the value is not shown)",
-                        super::TokenConfig::MIN_LENGTH
-                    ));
-                }
-                let unsafe_in_url = |c: char| !(c.is_ascii_alphanumeric() || "-._~".contains(c));
-                if token.carrier != TokenCarrier::Header && value.chars().any(unsafe_in_url) {
-                    p.push(format!(
-                        "{at}: a token in the URL may use only letters, digits and `-._~` \
-                         (the value is not shown)"
-                    ));
-                }
-            }
+            Ok(value) => check(&at, value.expose_secret(), p),
         }
     }
 }
