@@ -37,6 +37,11 @@ pub struct SourceClock {
     pub buffered: u64,
     /// Stream time of the last `time_skewed` alert.
     pub skew_alerted_at: Option<Millis>,
+    /// No held event of this source is released before this time: a release scans the reorder
+    /// buffer from here, not from the source's first key (past the deletes of every event
+    /// released before, which the store keeps until it compacts them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_from: Option<Millis>,
 }
 
 impl SourceClock {

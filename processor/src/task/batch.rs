@@ -35,9 +35,9 @@ pub use emit::Flush;
 /// A source's clock as the batch works with it.
 struct Tracked {
     clock: SourceClock,
-    /// No buffered event of the source releases before this (within this batch): later scans
-    /// start here, not at the source's beginning (events released earlier in the batch are
-    /// still in the store's view).
+    /// No buffered event of the source releases before this: scans start here, not at the
+    /// source's beginning (events released earlier are deletes in the store's view). Kept in
+    /// the clock as `held_from` between batches.
     floor: Millis,
     changed: bool,
     /// Stream time moved: expire the source's dedupe entries at the end of the batch.
@@ -322,7 +322,8 @@ impl<'a> Batch<'a> {
             }
         }
         let mut sources = Vec::new();
-        for (source, tracked) in clocks.into_iter().filter(|(_, t)| t.changed) {
+        for (source, mut tracked) in clocks.into_iter().filter(|(_, t)| t.changed) {
+            tracked.clock.held_from = (tracked.clock.buffered > 0).then_some(tracked.floor);
             clock::save(&mut self.txn, &source, &tracked.clock);
             sources.push(super::SourceActivity {
                 buffered: tracked.clock.buffered,
@@ -357,11 +358,15 @@ impl<'a> Batch<'a> {
     fn clock(&mut self, source: &[u8]) -> Result<&mut Tracked, ProcessorError> {
         if !self.clocks.contains_key(source) {
             let clock = clock::load(&self.txn, source)?;
+            let floor = match clock.buffered {
+                0 => Millis::MAX,
+                _ => clock.held_from.unwrap_or(Millis::MIN),
+            };
             self.clocks.insert(
                 source.to_vec(),
                 Tracked {
                     clock,
-                    floor: Millis::MIN,
+                    floor,
                     changed: false,
                     advanced: false,
                     arrived: false,
