@@ -10,6 +10,8 @@
 //! oldest events are released early, never dropped. A partition that stays quiet for
 //! `processor.idle_flush_ms` of wall-clock time releases everything.
 
+use serde::{Deserialize, Serialize};
+
 use schemas::raw::{header, RawMeta};
 use schemas::time::Millis;
 
@@ -82,25 +84,92 @@ const CLAIMED_AT: &str = "hs-claimed-at";
 const OCCURRED_MS: &str = "hs-occurred-ms";
 const RECEIVED_MS: &str = "hs-received-ms";
 
-/// Buffer value: the event as decoded from `raw` (offset, headers, body).
+/// The first byte of a buffer value in the binary layout. Values written before it start
+/// with their partition (big-endian, never negative), so never with this byte.
+const BINARY: u8 = 0xff;
+
+/// A buffered event's fields: borrowed to write, owned when read back.
+#[derive(Serialize, Deserialize)]
+struct Held<S> {
+    partition: i32,
+    offset: i64,
+    tenant: S,
+    source: S,
+    scheme: S,
+    event_id: S,
+    event_type: S,
+    entity: S,
+    occurred_at: Millis,
+    received_at: Millis,
+    content_type: S,
+    key_id: S,
+    event_id_derived: bool,
+    redrive_id: Option<S>,
+    claimed_at: Option<Millis>,
+}
+
+/// Buffer value: the event as decoded from `raw` (position, metadata, body): [`BINARY`], the
+/// fields in postcard, the body.
 pub fn encode(input: &RawInput) -> Vec<u8> {
-    let mut headers: Vec<(&str, String)> = input.meta.to_headers();
-    if let Some(claimed) = input.claimed_at {
-        headers.push((CLAIMED_AT, claimed.to_string()));
-    }
-    headers.push((OCCURRED_MS, input.meta.occurred_at.to_string()));
-    headers.push((RECEIVED_MS, input.meta.received_at.to_string()));
-    let headers = serde_json::to_vec(&headers).expect("headers serialize");
-    let mut value = Vec::with_capacity(16 + headers.len() + input.body.len());
-    value.extend_from_slice(&input.partition.to_be_bytes());
-    value.extend_from_slice(&input.offset.to_be_bytes());
-    value.extend_from_slice(&(headers.len() as u32).to_be_bytes());
-    value.extend_from_slice(&headers);
+    let meta = &input.meta;
+    let held = Held::<&str> {
+        partition: input.partition,
+        offset: input.offset,
+        tenant: &meta.tenant,
+        source: &meta.source,
+        scheme: &meta.scheme,
+        event_id: &meta.event_id,
+        event_type: &meta.event_type,
+        entity: &meta.entity,
+        occurred_at: meta.occurred_at,
+        received_at: meta.received_at,
+        content_type: &meta.content_type,
+        key_id: &meta.key_id,
+        event_id_derived: meta.event_id_derived,
+        redrive_id: meta.redrive_id.as_deref(),
+        claimed_at: input.claimed_at,
+    };
+    let mut value =
+        Vec::with_capacity(64 + meta.tenant.len() + meta.event_id.len() * 2 + input.body.len());
+    value.push(BINARY);
+    let mut value = postcard::to_extend(&held, value).expect("buffered events serialize");
     value.extend_from_slice(&input.body);
     value
 }
 
 pub fn decode(value: &[u8]) -> Option<RawInput> {
+    match value.split_first()? {
+        (&BINARY, rest) => decode_binary(rest),
+        _ => decode_headers(value),
+    }
+}
+
+fn decode_binary(value: &[u8]) -> Option<RawInput> {
+    let (held, body) = postcard::take_from_bytes::<Held<String>>(value).ok()?;
+    Some(RawInput {
+        partition: held.partition,
+        offset: held.offset,
+        meta: RawMeta {
+            tenant: held.tenant,
+            source: held.source,
+            scheme: held.scheme,
+            event_id: held.event_id,
+            event_type: held.event_type,
+            entity: held.entity,
+            occurred_at: held.occurred_at,
+            received_at: held.received_at,
+            content_type: held.content_type,
+            key_id: held.key_id,
+            event_id_derived: held.event_id_derived,
+            redrive_id: held.redrive_id,
+        },
+        body: body.to_vec(),
+        claimed_at: held.claimed_at,
+    })
+}
+
+/// The layout written before the binary one: position, the headers as JSON, the body.
+fn decode_headers(value: &[u8]) -> Option<RawInput> {
     let partition = i32::from_be_bytes(value.get(0..4)?.try_into().ok()?);
     let offset = i64::from_be_bytes(value.get(4..12)?.try_into().ok()?);
     let len = u32::from_be_bytes(value.get(12..16)?.try_into().ok()?) as usize;
@@ -217,5 +286,44 @@ mod tests {
             (2, 9, original.body.clone())
         );
         assert_eq!(decoded.meta, original.meta);
+    }
+
+    /// The layout before [`BINARY`], as stores and changelogs of earlier versions hold it.
+    fn encode_headers(input: &RawInput) -> Vec<u8> {
+        let mut headers: Vec<(&str, String)> = input.meta.to_headers();
+        if let Some(claimed) = input.claimed_at {
+            headers.push((CLAIMED_AT, claimed.to_string()));
+        }
+        headers.push((OCCURRED_MS, input.meta.occurred_at.to_string()));
+        headers.push((RECEIVED_MS, input.meta.received_at.to_string()));
+        let headers = serde_json::to_vec(&headers).unwrap();
+        let mut value = Vec::new();
+        value.extend_from_slice(&input.partition.to_be_bytes());
+        value.extend_from_slice(&input.offset.to_be_bytes());
+        value.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+        value.extend_from_slice(&headers);
+        value.extend_from_slice(&input.body);
+        value
+    }
+
+    #[test]
+    fn events_buffered_by_earlier_versions_still_decode() {
+        let mut original = input(9, "evt", -5);
+        original.claimed_at = Some(4_102_444_800_000);
+        original.meta.redrive_id = Some("r1".into());
+        let old = encode_headers(&original);
+        assert_ne!(old[0], BINARY);
+        let decoded = decode(&old).unwrap();
+        assert_eq!(decoded.meta, original.meta);
+        assert_eq!(decoded.claimed_at, original.claimed_at);
+        assert_eq!(decoded.body, original.body);
+        let new = encode(&original);
+        assert_eq!(new[0], BINARY);
+        assert_eq!(decode(&new).unwrap().meta, original.meta);
+        // Cut short or garbled: unreadable, never a panic.
+        for cut in 0..new.len() - original.body.len() {
+            let _ = decode(&new[..cut]);
+        }
+        assert!(decode(&[BINARY, 0xff, 0xff]).is_none());
     }
 }
