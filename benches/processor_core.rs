@@ -88,6 +88,11 @@ fn run(count: usize, large: bool) {
         core.emitted,
     );
     println!(
+        "  {:.1} store ops and {:.0} changelog bytes per record",
+        core.ops as f64 / count as f64,
+        core.changelog_bytes as f64 / count as f64
+    );
+    println!(
         "  decode + tasks: {:.0} records/s, {:.2} of bare; tasks alone {rate:.0} records/s on one core (target ≥ 100 000)",
         count as f64 / core.total.as_secs_f64(),
         bare.as_secs_f64() / core.total.as_secs_f64()
@@ -173,6 +178,7 @@ fn core(partitions: &[Vec<OwnedMessage>]) -> Timed {
         .collect();
     let mut emitted = 0;
     let mut decode_time = Duration::ZERO;
+    let (mut ops, mut changelog_bytes) = (0, 0);
     let mut seq = 0u64;
     let mut changelog_next = vec![0i64; PARTITIONS as usize];
     let started = Instant::now();
@@ -194,11 +200,13 @@ fn core(partitions: &[Vec<OwnedMessage>]) -> Timed {
                 .count();
             seq += 1;
             let frames = changelog::frames(partition as i32, 0, seq, &pending.ops);
+            ops += pending.ops.len();
             let framed: usize = frames
                 .iter()
                 .map(|f| f.value.as_ref().map_or(0, Vec::len))
                 .sum();
             changelog_next[partition] += frames.len() as i64;
+            changelog_bytes += framed;
             pending
                 .ops
                 .push(Op::meta(CHANGELOG_NEXT, changelog_next[partition]));
@@ -212,6 +220,8 @@ fn core(partitions: &[Vec<OwnedMessage>]) -> Timed {
         total: started.elapsed(),
         decode: decode_time,
         emitted,
+        ops,
+        changelog_bytes,
     }
 }
 
@@ -220,6 +230,9 @@ struct Timed {
     /// Of `total`, decoding `raw` records (headers, key) into inputs.
     decode: Duration,
     emitted: usize,
+    /// Store changes written, and their bytes in the changelog.
+    ops: usize,
+    changelog_bytes: usize,
 }
 
 fn bare(partitions: &[Vec<OwnedMessage>]) -> Duration {

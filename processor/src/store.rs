@@ -24,7 +24,7 @@
 //! flush atomically, so a crash leaves it as of some earlier write, consistent with its
 //! `changelog_next`: a stale store, which [`crate::restore`] brings up to date from there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
@@ -319,6 +319,9 @@ fn store_error(path: &Path, source: rocksdb::Error) -> ProcessorError {
 pub struct Txn<'a> {
     store: &'a StateStore,
     overlay: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+    /// Keys [`Txn::put_new`] wrote: the store cannot hold them, so deleting one in the same
+    /// batch leaves no op at all.
+    fresh: HashSet<(Cf, Vec<u8>)>,
 }
 
 impl<'a> Txn<'a> {
@@ -326,6 +329,7 @@ impl<'a> Txn<'a> {
         Self {
             store,
             overlay: BTreeMap::new(),
+            fresh: HashSet::new(),
         }
     }
 
@@ -357,8 +361,21 @@ impl<'a> Txn<'a> {
         self.put(Cf::Meta, key.to_vec(), value.to_be_bytes().to_vec());
     }
 
+    /// Puts a key the store cannot hold yet (unique by construction, such as a buffered
+    /// event's key, which ends with its `raw` offset): an event buffered and released in one
+    /// batch then costs the store and the changelog nothing.
+    pub fn put_new(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
+        self.fresh.insert((cf, key.clone()));
+        self.put(cf, key, value);
+    }
+
     pub fn delete(&mut self, cf: Cf, key: Vec<u8>) {
-        self.overlay.insert((cf, key), None);
+        let entry = (cf, key);
+        if self.fresh.remove(&entry) {
+            self.overlay.remove(&entry);
+        } else {
+            self.overlay.insert(entry, None);
+        }
     }
 
     /// Entries of `cf` with keys in `[from, to)` as the batch sees them, in key order.
@@ -495,5 +512,24 @@ mod tests {
         );
         assert_eq!(txn.get(Cf::Buffer, b"c").unwrap(), None);
         assert_eq!(txn.into_ops().len(), 3);
+    }
+
+    #[test]
+    fn a_new_key_put_and_deleted_in_one_transaction_leaves_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut txn = Txn::new(&store);
+        txn.put_new(Cf::Buffer, b"n1".to_vec(), b"v".to_vec());
+        txn.put_new(Cf::Buffer, b"n2".to_vec(), b"v".to_vec());
+        assert_eq!(txn.range(Cf::Buffer, b"n", b"o").unwrap().len(), 2);
+        txn.delete(Cf::Buffer, b"n1".to_vec());
+        txn.delete(Cf::Buffer, b"old".to_vec());
+        assert_eq!(txn.range(Cf::Buffer, b"n", b"o").unwrap().len(), 1);
+        let ops = txn.into_ops();
+        let keys: Vec<(&[u8], bool)> = ops
+            .iter()
+            .map(|op| (op.key.as_slice(), op.value.is_some()))
+            .collect();
+        assert_eq!(keys, [(&b"n2"[..], true), (&b"old"[..], false)]);
     }
 }

@@ -9,7 +9,7 @@
 //! stages are small functions over one [`Batch`] context that holds the store view, the
 //! outputs and the clocks touched; nothing here does I/O beyond reading the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use schemas::key::EntityKey;
 use schemas::time::Millis;
@@ -22,6 +22,7 @@ use crate::dedupe;
 use crate::error::ProcessorError;
 use crate::input::RawInput;
 use crate::output::{self, OutRecord};
+use crate::reconcile::EntityState;
 use crate::reorder;
 use crate::store::{Cf, Op, Txn, BATCH_BOUND, BUFFERED, FORMAT, STORE_FORMAT};
 
@@ -29,7 +30,6 @@ use super::{BatchStats, TaskSettings};
 
 mod emit;
 mod expire;
-use emit::entity;
 pub use emit::Flush;
 
 /// A source's clock as the batch works with it.
@@ -63,6 +63,8 @@ pub(super) struct Batch<'a> {
     pub(super) ttl_next: BTreeMap<String, Option<Millis>>,
     /// Inputs the broker refused records of, for good, with why: sent to `dlq` instead.
     refused: &'a BTreeMap<(i32, i64), String>,
+    /// Entity states this batch read or wrote, decoded (the store holds them as JSON).
+    entities: HashMap<String, Option<EntityState>>,
 }
 
 impl<'a> Batch<'a> {
@@ -86,6 +88,7 @@ impl<'a> Batch<'a> {
             tenant_times: BTreeMap::new(),
             ttl_next: BTreeMap::new(),
             refused: &task.refused,
+            entities: HashMap::new(),
         }
     }
 
@@ -221,7 +224,7 @@ impl<'a> Batch<'a> {
     /// passes their event time + grace.
     fn enqueue(&mut self, source: &[u8], input: RawInput) -> Result<(), ProcessorError> {
         let entity_key = EntityKey::new(&input.meta.tenant, &input.meta.entity).encode();
-        if reorder::is_late(entity(&self.txn, &entity_key)?.as_ref(), &input.meta) {
+        if reorder::is_late(self.entity(&entity_key)?.as_ref(), &input.meta) {
             if self.divert_if_refused(&input) {
                 return Ok(());
             }
@@ -232,7 +235,7 @@ impl<'a> Batch<'a> {
         }
         let grace = self.catalog.grace(&input.meta.tenant, &input.meta.source);
         let release_at = input.meta.occurred_at.saturating_add(grace);
-        self.txn.put(
+        self.txn.put_new(
             Cf::Buffer,
             reorder::buffer_key(source, release_at, &input),
             reorder::encode(&input),

@@ -152,7 +152,7 @@ impl Batch<'_> {
         let codecs = &self.settings.codecs;
         let meta = &input.meta;
         let entity_key = EntityKey::new(&meta.tenant, &meta.entity).encode();
-        let current = entity(&self.txn, &entity_key)?;
+        let current = self.entity(&entity_key)?;
         let change = Change {
             event_id: &meta.event_id,
             event_type: &meta.event_type,
@@ -182,18 +182,37 @@ impl Batch<'_> {
                         state.updated_at.to_be_bytes().to_vec(),
                     );
                 }
-                self.txn.put(
-                    Cf::Entity,
-                    entity_key.into_bytes(),
-                    serde_json::to_vec(&state).expect("state serializes"),
-                );
+                self.set_entity(entity_key, Some(state));
             }
         }
         Ok(())
     }
+
+    /// An entity's reconciled state as this batch sees it, decoded once per batch.
+    pub(super) fn entity(&mut self, key: &str) -> Result<Option<EntityState>, ProcessorError> {
+        if let Some(state) = self.entities.get(key) {
+            return Ok(state.clone());
+        }
+        let state = stored_entity(&self.txn, key)?;
+        self.entities.insert(key.to_owned(), state.clone());
+        Ok(state)
+    }
+
+    /// Writes (or deletes, `None`) an entity's state.
+    pub(super) fn set_entity(&mut self, key: String, state: Option<EntityState>) {
+        match &state {
+            Some(state) => self.txn.put(
+                Cf::Entity,
+                key.clone().into_bytes(),
+                serde_json::to_vec(state).expect("state serializes"),
+            ),
+            None => self.txn.delete(Cf::Entity, key.clone().into_bytes()),
+        }
+        self.entities.insert(key, state);
+    }
 }
 
-pub(super) fn entity(txn: &Txn<'_>, key: &str) -> Result<Option<EntityState>, ProcessorError> {
+fn stored_entity(txn: &Txn<'_>, key: &str) -> Result<Option<EntityState>, ProcessorError> {
     txn.get(Cf::Entity, key.as_bytes())?
         .map(|bytes| {
             serde_json::from_slice(&bytes).map_err(|e| ProcessorError::Corrupt {

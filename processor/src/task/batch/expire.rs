@@ -12,7 +12,6 @@ use crate::reorder;
 use crate::store::Cf;
 use crate::ttl::{self, Kind};
 
-use super::emit::entity;
 use super::Batch;
 
 impl Batch<'_> {
@@ -125,9 +124,9 @@ impl Batch<'_> {
         let deleted_at = deleted_at
             .first_chunk::<8>()
             .map(|b| i64::from_be_bytes(*b));
-        let current = entity(&self.txn, entity_key)?;
+        let current = self.entity(entity_key)?;
         if current.is_some_and(|s| s.deleted && Some(s.updated_at) == deleted_at) {
-            self.txn.delete(Cf::Entity, entry.target.to_vec());
+            self.set_entity(entity_key.to_owned(), None);
             self.out
                 .push(output::state_expired(entry.target, entry.expires_at));
             self.stats.tombstones_expired += 1;
