@@ -30,7 +30,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use schemas::config::Config;
 use schemas::kafka::{client_config, Role};
 
-use harness::kafka::Watermarks;
 use harness::{Broker, Service, Settings, TestConfig};
 
 const BATCH_MAX: usize = 500;
@@ -41,12 +40,32 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if measuring { 1_000_000 } else { 3_000 });
-    let broker = Broker::start();
+    let engine = harness::broker::Engine::from_env(harness::broker::Engine::Sqlite);
+    println!("broker: Tansu, {} engine", engine.name());
+    let broker = Broker::start_on(engine);
     let settings = Settings {
         batch_max: BATCH_MAX,
+        // Its status endpoint shows each task's progress while the benchmark runs.
+        processor: r#"listen = "127.0.0.1:0""#.into(),
         ..Settings::default()
     };
     let config = TestConfig::write_with(&broker, "bench", &settings);
+    // The product's consumer fetch sizes, not the tests' small ones.
+    let text = std::fs::read_to_string(&config.path).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| {
+            ![
+                "fetch.max.bytes",
+                "max.partition.fetch.bytes",
+                "queued.max.messages.kbytes",
+            ]
+            .iter()
+            .any(|k| l.starts_with(&format!("\"{k}\"")))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config.path, text).unwrap();
     harness::create_topics(&config);
     let inputs = workload::stream(count);
     let unique = workload::unique(&inputs);
@@ -60,13 +79,18 @@ fn main() {
     );
     drop(inputs);
 
-    let events = Watermarks::new(&config.brokers, &config.topic("events"));
     let started = Instant::now();
     let processor = Service::processor(&config.path);
     // A deadline by size: a smoke run under `cargo test` must fail fast, not hang CI.
-    events.wait_for(unique, Duration::from_secs(120 + unique as u64 / 50));
+    let deadline = Duration::from_secs(120 + count as u64 / 500);
+    wait_processed(processor.base_url(), count as i64, deadline);
     let processed = started.elapsed();
+    if std::env::var_os("HOOKSTREAM_BENCH_LOG").is_some() {
+        std::fs::write("/tmp/hookstream-bench-processor.log", processor.log()).unwrap();
+    }
     drop(processor);
+    let emitted = count_records(&config.brokers, &config.topic("events"), unique, deadline);
+    assert_eq!(emitted, unique);
     println!(
         "processor: {count} records ({unique} unique events) in {:.1} s = {:.0} records/s",
         processed.as_secs_f64(),
@@ -90,6 +114,48 @@ fn main() {
         passthrough.as_secs_f64() / processed.as_secs_f64(),
         bare.as_secs_f64() / processed.as_secs_f64()
     );
+}
+
+/// Waits until the processor's tasks have applied all `count` records of `raw` (its partitions
+/// start at offset 0) and hold nothing back: every output is acknowledged by then (a task's
+/// position moves only after its batch is durable). Read from the processor's `/readyz`, not
+/// from the broker: Tansu's memory engine reports high watermarks short of a partition's last
+/// batch.
+fn wait_processed(status: &str, count: i64, deadline: Duration) {
+    let deadline = Instant::now() + deadline;
+    loop {
+        // 503 while a task is not running yet: its body says where each task stands too.
+        let response = match ureq::get(&format!("{status}/readyz")).call() {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(error) => panic!("the processor's status endpoint: {error}"),
+        };
+        let body: serde_json::Value = response.into_json().unwrap();
+        let tasks = body["partitions"].as_object().cloned().unwrap_or_default();
+        let applied: i64 = tasks
+            .values()
+            .filter_map(|t| t["next_offset"].as_i64())
+            .sum();
+        let holding = tasks.values().any(|t| t["buffered"].as_i64() != Some(0));
+        if applied >= count && !holding {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the processor applied {applied} of {count} records before the deadline"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling interval
+    }
+}
+
+/// Reads `topic` until `expected` records came (see [`wait_processed`] for why not by its
+/// watermarks); fails at the deadline.
+fn count_records(brokers: &str, topic: &str, expected: i64, deadline: Duration) -> i64 {
+    let mut seen = 0i64;
+    harness::kafka::stream_until(brokers, topic, deadline, |_| {
+        seen += 1;
+        seen >= expected
+    });
+    seen
 }
 
 /// Tansu stores each header as a row, so copying `raw`'s eleven `hs-*` headers costs more

@@ -110,8 +110,7 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
         // deliveries are all handled by the same worker.
         .set("partition.assignment.strategy", "range")
         // A resumed retry tier is fetched within this, so a wait ends on time.
-        .set("fetch.wait.max.ms", "50")
-        .set("fetch.queue.backoff.ms", "10");
+        .set("fetch.wait.max.ms", "50");
     let consumer: StreamConsumer = client.create()?;
     Ok(Ready {
         deliverer: std::sync::Arc::new(deliverer),

@@ -15,7 +15,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::config::Config;
-use schemas::kafka::{client_config, Role};
+use schemas::kafka::{client_config, default_unless_set, Role};
 use tokio::sync::{mpsc, watch};
 
 use crate::breaker::Breakers;
@@ -168,13 +168,15 @@ pub fn max_record_bytes(kafka: &schemas::config::KafkaConfig) -> usize {
 /// overrides both.
 fn producer_config(kafka: &schemas::config::KafkaConfig) -> rdkafka::ClientConfig {
     let mut config = client_config(kafka, Role::Producer);
-    let set = |key: &str| kafka.producer.contains_key(key) || kafka.properties.contains_key(key);
-    if !set("linger.ms") {
-        config.set("linger.ms", "1");
-    }
-    if !set("message.max.bytes") {
-        config.set("message.max.bytes", MAX_RECORD_BYTES.to_string());
-    }
+    default_unless_set(&mut config, kafka, Role::Producer, "linger.ms", "1");
+    let max = MAX_RECORD_BYTES.to_string();
+    default_unless_set(
+        &mut config,
+        kafka,
+        Role::Producer,
+        "message.max.bytes",
+        &max,
+    );
     config
 }
 

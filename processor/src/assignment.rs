@@ -121,6 +121,14 @@ impl Fetched {
         }
     }
 
+    /// Whether the last thing the consumer handed over for `partition` was its end: nothing
+    /// of it waits in the broker or the consumer's queue (as of that end).
+    pub fn at_end(&self, partition: i32) -> bool {
+        self.end
+            .get(&partition)
+            .is_some_and(|end| *end == self.next.get(&partition).copied().unwrap_or(0))
+    }
+
     pub fn forget(&mut self, partition: i32) {
         self.next.remove(&partition);
         self.end.remove(&partition);

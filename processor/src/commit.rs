@@ -95,6 +95,14 @@ impl Pipeline {
             Produced::Stopped => return Outcome::Stopped,
         };
         let framed = started.elapsed();
+        tracing::debug!(
+            outputs = outputs.len(),
+            frames = frames.len(),
+            offsets = offsets.count(),
+            ?produced,
+            ?framed,
+            "produced"
+        );
         if offsets.count() > 0 {
             let committed =
                 tokio::task::block_in_place(|| self.consumer.commit(offsets, CommitMode::Sync));

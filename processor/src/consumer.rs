@@ -107,6 +107,7 @@ impl Pipeline {
                 .iter()
                 .any(|p| !tasks.contains_key(p) && !openings.busy(*p) && reopen.due(*p, now));
             let retry_at = reopen.next_attempt().map(tokio::time::Instant::from_std);
+            let turn = Instant::now();
             let first = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -157,6 +158,7 @@ impl Pipeline {
                     tracing::info!(partition, "closed partition task");
                 }
             }
+            let gathered = turn.elapsed();
             let mut by_partition: BTreeMap<i32, Vec<Decoded>> = BTreeMap::new();
             for message in messages
                 .iter()
@@ -309,10 +311,12 @@ impl Pipeline {
                 .map(|(partition, _)| *partition)
                 .collect();
             let mut intents: Vec<(i32, Pending)> = Vec::new();
-            for (partition, task) in tasks
-                .iter()
-                .filter(|(p, t)| !catching_up.contains_key(*p) && !t.flush_pending())
-            {
+            // Only a partition the consumer has read to its end: with a backlog, "no record for
+            // `idle_flush`" says how fast this instance reads, not that a source went quiet, and
+            // its next records may be in the backlog (stream time releases them as they come).
+            for (partition, task) in tasks.iter().filter(|(p, t)| {
+                !catching_up.contains_key(*p) && !t.flush_pending() && fetched.at_end(**p)
+            }) {
                 let quiet = task.quiet_sources(started, self.idle_flush);
                 if quiet.is_empty() {
                     continue;
@@ -384,6 +388,7 @@ impl Pipeline {
                 Durable::Stopped => break,
                 Durable::No => continue,
             }
+            tracing::debug!(records = messages.len(), ?gathered, before_batch = ?started.duration_since(turn), turn = ?turn.elapsed(), "turn");
             metrics::histogram!("hookstream_processor_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::histogram!("hookstream_processor_batch_records").record(messages.len() as f64);

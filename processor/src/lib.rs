@@ -255,6 +255,10 @@ impl ProcessorService {
             tracing::info!(partitions = ?config.processor.partitions, "consuming assigned partitions (no group rebalancing)");
         }
         let mut producer_config = client_config(&config.kafka, Role::Producer);
+        // A batch's records are all sent at once and then awaited: lingering only delays the
+        // last of them (batches still form while a request is in flight).
+        let (kafka, role) = (&config.kafka, Role::Producer);
+        schemas::kafka::default_unless_set(&mut producer_config, kafka, role, "linger.ms", "1");
         if config.processor.exactly_once {
             producer_config.set("transactional.id", transactional_id(config));
         }

@@ -46,7 +46,11 @@ pub fn client_config(kafka: &KafkaConfig, role: Role) -> ClientConfig {
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
-                .set("isolation.level", "read_committed");
+                .set("isolation.level", "read_committed")
+                // librdkafka waits this long (1 s by default) before fetching a partition again
+                // once its local queue is full: a consumer that drains the queue in batches
+                // idled most of each second (the processor and `deliver` benchmarks).
+                .set("fetch.queue.backoff.ms", "10");
         }
         Role::Admin => {}
     }
@@ -62,6 +66,26 @@ pub fn client_config(kafka: &KafkaConfig, role: Role) -> ClientConfig {
         config.set(k, v);
     }
     config
+}
+
+/// Sets a component's own default for `key` unless the configuration sets it (in
+/// `[kafka.properties]` or the role's table).
+pub fn default_unless_set(
+    config: &mut ClientConfig,
+    kafka: &KafkaConfig,
+    role: Role,
+    key: &str,
+    value: &str,
+) {
+    let specific = match role {
+        Role::Producer => Some(&kafka.producer),
+        Role::Consumer => Some(&kafka.consumer),
+        Role::Admin => None,
+    };
+    let set = kafka.properties.contains_key(key) || specific.is_some_and(|s| s.contains_key(key));
+    if !set {
+        config.set(key, value);
+    }
 }
 
 /// Creates the given topics if they are missing, with the configured partitions and

@@ -53,8 +53,7 @@ pub fn run(
     let mut client = client_config(&config.kafka, Role::Consumer);
     client
         .set("group.id", format!("{}-trail", config.processor.group_id))
-        .set("enable.auto.commit", "false")
-        .set("fetch.queue.backoff.ms", "10");
+        .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = client.create()?;
     let topics = topics(config);
     let kinds: HashMap<String, Kind> = topics.iter().cloned().collect();
