@@ -17,7 +17,6 @@
 //! `cargo test` a smoke run of 5 000 events.
 
 #[path = "../tests/harness/mod.rs"]
-#[allow(dead_code)]
 mod harness;
 #[path = "../tests/workload/mod.rs"]
 mod workload;

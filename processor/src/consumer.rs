@@ -340,6 +340,7 @@ impl Pipeline {
             }
             let mut outputs = Vec::new();
             let mut pending: Vec<(i32, Pending)> = Vec::new();
+            let mut jobs = Vec::with_capacity(by_partition.len());
             for (partition, records) in by_partition {
                 let task = tasks
                     .get(&partition)
@@ -356,8 +357,12 @@ impl Pipeline {
                 {
                     catch_up.first_record(position(first).1);
                 }
-                let batch = task.process(records, &self.catalog, &mut outputs)?;
+                jobs.push((partition, task, records));
+            }
+            for (partition, processed) in process_all(jobs, &self.catalog) {
+                let (batch, records) = processed?;
                 record_stats(&batch.stats);
+                outputs.extend(records);
                 pending.push((partition, batch));
             }
             for partition in flushing {
@@ -560,6 +565,47 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+type Processed = Result<(Pending, Vec<crate::output::OutRecord>), ProcessorError>;
+
+/// Each partition's records through its task, the tasks side by side on their own threads
+/// (they share nothing; each reads its own store), results in partition order, as if one
+/// after the other.
+fn process_all(
+    jobs: Vec<(i32, &PartitionTask, Vec<Decoded>)>,
+    catalog: &SourceCatalog,
+) -> Vec<(i32, Processed)> {
+    let run = |task: &PartitionTask, records: Vec<Decoded>| -> Processed {
+        let mut out = Vec::new();
+        let pending = task.process(records, catalog, &mut out)?;
+        Ok((pending, out))
+    };
+    if jobs.len() <= 1 {
+        return jobs
+            .into_iter()
+            .map(|(partition, task, records)| (partition, run(task, records)))
+            .collect();
+    }
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let mut jobs = jobs.into_iter();
+            let (first, task, records) = jobs.next().expect("more than one job");
+            let others: Vec<_> = jobs
+                .map(|(partition, task, records)| {
+                    (partition, scope.spawn(move || run(task, records)))
+                })
+                .collect();
+            let mut done = vec![(first, run(task, records))];
+            for (partition, handle) in others {
+                let processed = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                done.push((partition, processed));
+            }
+            done
+        })
+    })
 }
 
 enum Durable {
