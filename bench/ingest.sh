@@ -7,12 +7,21 @@
 # and a plain Rust rdkafka producer appends the same records as fast as it can (the broker
 # ceiling). Prints throughput, p50/p99 latency and the ratios.
 #
-#   bench/ingest.sh [SECONDS=15] [CONNECTIONS=32]
+#   bench/ingest.sh [SECONDS=15] [CONNECTIONS=32] [ENGINE=sqlite]
+#
+# ENGINE is the broker's storage: `sqlite` (durable, on disk; the broker is the limit) or
+# `memory` (Tansu's in-memory engine, over 100 k records/s here: the broker out of the way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 SECONDS_PER_RUN="${1:-15}"
 CONNECTIONS="${2:-32}"
+ENGINE="${3:-sqlite}"
+case "$ENGINE" in
+  sqlite) STORAGE="sqlite://broker.db" ;;
+  memory) STORAGE="memory://tansu/" ;;
+  *) echo "ENGINE must be sqlite or memory, not $ENGINE" >&2; exit 2 ;;
+esac
 ensure_system_packages
 ensure_tansu
 command -v wrk >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y -qq wrk >/dev/null; }
@@ -36,7 +45,7 @@ wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 
 python3 bench/make_requests.py "$WORK" 2000
 BROKER_PORT="$(free_port)"
 (cd "$WORK" && exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" --storage-engine sqlite://broker.db >tansu.log 2>&1) &
+  --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" --storage-engine "$STORAGE" >tansu.log 2>&1) &
 PIDS+=($!)
 BROKERS="127.0.0.1:$BROKER_PORT"
 for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$BROKER_PORT") 2>/dev/null && break; sleep 0.1; done
@@ -60,7 +69,11 @@ run_wrk() { # $1 name, $2 base url
   python3 - "$WORK/$1.wrk" "$1" <<'PY' >>"$WORK/results.tsv"
 import re, sys
 text = open(sys.argv[1]).read()
+if "Requests/sec" not in text or "50%" not in text:
+    sys.exit(f"wrk did not report a result for {sys.argv[2]}:\n{text}")
 def ms(v):
+    if not re.search(r"[a-z]+$", v) or not re.match(r"[\d.]+", v):
+        sys.exit(f"unreadable latency {v!r} in wrk's report for {sys.argv[2]}:\n{text}")
     n, unit = float(re.match(r"([\d.]+)", v).group(1)), re.search(r"[a-z]+$", v).group(0)
     return n * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -107,16 +120,16 @@ CEILING="$(BENCH_BROKERS="$BROKERS" BENCH_REQUESTS="$WORK/requests.tsv" BENCH_SE
   cargo bench --locked -q -p hookstream-ingest --bench produce_ceiling 2>/dev/null | grep ceiling_records_per_sec)"
 echo "$CEILING" >&2
 
-python3 - "$WORK/results.tsv" "$CEILING" "$SECONDS_PER_RUN" "$CONNECTIONS" <<'PY'
+python3 - "$WORK/results.tsv" "$CEILING" "$SECONDS_PER_RUN" "$CONNECTIONS" "$ENGINE" <<'PY'
 import sys
 rows = {r.split("\t")[0]: r.split("\t") for r in open(sys.argv[1]).read().splitlines()}
 ceiling = float(sys.argv[2].split()[0].split("=")[1])
-print(f"\nIngest load: wrk -t2 -c{sys.argv[4]} -d{sys.argv[3]}s, 1-4 KiB signed JSON, 8 tenants, Tansu (sqlite) on this machine")
+print(f"\nIngest load: wrk -t2 -c{sys.argv[4]} -d{sys.argv[3]}s, 1-4 KiB signed JSON, 8 tenants, Tansu ({sys.argv[5]} engine) on this machine")
 print(f"{'target':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}  socket errors")
 for name in ["hookstream", "reference", "http-ceiling"]:
     _, rps, p50, p99, bad, errors = rows[name]
     print(f"{name:<14}{rps:>10}{p50:>10}{p99:>10}{bad:>10}  {errors}")
-print(f"{'broker-ceiling':<14}{ceiling:>10.0}  (records/s, producer only)")
+print(f"{'broker-ceiling':<14}{ceiling:>10.0f}  (records/s, producer only)")
 hs, ref, http = (float(rows[n][1]) for n in ["hookstream", "reference", "http-ceiling"])
 print(f"\nhookstream / reference throughput: {hs / ref:.1f}x   (target >= 10x)")
 print(f"reference p99 / hookstream p99:    {float(rows['reference'][3]) / float(rows['hookstream'][3]):.1f}x   (target > 1)")

@@ -1,6 +1,6 @@
 //! Processor throughput against a stateless passthrough, on one pre-filled `raw` topic.
 //!
-//! Starts a Tansu broker (as the tests do; `HOOKSTREAM_BENCH_ENGINE=sqlite|memory`, sqlite by
+//! Starts a Tansu broker (as the tests do; `HOOKSTREAM_BENCH_ENGINE=memory|sqlite`, memory by
 //! default), writes `HOOKSTREAM_BENCH_EVENTS` events (default 1 000 000; many tenants and
 //! entities, 5 % redeliveries, shuffles within the grace) to `raw` (`HOOKSTREAM_BENCH_PARTITIONS`
 //! partitions, default 3), then measures, in the same run and on the same input (the processor
@@ -46,7 +46,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if measuring { 1_000_000 } else { 3_000 });
-    let engine = harness::broker::Engine::from_env(harness::broker::Engine::Sqlite);
+    let engine = harness::broker::Engine::from_env(harness::broker::Engine::Memory);
     println!("broker: Tansu, {} engine", engine.name());
     let broker = Broker::start_on(engine);
     let settings = Settings {

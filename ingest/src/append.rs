@@ -30,7 +30,7 @@ use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 use schemas::avro::Codecs;
 use schemas::config::Config;
-use schemas::kafka::{client_config, Role};
+use schemas::kafka::{client_config, default_unless_set, Role};
 use schemas::key::EntityKey;
 use schemas::records::RejectedRecord;
 use schemas::topics::Topic;
@@ -89,6 +89,9 @@ impl Limits {
     }
 }
 
+/// The ingest producer's `linger.ms` unless `[kafka.producer]` sets it.
+const LINGER_MS: &str = "1";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub partition: i32,
@@ -111,6 +114,10 @@ pub struct Appender {
 impl Appender {
     pub fn new(config: &Config) -> Result<Self, KafkaError> {
         let mut client = client_config(&config.kafka, Role::Producer);
+        // Each request waits for its own record's acknowledgement: lingering adds to every
+        // answer, while records still batch behind the requests in flight (issue 16: at 64
+        // connections, 5 ms of linger held ingest to 13 % of its HTTP ceiling).
+        default_unless_set(&mut client, &config.kafka, Role::Producer, "linger.ms", LINGER_MS);
         let limits = Limits::of(config);
         if !limits.explicit {
             client.set("message.max.bytes", limits.message_max_bytes.to_string());
