@@ -117,7 +117,13 @@ impl Appender {
         // Each request waits for its own record's acknowledgement: lingering adds to every
         // answer, while records still batch behind the requests in flight (issue 16: at 64
         // connections, 5 ms of linger held ingest to 13 % of its HTTP ceiling).
-        default_unless_set(&mut client, &config.kafka, Role::Producer, "linger.ms", LINGER_MS);
+        default_unless_set(
+            &mut client,
+            &config.kafka,
+            Role::Producer,
+            "linger.ms",
+            LINGER_MS,
+        );
         let limits = Limits::of(config);
         if !limits.explicit {
             client.set("message.max.bytes", limits.message_max_bytes.to_string());

@@ -226,13 +226,18 @@ pub fn create_topics(config: &TestConfig) {
         "--config",
         config.path.to_str().unwrap(),
     ]);
+    let partitions = schemas::config::Config::load(&config.path)
+        .unwrap()
+        .kafka
+        .partitions;
+    let created = format!(" {partitions} partitions");
     for suffix in ["raw", "events", "state", "changelog", "budget"] {
         let name = config.topic(suffix);
         assert!(
             stdout
                 .lines()
-                .any(|l| l.starts_with(&format!("{name} ")) && l.contains(" 3 partitions")),
-            "{name} created with 3 partitions:\n{stdout}"
+                .any(|l| l.starts_with(&format!("{name} ")) && l.contains(&created)),
+            "{name} created with {partitions} partitions:\n{stdout}"
         );
     }
 }
