@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::ClientContext;
 
 /// Tracks assignment changes reported by librdkafka during `recv`.
@@ -99,9 +98,9 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    pub fn message(&mut self, message: OwnedMessage) -> OwnedMessage {
-        self.next.insert(message.partition(), message.offset() + 1);
-        message
+    /// Notes a record the consumer handed over.
+    pub fn received(&mut self, partition: i32, offset: i64) {
+        self.next.insert(partition, offset + 1);
     }
 
     /// Notes a partition's end (true: not an error); logs any other consumer error (false).

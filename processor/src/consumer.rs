@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::topics::{Topic, TopicNames};
@@ -36,7 +36,7 @@ use crate::catalog::SourceCatalog;
 use crate::changelog;
 use crate::commit::Outcome;
 use crate::error::ProcessorError;
-use crate::input::decode;
+use crate::input::decode_borrowed;
 use crate::open::{CatchUp, Opened, Openings};
 use crate::progress::{self, report, set_phase, Phase, Progress};
 use crate::store::{Op, CHANGELOG_NEXT, EPOCH};
@@ -120,9 +120,10 @@ impl Pipeline {
                 _ = tokio::time::sleep(self.budget_absorb), if shares_waiting => None,
                 _ = tokio::time::sleep(SNAPSHOT_CHECK), if !tasks.is_empty() => None,
             };
-            let mut messages: Vec<OwnedMessage> = Vec::new();
+            // Decoded as they are handed over (no copy of the record first).
+            let mut messages: Vec<Decoded> = Vec::new();
             match first {
-                Some(Ok(message)) => messages.push(fetched.message(message.detach())),
+                Some(Ok(message)) => take(&mut fetched, &mut messages, &message),
                 Some(Err(error)) => {
                     fetched.error(error);
                 }
@@ -130,14 +131,14 @@ impl Pipeline {
                 // already here is taken along.
                 None if flush_unfinished => {
                     if let Some(Ok(message)) = self.consumer.recv().now_or_never() {
-                        messages.push(fetched.message(message.detach()));
+                        take(&mut fetched, &mut messages, &message);
                     }
                 }
                 None => {}
             }
             while !messages.is_empty() && messages.len() < self.batch_max {
                 match self.consumer.recv().now_or_never() {
-                    Some(Ok(message)) => messages.push(fetched.message(message.detach())),
+                    Some(Ok(message)) => take(&mut fetched, &mut messages, &message),
                     Some(Err(error)) => {
                         if !fetched.error(error) {
                             break;
@@ -159,15 +160,13 @@ impl Pipeline {
                 }
             }
             let gathered = turn.elapsed();
+            let received = messages.len();
             let mut by_partition: BTreeMap<i32, Vec<Decoded>> = BTreeMap::new();
-            for message in messages
-                .iter()
-                .filter(|m| context.is_assigned(m.partition()))
-            {
-                by_partition
-                    .entry(message.partition())
-                    .or_default()
-                    .push(decode(message));
+            for record in messages {
+                let (partition, _) = position(&record);
+                if context.is_assigned(partition) {
+                    by_partition.entry(partition).or_default().push(record);
+                }
             }
             // Every record here is of an assigned partition (filtered above).
             for partition in context.assigned() {
@@ -393,10 +392,10 @@ impl Pipeline {
                 Durable::Stopped => break,
                 Durable::No => continue,
             }
-            tracing::debug!(records = messages.len(), ?gathered, before_batch = ?started.duration_since(turn), turn = ?turn.elapsed(), "turn");
+            tracing::debug!(records = received, ?gathered, before_batch = ?started.duration_since(turn), turn = ?turn.elapsed(), "turn");
             metrics::histogram!("hookstream_processor_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("hookstream_processor_batch_records").record(messages.len() as f64);
+            metrics::histogram!("hookstream_processor_batch_records").record(received as f64);
         }
         Ok(())
     }
@@ -565,6 +564,12 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// A record the consumer handed over, noted and decoded (no copy of the record first).
+fn take(fetched: &mut Fetched, records: &mut Vec<Decoded>, message: &BorrowedMessage<'_>) {
+    fetched.received(message.partition(), message.offset());
+    records.push(decode_borrowed(message));
 }
 
 type Processed = Result<(Pending, Vec<crate::output::OutRecord>), ProcessorError>;

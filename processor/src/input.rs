@@ -2,7 +2,7 @@
 //! (missing or malformed headers, a key that disagrees with them) is not dropped: it goes to
 //! `dlq` with the reason in the `hs-error` header.
 
-use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders, OwnedMessage};
 use schemas::key::EntityKey;
 use schemas::raw::RawMeta;
 
@@ -31,7 +31,19 @@ pub struct Undecodable {
 }
 
 pub fn decode(message: &OwnedMessage) -> Result<RawInput, Box<Undecodable>> {
-    let headers = schemas::kafka::header_pairs(message.headers().map(OwnedHeaders::as_borrowed));
+    decode_with(message, message.headers().map(OwnedHeaders::as_borrowed))
+}
+
+/// [`decode`] of a record as the consumer hands it over, without copying it first.
+pub fn decode_borrowed(message: &BorrowedMessage<'_>) -> Result<RawInput, Box<Undecodable>> {
+    decode_with(message, message.headers())
+}
+
+fn decode_with(
+    message: &impl Message,
+    headers: Option<&BorrowedHeaders>,
+) -> Result<RawInput, Box<Undecodable>> {
+    let headers = schemas::kafka::header_pairs(headers);
     let body = message.payload().unwrap_or_default().to_vec();
     let fail = |reason: String| {
         Box::new(Undecodable {
