@@ -339,6 +339,7 @@ impl Pipeline {
             }
             let mut outputs = Vec::new();
             let mut pending: Vec<(i32, Pending)> = Vec::new();
+            let partitions_in_turn = by_partition.len();
             let mut jobs = Vec::with_capacity(by_partition.len());
             for (partition, records) in by_partition {
                 let task = tasks
@@ -392,7 +393,7 @@ impl Pipeline {
                 Durable::Stopped => break,
                 Durable::No => continue,
             }
-            tracing::debug!(records = received, ?gathered, before_batch = ?started.duration_since(turn), turn = ?turn.elapsed(), "turn");
+            tracing::debug!(records = received, partitions = partitions_in_turn, ?gathered, before_batch = ?started.duration_since(turn), turn = ?turn.elapsed(), "turn");
             metrics::histogram!("hookstream_processor_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::histogram!("hookstream_processor_batch_records").record(received as f64);
