@@ -202,9 +202,15 @@ fn main() -> ExitCode {
             Command::Deliver { config, listen, .. } => {
                 run_deliver(&config, listen.as_deref()).await
             }
-            Command::Replay { config, args } => replay::cli::replay(load(&config)?, args)
-                .await
-                .context("replay"),
+            Command::Replay { config, args } => {
+                let finished = replay::cli::replay(load(&config)?, args)
+                    .await
+                    .context("replay")?;
+                return Ok(match finished {
+                    replay::cli::Finished::Complete => ExitCode::SUCCESS,
+                    replay::cli::Finished::Interrupted => ExitCode::from(130),
+                });
+            }
             Command::Trail { config, args } => {
                 let config = load(&config)?;
                 let printed =

@@ -347,6 +347,42 @@ fn a_redrive_is_processed_once_per_id_and_dead_letters_return_with_one_more_atte
             .starts_with("t.redrive.dlq/"));
     }
 
+    // tail --error: dead letters by their `hs-error`, as replay selects them.
+    let (lines, _) = run_ok(&[
+        "tail",
+        "--config",
+        path,
+        "dlq",
+        "--error",
+        "hs-sou.ce",
+        "--format",
+        "json",
+    ]);
+    let errors: Vec<String> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|l| l["headers"]["hs-error"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        errors.len(),
+        6,
+        "the 3 dead letters and their 3 redrives: {lines}"
+    );
+    assert!(errors.iter().all(|e| e.contains("hs-source")), "{errors:?}");
+    let (none, _) = run_ok(&[
+        "tail",
+        "--config",
+        path,
+        "dlq",
+        "--error",
+        "^no such error$",
+    ]);
+    assert_eq!(none.trim(), "", "{none}");
+    let bad = harness::process::run(&["tail", "--config", path, "dlq", "--error", "("]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("--error `(`"), "{stderr}");
+
     // tail: JSON lines for pipes, and a readable form.
     let (lines, _) = run_ok(&[
         "tail", "--config", path, "events", "--tenant", "globex", "--format", "json", "-n", "5",
@@ -479,7 +515,7 @@ fn the_admin_api_runs_lists_and_cancels_jobs_behind_its_token() {
         "the token reached the log"
     );
 
-    // The CLI stops cleanly on Ctrl-C and says how to resume.
+    // The CLI stops cleanly on Ctrl-C, says how to resume and exits 130 (not done).
     let child = std::process::Command::new(harness::process::binary())
         .args([
             "replay",
@@ -501,7 +537,7 @@ fn the_admin_api_runs_lists_and_cancels_jobs_behind_its_token() {
     assert!(sent.success());
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    assert_eq!(output.status.code(), Some(130), "interrupted: {stderr}");
     assert!(
         stderr.contains("stopped before the end; resume with the same command and `--id cli`")
             && stderr.contains("--id cli --resume"),

@@ -265,9 +265,19 @@ async fn redrive_deliveries(config: &Config, args: &ReplayArgs) -> Result<(), Re
     Ok(())
 }
 
-pub async fn replay(config: Config, args: ReplayArgs) -> Result<(), ReplayError> {
+/// How a `replay` command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Complete,
+    /// Stopped by Ctrl-C (or SIGTERM) before the end; the resume command was printed. The
+    /// command exits 130, as a shell reports a command ended by SIGINT.
+    Interrupted,
+}
+
+pub async fn replay(config: Config, args: ReplayArgs) -> Result<Finished, ReplayError> {
     if args.deliveries {
-        return redrive_deliveries(&config, &args).await;
+        redrive_deliveries(&config, &args).await?;
+        return Ok(Finished::Complete);
     }
     let spec = args.spec();
     spec.validate(&config)?;
@@ -318,6 +328,7 @@ pub async fn replay(config: Config, args: ReplayArgs) -> Result<(), ReplayError>
                     "stopped before the end; resume with:\n  {}",
                     resume_command(std::env::args(), &next, &until, &id)
                 );
+                return Ok(Finished::Interrupted);
             }
         }
         JobResult::Rebuild(rebuilt) => {
@@ -339,10 +350,11 @@ pub async fn replay(config: Config, args: ReplayArgs) -> Result<(), ReplayError>
                     "stopped before the end; resume with the same command and `--id {id}`:\n  {}",
                     resume_command(std::env::args(), &starts, &ends, &id)
                 );
+                return Ok(Finished::Interrupted);
             }
         }
     }
-    Ok(())
+    Ok(Finished::Complete)
 }
 
 /// `hookstream tail`: print records of a topic, decoded.
@@ -362,6 +374,10 @@ pub struct TailArgs {
     /// Stop after printing this many records.
     #[arg(long, short = 'n', value_name = "N")]
     pub limit: Option<u64>,
+    /// Only dead letters (`dlq`, `delivery-dlq`) whose `hs-error` matches this regular
+    /// expression.
+    #[arg(long, value_name = "REGEX")]
+    pub error: Option<String>,
 }
 
 pub async fn tail(config: Config, args: TailArgs) -> Result<(), ReplayError> {
@@ -379,7 +395,7 @@ pub async fn tail(config: Config, args: TailArgs) -> Result<(), ReplayError> {
         resume: BTreeMap::new(),
         until: BTreeMap::new(),
         filter: args.select.filter(),
-        error: None,
+        error: crate::job::error_filter(args.error.as_deref())?,
     };
     let cancel = cancel_on_signal();
     let client = client_config(&config.kafka, Role::Consumer);

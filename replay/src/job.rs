@@ -145,14 +145,7 @@ impl JobSpec {
 
     pub fn selection(&self, config: &Config) -> Result<Selection, ReplayError> {
         let now = schemas::time::now_millis();
-        let error = self
-            .error
-            .as_deref()
-            .map(|pattern| {
-                Regex::new(pattern)
-                    .map_err(|e| ReplayError::invalid(format!("--error `{pattern}`: {e}")))
-            })
-            .transpose()?;
+        let error = error_filter(self.error.as_deref())?;
         Ok(Selection {
             topic: config.topics().name(self.from_topic.topic()),
             partitions: self.partitions.clone(),
@@ -258,4 +251,14 @@ pub async fn execute(
             })
         }
     }
+}
+
+/// The `--error REGEX` filter on dead letters' `hs-error` (replay and tail).
+pub fn error_filter(pattern: Option<&str>) -> Result<Option<Regex>, ReplayError> {
+    pattern
+        .map(|pattern| {
+            Regex::new(pattern)
+                .map_err(|e| ReplayError::invalid(format!("--error `{pattern}`: {e}")))
+        })
+        .transpose()
 }
