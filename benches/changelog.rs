@@ -182,10 +182,10 @@ fn run(inputs: &[workload::Input], batch: usize, caps: bool) -> Volume {
 
 fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
-    let count: usize = std::env::var("HOOKSTREAM_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if measuring { 30_000 } else { 3_000 });
+    let count: usize = harness::env_or(
+        "HOOKSTREAM_BENCH_EVENTS",
+        if measuring { 30_000 } else { 3_000 },
+    );
     let inputs = workload::stream(count);
     println!("{count} records over {PARTITIONS} partition tasks; changelog frames only");
     println!(

@@ -42,10 +42,10 @@ const BATCH_MAX: usize = 2_000;
 
 fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
-    let count: usize = std::env::var("HOOKSTREAM_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if measuring { 1_000_000 } else { 3_000 });
+    let count: usize = harness::env_or(
+        "HOOKSTREAM_BENCH_EVENTS",
+        if measuring { 1_000_000 } else { 3_000 },
+    );
     let engine = harness::broker::Engine::from_env(harness::broker::Engine::Memory);
     println!("broker: Tansu, {} engine", engine.name());
     let broker = Broker::start_on(engine);
@@ -57,10 +57,7 @@ fn main() {
     };
     let config = TestConfig::write_with(&broker, "bench", &settings);
     // The product's consumer fetch sizes, not the tests' small ones; the partitions asked for.
-    let partitions: i32 = std::env::var("HOOKSTREAM_BENCH_PARTITIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let partitions: i32 = harness::env_or("HOOKSTREAM_BENCH_PARTITIONS", 3);
     println!("{partitions} partitions of `raw`");
     let text = std::fs::read_to_string(&config.path).unwrap().replace(
         "\npartitions = 3\n",

@@ -42,10 +42,10 @@ const BATCH: usize = 500;
 
 fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
-    let count: usize = std::env::var("HOOKSTREAM_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if measuring { 300_000 } else { 5_000 });
+    let count: usize = harness::env_or(
+        "HOOKSTREAM_BENCH_EVENTS",
+        if measuring { 300_000 } else { 5_000 },
+    );
     let bodies = std::env::var("HOOKSTREAM_BENCH_BODIES").unwrap_or_default();
     for large in [false, true] {
         if bodies.is_empty() || bodies == if large { "large" } else { "small" } {

@@ -133,3 +133,33 @@ impl Fetched {
         self.end.remove(&partition);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_at_its_end_only_while_nothing_came_after_its_last_end() {
+        let mut fetched = Fetched::default();
+        assert!(!fetched.at_end(0), "no end seen yet");
+        fetched.received(0, 41);
+        assert!(!fetched.at_end(0));
+        assert!(fetched.error(rdkafka::error::KafkaError::PartitionEOF(0)));
+        assert!(fetched.at_end(0));
+        assert!(
+            !fetched.at_end(1),
+            "another partition's end is not this one's"
+        );
+        fetched.received(0, 42);
+        assert!(
+            !fetched.at_end(0),
+            "a record after the end: a backlog may follow"
+        );
+        fetched.error(rdkafka::error::KafkaError::PartitionEOF(0));
+        assert!(fetched.at_end(0));
+        fetched.received(0, 10);
+        assert!(!fetched.at_end(0), "rewound: read again up to the end");
+        fetched.forget(0);
+        assert!(!fetched.at_end(0));
+    }
+}

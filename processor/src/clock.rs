@@ -154,6 +154,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_clock_stored_before_held_from_reads_as_holding_from_anywhere() {
+        let old: SourceClock =
+            serde_json::from_slice(br#"{"stream_time":5,"buffered":2,"skew_alerted_at":null}"#)
+                .unwrap();
+        assert_eq!(old.held_from, None, "a release scans from the source's first key");
+        assert_eq!(old.buffered, 2);
+        let written = serde_json::to_string(&SourceClock::default()).unwrap();
+        assert!(!written.contains("held_from"), "{written}");
+    }
+
+    #[test]
     fn source_keys_are_prefix_free() {
         assert_ne!(source_key("ab", "c"), source_key("a", "bc"));
         assert!(!source_key("a", "b").starts_with(&source_key("a", "")));

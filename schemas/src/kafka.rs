@@ -10,6 +10,7 @@
 //! at start-up through the admin API ([`ensure_topics`]); a topic that already exists is left
 //! as it is.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -57,15 +58,19 @@ pub fn client_config(kafka: &KafkaConfig, role: Role) -> ClientConfig {
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }
-    let specific = match role {
-        Role::Producer => Some(&kafka.producer),
-        Role::Consumer => Some(&kafka.consumer),
-        Role::Admin => None,
-    };
-    for (k, v) in specific.into_iter().flatten() {
+    for (k, v) in role_table(kafka, role).into_iter().flatten() {
         config.set(k, v);
     }
     config
+}
+
+/// The role's own table of librdkafka properties (`[kafka.producer]`, `[kafka.consumer]`).
+fn role_table(kafka: &KafkaConfig, role: Role) -> Option<&BTreeMap<String, String>> {
+    match role {
+        Role::Producer => Some(&kafka.producer),
+        Role::Consumer => Some(&kafka.consumer),
+        Role::Admin => None,
+    }
 }
 
 /// Sets a component's own default for `key` unless the configuration sets it (in
@@ -77,12 +82,8 @@ pub fn default_unless_set(
     key: &str,
     value: &str,
 ) {
-    let specific = match role {
-        Role::Producer => Some(&kafka.producer),
-        Role::Consumer => Some(&kafka.consumer),
-        Role::Admin => None,
-    };
-    let set = kafka.properties.contains_key(key) || specific.is_some_and(|s| s.contains_key(key));
+    let set = kafka.properties.contains_key(key)
+        || role_table(kafka, role).is_some_and(|table| table.contains_key(key));
     if !set {
         config.set(key, value);
     }

@@ -217,6 +217,14 @@ pub fn wait_until(mut condition: impl FnMut() -> bool) -> Option<()> {
     condition().then_some(())
 }
 
+/// A benchmark's numeric setting from the environment (`HOOKSTREAM_BENCH_…`), else `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Creates the configuration's topics with `hookstream topics --create` (no service started,
 /// so no consumer group is joined) and checks its listing.
 pub fn create_topics(config: &TestConfig) {
