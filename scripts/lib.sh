@@ -38,13 +38,26 @@ ensure_tansu() {
 # Python tools of schemas/check.py (JSON Schema validation, an independent Avro codec).
 ensure_schema_tools() {
   local venv="$HOOKSTREAM_CACHE/schema-venv"
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import jsonschema, fastavro, rfc3339_validator, standardwebhooks' 2>/dev/null; then
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import jsonschema, fastavro, rfc3339_validator, standardwebhooks, yaml, kubernetes_validate' 2>/dev/null; then
     echo "==> installing the schema checker's and the delivery tests' Python packages into $venv" >&2
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-      jsonschema==4.26.0 fastavro==1.13.1 rfc3339-validator==0.1.4 standardwebhooks==1.0.0
+      jsonschema==4.26.0 fastavro==1.13.1 rfc3339-validator==0.1.4 standardwebhooks==1.0.0 \
+      pyyaml==6.0.3 kubernetes-validate==1.37.0
   fi
   export SCHEMA_PYTHON="$venv/bin/python"
+}
+
+# promtool (Debian's `prometheus` package) for scripts/check-ops.py: the alert rules, their
+# unit tests and the Prometheus configuration in compose/.
+ensure_promtool() {
+  if ! command -v promtool >/dev/null; then
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "==> installing promtool (apt package prometheus)" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
 }
 
 # cargo-fuzz for scripts/fuzz, built once into the cache (≈2 min). It drives libFuzzer on the

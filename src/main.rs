@@ -11,7 +11,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use schemas::config::Config;
+use schemas::config::reload::{self, Watched};
+use schemas::config::{Config, LogFormat};
 
 /// mimalloc: the processor's per-event buffers (bodies, keys, store values) cost a third of its
 /// time in glibc's allocator (issue 16's profile).
@@ -31,6 +32,10 @@ enum Command {
     /// print a signed curl that works.
     Dev(dev::DevArgs),
     /// Serve the webhook ingest: verify signatures and append requests to the `raw` topic.
+    #[command(after_help = "Examples:
+  hookstream ingest --config hookstream.toml
+  HOOKSTREAM_INGEST__LISTEN=0.0.0.0:8080 hookstream ingest -c /etc/hookstream/hookstream.toml
+  kill -HUP $(pidof hookstream)    # reload tenants, secrets and rate limits (also on file change)")]
     Ingest {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
@@ -40,6 +45,9 @@ enum Command {
         bench_discard_appends: bool,
     },
     /// Run the processor: consume `raw`, dedupe and reconcile into `events` and `state`.
+    #[command(after_help = "Examples:
+  hookstream process --config hookstream.toml
+  curl -s localhost:9465/readyz    # with processor.listen set: 200 once every partition runs")]
     Process {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
@@ -48,6 +56,10 @@ enum Command {
     /// Send each tenant's events on to its customers' endpoints (`[[tenants.endpoints]]`) as
     /// signed Standard Webhooks, retrying through delay topics, logging every attempt to
     /// `deliveries` and giving up to `delivery-dlq` (docs/delivery.md).
+    #[command(after_help = "Examples:
+  hookstream deliver --config hookstream.toml --listen 0.0.0.0:9466
+  hookstream deliver -c hookstream.toml --enable acme/crm
+  hookstream deliver -c hookstream.toml --redrive --endpoint acme/crm --reason timeout --since 2026-11-24T00:00:00Z")]
     Deliver {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
@@ -81,6 +93,11 @@ enum Command {
     /// tenant/source/entity/event type, then count them (--dry-run), rebuild from them into
     /// fresh topics (--rebuild --into PREFIX) or redrive them through the live pipeline
     /// (--redrive). Shows progress; Ctrl-C stops cleanly and prints how to resume.
+    #[command(after_help = "Examples:
+  hookstream replay -c hookstream.toml --dry-run --tenant acme --start 2026-11-01T00:00:00Z
+  hookstream replay -c hookstream.toml --rebuild --into rebuild-1. --tenant acme --start -1d
+  hookstream replay -c hookstream.toml --from-topic dlq --redrive --error 'too_large'
+Exits 130 when interrupted (Ctrl-C), after printing how to resume.")]
     Replay {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
@@ -90,6 +107,9 @@ enum Command {
     },
     /// Print records of any hookstream topic, decoded (headers, key, pretty JSON), filtered;
     /// `--format json` for JSON lines, `--follow` to keep going.
+    #[command(after_help = "Examples:
+  hookstream tail -c hookstream.toml events --tenant acme --start -10m --follow
+  hookstream tail -c hookstream.toml dlq --error 'unreadable' --format json")]
     Tail {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
@@ -101,6 +121,9 @@ enum Command {
     /// deduplicated, deferred, emitted, dead-lettered, redriven, each delivery attempt), in
     /// time order with topic/partition/offset, as kept by `hookstream admin`'s trail index.
     /// Also an entity's events (--entity) or a source's refused requests (--refused).
+    #[command(after_help = "Examples:
+  hookstream trail -c hookstream.toml --tenant acme --source orders evt_123
+  hookstream trail -c hookstream.toml --tenant acme --entity order-42 --since 2h")]
     Trail {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
@@ -110,6 +133,9 @@ enum Command {
     },
     /// Serve the admin HTTP API on `admin.listen`: start, list and cancel replay, rebuild and
     /// redrive jobs (bearer token `admin.token`).
+    #[command(after_help = "Examples:
+  hookstream admin --config hookstream.toml
+  curl localhost:8081/healthz    # no token needed\n  curl -H \"Authorization: Bearer $TOKEN\" localhost:8081/v1/jobs")]
     Admin {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
@@ -117,6 +143,9 @@ enum Command {
     },
     /// List hookstream's topics (name, partitions, cleanup policy) as the broker has them;
     /// exits 1 if any is missing.
+    #[command(after_help = "Examples:
+  hookstream topics -c hookstream.toml            # exits 1 if any is missing
+  hookstream topics -c hookstream.toml --create")]
     Topics {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
@@ -128,6 +157,8 @@ enum Command {
         create: bool,
     },
     /// Validate a configuration file and print every problem with the key it concerns.
+    #[command(after_help = "Examples:
+  hookstream check-config hookstream.toml && kill -HUP $(pidof hookstream)")]
     CheckConfig {
         /// Configuration file (TOML); `HOOKSTREAM_*` environment variables override it.
         file: PathBuf,
@@ -141,11 +172,18 @@ fn main() -> ExitCode {
         cli.command,
         Command::Dev(_) | Command::Replay { .. } | Command::Tail { .. } | Command::Trail { .. }
     );
-    init_tracing(if quiet {
+    let log_format = cli
+        .command
+        .config_path()
+        .and_then(|path| Config::parse(path).ok())
+        .map(|config| config.log.format)
+        .unwrap_or_default();
+    let default_filter = if quiet {
         "warn"
     } else {
         "info,librdkafka=warn,rdkafka=warn,actix_server=warn"
-    });
+    };
+    init_tracing(default_filter, log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -238,13 +276,55 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(default: &str) {
+impl Command {
+    /// The configuration file the command reads, if any.
+    fn config_path(&self) -> Option<&Path> {
+        match self {
+            Command::Dev(_) => None,
+            Command::CheckConfig { file } => Some(file),
+            Command::Ingest { config, .. }
+            | Command::Process { config }
+            | Command::Deliver { config, .. }
+            | Command::Replay { config, .. }
+            | Command::Tail { config, .. }
+            | Command::Trail { config, .. }
+            | Command::Admin { config }
+            | Command::Topics { config, .. } => Some(config),
+        }
+    }
+}
+
+/// Logs to stderr, as `log.format` says: `text` (key=value) or `json` (one object per line,
+/// with the current span's fields).
+fn init_tracing(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
+}
+
+/// Watches the configuration file for valid new versions (schemas::config::reload), checked
+/// as `check-config` would.
+fn watch_config(path: &Path, config: &Config, service: &'static str) -> Watched {
+    let check: reload::Check = Box::new(|config| {
+        let mut problems = config.problems();
+        problems.extend(ingest::check(config));
+        problems
+    });
+    let poll = (config.reload.poll_ms > 0)
+        .then(|| std::time::Duration::from_millis(config.reload.poll_ms));
+    reload::watch(
+        path.to_owned(),
+        Arc::new(config.clone()),
+        service,
+        check,
+        poll,
+    )
 }
 
 fn metrics_recorder() -> anyhow::Result<PrometheusHandle> {
@@ -259,12 +339,14 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 
 async fn run_ingest(path: &Path, discard_appends: bool) -> anyhow::Result<()> {
     let config = load(path)?;
+    let metrics = metrics_recorder()?;
     let options = ingest::StartOptions {
         create_topics: !discard_appends,
         workers: None,
         discard_appends,
+        reload: Some(watch_config(path, &config, "ingest").config),
     };
-    let service = ingest::IngestService::start(&config, metrics_recorder()?, options).await?;
+    let service = ingest::IngestService::start(&config, metrics, options).await?;
     let shutdown = shutdown_signal();
     let scheme = if config.ingest.tls.is_some() {
         "https"
@@ -273,6 +355,9 @@ async fn run_ingest(path: &Path, discard_appends: bool) -> anyhow::Result<()> {
     };
     for addr in service.addrs() {
         println!("hookstream ingest listening on {scheme}://{addr}");
+    }
+    for addr in service.metrics_addrs() {
+        println!("hookstream ingest metrics on http://{addr} (/metrics, /healthz, /readyz)");
     }
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
@@ -286,6 +371,7 @@ async fn run_process(path: &Path) -> anyhow::Result<()> {
     let options = processor::StartOptions {
         create_topics: true,
         check_topics: true,
+        reload: Some(watch_config(path, &config, "processor").config),
     };
     let mut service = processor::ProcessorService::start(&config, options).await?;
     let shutdown = shutdown_signal();

@@ -45,6 +45,7 @@ impl Endpoints {
             let networks = tenant.delivery.networks().map_err(DeliverError::Config)?;
             let guard = Arc::new(Guard::new(networks));
             for endpoint in &tenant.endpoints {
+                register_metrics(&tenant.id, &endpoint.id);
                 let connect_times = ConnectTimes::default();
                 let client = reqwest::Client::builder()
                     .redirect(reqwest::redirect::Policy::none())
@@ -116,6 +117,10 @@ impl Endpoints {
 
     /// Takes in the statuses read from `delivery-endpoints` at start-up.
     pub fn restore(&self, statuses: HashMap<String, EndpointStatus>) {
+        for status in statuses.values() {
+            metrics::gauge!("hookstream_deliver_endpoint_disabled", "tenant" => status.tenant.clone(), "endpoint" => status.endpoint.clone())
+                .set(if status.disabled.is_some() { 1.0 } else { 0.0 });
+        }
         *self.statuses.lock().expect("endpoints lock") = statuses;
     }
 
@@ -177,4 +182,16 @@ fn literal_refused(url: &str, guard: &Guard) -> Option<&'static str> {
         .parse()
         .ok()?;
     guard.check(ip).err().map(|refused| refused.class)
+}
+
+/// Every configured endpoint's series exist from start-up (at 0), so dashboards and alert
+/// rules see them before the first failure.
+fn register_metrics(tenant: &str, endpoint: &str) {
+    let labels = [
+        ("tenant", tenant.to_owned()),
+        ("endpoint", endpoint.to_owned()),
+    ];
+    metrics::gauge!("hookstream_deliver_breaker_open", &labels).set(0.0);
+    metrics::gauge!("hookstream_deliver_endpoint_disabled", &labels).set(0.0);
+    metrics::counter!("hookstream_deliver_dead_letters_total", &labels).increment(0);
 }

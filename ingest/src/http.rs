@@ -22,18 +22,16 @@
 //! `rejected` (status 202, reason `unreadable`) and counted in
 //! `hookstream_ingest_dead_lettered_total{tenant,source,reason}`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use futures::StreamExt;
 use governor::clock::{Clock, DefaultClock};
-use governor::DefaultDirectRateLimiter;
 use metrics_exporter_prometheus::PrometheusHandle;
-use schemas::config::Rules;
 use schemas::records::RejectedRecord;
 use schemas::time::{now_millis, to_rfc3339};
 use serde::Serialize;
@@ -47,26 +45,12 @@ use crate::extract::{extract, ExtractError};
 use crate::handshake;
 use crate::request::{Headers, Request, Target, Unverified};
 use crate::telemetry::IngestEvent;
+use crate::tenants::Tenants;
 use crate::verify::Verifier;
 
-pub struct SourceRuntime {
-    pub verifier: Verifier,
-    pub rules: Rules,
-    pub batch: bool,
-    /// Headers never copied to a dead letter: the `hmac` scheme's signature header, the
-    /// token's header.
-    pub secret_headers: Vec<String>,
-    /// `allow_ips` and the shared token, checked before the body is read.
-    pub gate: crate::admit::Gate,
-}
-
-pub struct TenantRuntime {
-    pub sources: HashMap<String, SourceRuntime>,
-    pub limiter: Option<DefaultDirectRateLimiter>,
-}
-
 pub struct AppState {
-    pub tenants: HashMap<String, TenantRuntime>,
+    /// Swapped whole by a reload; each request keeps the ones it started with.
+    pub tenants: Arc<ArcSwap<Tenants>>,
     pub appender: Appender,
     pub max_body_bytes: usize,
     pub public_base_url: Option<String>,
@@ -76,18 +60,33 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// The webhook listener's routes; `/metrics` among them unless `ingest.metrics_listen` serves it.
+pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     cfg.route("/v1/hooks/{tenant}/{source}", web::post().to(receive))
         .route(
             "/v1/hooks/{tenant}/{source}/{token}",
             web::post().to(receive_with_token),
         )
         .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+    if with_metrics {
+        cfg.route("/metrics", web::get().to(metrics));
+    }
+    not_found(cfg);
+}
+
+/// `ingest.metrics_listen`'s routes: `/metrics`, `/healthz`, `/readyz`.
+pub fn operator_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .default_service(web::to(|| async {
-            Err::<HttpResponse, _>(IngestError::NotFound)
-        }));
+        .route("/metrics", web::get().to(metrics));
+    not_found(cfg);
+}
+
+fn not_found(cfg: &mut web::ServiceConfig) {
+    cfg.default_service(web::to(|| async {
+        Err::<HttpResponse, _>(IngestError::NotFound)
+    }));
 }
 
 #[derive(Serialize)]
@@ -316,8 +315,8 @@ async fn accept(
     state: &AppState,
     seen: &mut BodySeen,
 ) -> Result<Outcome, IngestError> {
-    let runtime = state
-        .tenants
+    let tenants = state.tenants.load_full();
+    let runtime = tenants
         .get(tenant)
         .ok_or_else(|| IngestError::UnknownTenant(tenant.to_owned()))?;
     let source_runtime = runtime
@@ -331,7 +330,7 @@ async fn accept(
         .gate
         .admit(http, path_token, &state.trusted_proxies)?;
     if let Some(limiter) = &runtime.limiter {
-        if let Err(not_until) = limiter.check() {
+        if let Err(not_until) = limiter.bucket.check() {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let seconds = wait.as_millis().div_ceil(1000).max(1);
             return Err(IngestError::RateLimited {

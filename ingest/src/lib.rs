@@ -18,20 +18,20 @@ pub mod error;
 pub mod extract;
 pub mod handshake;
 pub mod http;
+pub mod live;
 pub mod request;
 pub mod telemetry;
+pub mod tenants;
 pub mod tls;
 pub mod verify;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
-use governor::{Quota, RateLimiter};
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use schemas::config::Config;
 use schemas::topics::Topic;
@@ -39,13 +39,13 @@ use schemas::topics::Topic;
 pub use error::IngestError;
 
 use crate::append::Appender;
-use crate::http::{AppState, SourceRuntime, TenantRuntime};
-use crate::verify::Verifier;
+use crate::http::AppState;
+use crate::tenants::Tenants;
 
 pub struct IngestService {
     addrs: Vec<SocketAddr>,
-    handle: ServerHandle,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics_addrs: Vec<SocketAddr>,
+    servers: Vec<(ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
     appender: Appender,
 }
 
@@ -58,12 +58,14 @@ pub struct StartOptions {
     pub workers: Option<usize>,
     /// Benchmarks only: answer 202 without producing (the HTTP ceiling). Never durable.
     pub discard_appends: bool,
+    /// Valid new configurations (see [`live`]); none: the tenants are fixed at start-up.
+    pub reload: Option<tokio::sync::watch::Receiver<Arc<Config>>>,
 }
 
 /// Builds every source's verifier and rules, listing what fails (for `check-config`): bad
 /// templates, secrets a scheme cannot use.
 pub fn check_sources(config: &Config) -> Vec<String> {
-    build_tenants(config).err().unwrap_or_default()
+    Tenants::build(config, None).err().unwrap_or_default()
 }
 
 /// Everything the ingest refuses to start with, beyond [`Config::problems`]: a
@@ -76,51 +78,6 @@ pub fn check(config: &Config) -> Vec<String> {
     }
     problems.extend(check_sources(config));
     problems
-}
-
-fn build_tenants(config: &Config) -> Result<HashMap<String, TenantRuntime>, Vec<String>> {
-    let mut problems = Vec::new();
-    let mut tenants = HashMap::new();
-    for tenant in &config.tenants {
-        let mut sources = HashMap::new();
-        for source in &tenant.sources {
-            let at = format!("tenant `{}` source `{}`", tenant.id, source.id);
-            let verifier = Verifier::build(source).map_err(|e| problems.push(format!("{at}: {e}")));
-            let rules = source
-                .rules()
-                .map_err(|e| problems.push(format!("{at}: {e}")));
-            let gate = admit::Gate::build(source).map_err(|e| problems.push(format!("{at}: {e}")));
-            if let (Ok(verifier), Ok(rules), Ok(gate)) = (verifier, rules, gate) {
-                let signature_header = (source.scheme == schemas::config::Scheme::Hmac)
-                    .then(|| source.hmac.header.to_ascii_lowercase());
-                let secret_headers = signature_header
-                    .into_iter()
-                    .chain(gate.token_header().map(str::to_owned))
-                    .collect();
-                sources.insert(
-                    source.id.clone(),
-                    SourceRuntime {
-                        verifier,
-                        rules,
-                        batch: source.is_batch(),
-                        secret_headers,
-                        gate,
-                    },
-                );
-            }
-        }
-        let limiter = tenant.rate_limit.or(config.ingest.rate_limit).map(|limit| {
-            let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
-            let burst = limit.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
-            RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
-        });
-        tenants.insert(tenant.id.clone(), TenantRuntime { sources, limiter });
-    }
-    if problems.is_empty() {
-        Ok(tenants)
-    } else {
-        Err(problems)
-    }
 }
 
 impl IngestService {
@@ -150,7 +107,13 @@ impl IngestService {
             message_max_bytes = limits.message_max_bytes,
             "body limit"
         );
-        let tenants = build_tenants(config).map_err(|problems| startup(problems.join("; ")))?;
+        let tenants =
+            Tenants::build(config, None).map_err(|problems| startup(problems.join("; ")))?;
+        let tenants = Arc::new(ArcSwap::from_pointee(tenants));
+        telemetry::register(config);
+        if let Some(updates) = options.reload {
+            live::follow(tenants.clone(), updates);
+        }
         let codecs = schemas::registry::codecs(config, &[Topic::Rejected])
             .await
             .map_err(|e| startup(e.to_string()))?;
@@ -172,10 +135,15 @@ impl IngestService {
             metrics,
         });
         let data = web::Data::new(state);
-        let mut server =
-            HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
-                .disable_signals()
-                .shutdown_timeout(10);
+        let separate_metrics = config.ingest.metrics_listen.is_some();
+        let app_data = data.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_data.clone())
+                .configure(|cfg| http::routes(cfg, !separate_metrics))
+        })
+        .disable_signals()
+        .shutdown_timeout(10);
         if let Some(workers) = options.workers.or(config.ingest.workers) {
             server = server.workers(workers);
         }
@@ -195,14 +163,37 @@ impl IngestService {
         };
         let addrs = server.addrs();
         let server = server.run();
-        let handle = server.handle();
-        let server = tokio::spawn(server);
+        let mut servers = vec![(server.handle(), tokio::spawn(server))];
+        let mut metrics_addrs = Vec::new();
+        if let Some(listen) = &config.ingest.metrics_listen {
+            let metrics = HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .configure(http::operator_routes)
+            })
+            .disable_signals()
+            .workers(1)
+            .bind(listen)
+            .map_err(|e| {
+                startup(format!(
+                    "cannot listen on ingest.metrics_listen {listen}: {e}"
+                ))
+            })?;
+            metrics_addrs = metrics.addrs();
+            let metrics = metrics.run();
+            servers.push((metrics.handle(), tokio::spawn(metrics)));
+        }
         Ok(Self {
             addrs,
-            handle,
-            server,
+            metrics_addrs,
+            servers,
             appender,
         })
+    }
+
+    /// The bound addresses of `ingest.metrics_listen` (empty when it is not set).
+    pub fn metrics_addrs(&self) -> &[SocketAddr] {
+        &self.metrics_addrs
     }
 
     /// The bound addresses (useful when listening on port 0).
@@ -212,8 +203,10 @@ impl IngestService {
 
     /// Stops accepting, lets in-flight requests finish (their appends complete), then flushes.
     pub async fn stop(self) {
-        self.handle.stop(true).await;
-        let _ = self.server.await;
+        for (handle, server) in self.servers {
+            handle.stop(true).await;
+            let _ = server.await;
+        }
         let appender = self.appender;
         let _ = tokio::task::spawn_blocking(move || appender.flush(Duration::from_secs(10))).await;
     }

@@ -14,6 +14,17 @@ use std::time::Duration;
 use crate::error::IngestError;
 use crate::extract::ExtractError;
 
+/// Every configured source's series exist from start-up (and after a reload adds it), at 0.
+pub fn register(config: &schemas::config::Config) {
+    for tenant in &config.tenants {
+        for source in &tenant.sources {
+            let (tenant, source) = (tenant.id.clone(), source.id.clone());
+            metrics::counter!("hookstream_ingest_requests_total", "tenant" => tenant.clone(), "source" => source.clone(), "outcome" => "accepted").increment(0);
+            metrics::counter!("hookstream_ingest_dead_lettered_total", "tenant" => tenant, "source" => source, "reason" => crate::dead_letter::UNREADABLE).increment(0);
+        }
+    }
+}
+
 pub enum IngestEvent<'a> {
     Accepted {
         tenant: &'a str,

@@ -59,6 +59,20 @@ impl ClientContext for RebalanceContext {
         }
         tracing::error!("librdkafka: {error}: {reason}");
     }
+
+    /// `hookstream_processor_consumer_lag_records{partition}`: records of `raw` not yet read,
+    /// per assigned partition, from librdkafka's statistics (every `statistics.interval.ms`).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let assigned = self.assigned.lock().expect("rebalance lock").clone();
+        for topic in statistics.topics.values() {
+            for partition in topic.partitions.values() {
+                if partition.consumer_lag >= 0 && assigned.contains(&partition.partition) {
+                    metrics::gauge!("hookstream_processor_consumer_lag_records", "partition" => partition.partition.to_string())
+                        .set(partition.consumer_lag as f64);
+                }
+            }
+        }
+    }
 }
 
 impl ConsumerContext for RebalanceContext {
@@ -78,6 +92,9 @@ impl ConsumerContext for RebalanceContext {
                 for element in tpl.elements() {
                     assigned.remove(&element.partition());
                     revoked.push(element.partition());
+                    // Another instance owns its lag now; a stale value here would page.
+                    metrics::gauge!("hookstream_processor_consumer_lag_records", "partition" => element.partition().to_string())
+                        .set(0.0);
                 }
                 tracing::info!(partitions = ?revoked, "partitions revoked");
             }

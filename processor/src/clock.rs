@@ -158,7 +158,10 @@ mod tests {
         let old: SourceClock =
             serde_json::from_slice(br#"{"stream_time":5,"buffered":2,"skew_alerted_at":null}"#)
                 .unwrap();
-        assert_eq!(old.held_from, None, "a release scans from the source's first key");
+        assert_eq!(
+            old.held_from, None,
+            "a release scans from the source's first key"
+        );
         assert_eq!(old.buffered, 2);
         let written = serde_json::to_string(&SourceClock::default()).unwrap();
         assert!(!written.contains("held_from"), "{written}");

@@ -68,6 +68,8 @@ pub struct Pipeline {
     pub usage: Option<Arc<crate::usage_view::UsageView>>,
     /// Partitions of `raw` (`kafka.partitions`), to route usage reports by key.
     pub raw_partitions: i32,
+    /// New configurations, taken in between turns ([`crate::live`]).
+    pub reload: crate::live::Updates,
     /// Inputs whose records the broker refused for good (see [`PartitionTask::refuse`]):
     /// kept across task reopenings, so re-processing sends them to `dlq`.
     pub refused: Mutex<BTreeMap<(i32, i64), String>>,
@@ -83,7 +85,7 @@ pub struct Pipeline {
 const SNAPSHOT_CHECK: Duration = Duration::from_secs(60);
 
 impl Pipeline {
-    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), ProcessorError> {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), ProcessorError> {
         let mut tasks: HashMap<i32, PartitionTask> = HashMap::new();
         let mut seq = 0u64;
         let mut absorbed = (0u64, Instant::now());
@@ -95,6 +97,7 @@ impl Pipeline {
         let mut reopen = crate::retry::Reopen::new(self.waiting.clone());
         let mut openings = Openings::default();
         loop {
+            self.reconfigure(&mut tasks);
             let holding = tasks.values().any(|t| t.buffered() > 0);
             let flush_unfinished = tasks.values().any(PartitionTask::flush_pending);
             // With caps, the loop also wakes every `budget_absorb` to take in new budget shares
@@ -620,21 +623,45 @@ enum Durable {
     Stopped,
 }
 
+/// Registers the per-tenant counters of every configured tenant at zero, so dashboards and
+/// alert rules see a series before the tenant's first event.
+pub fn register_tenant_counters<'a>(tenants: impl IntoIterator<Item = &'a str>) {
+    metrics::counter!("hookstream_processor_commit_failures_total").increment(0);
+    metrics::counter!("hookstream_processor_task_failures_total").increment(0);
+    for tenant in tenants {
+        count_tenant(tenant, &crate::task::TenantStats::default());
+    }
+}
+
+fn count_tenant(tenant: &str, counts: &crate::task::TenantStats) {
+    let tenant = if tenant.is_empty() { "unknown" } else { tenant };
+    let counters = [
+        ("hookstream_processor_events_total", counts.events),
+        ("hookstream_processor_duplicates_total", counts.duplicates),
+        ("hookstream_processor_late_total", counts.late),
+        ("hookstream_processor_deferred_total", counts.deferred),
+        (
+            "hookstream_processor_dead_letters_total",
+            counts.dead_letters,
+        ),
+    ];
+    for (name, count) in counters {
+        metrics::counter!(name, "tenant" => tenant.to_owned()).increment(count as u64);
+    }
+}
+
 fn record_stats(stats: &crate::task::BatchStats) {
-    metrics::counter!("hookstream_processor_events_total").increment(stats.events as u64);
-    metrics::counter!("hookstream_processor_duplicates_total").increment(stats.duplicates as u64);
-    metrics::counter!("hookstream_processor_late_total").increment(stats.late as u64);
+    for (tenant, counts) in &stats.tenants {
+        count_tenant(tenant, counts);
+    }
     metrics::counter!("hookstream_processor_released_total").increment(stats.released as u64);
     metrics::counter!("hookstream_processor_dedupe_expired_total").increment(stats.expired as u64);
     metrics::counter!("hookstream_processor_tombstones_expired_total")
         .increment(stats.tombstones_expired as u64);
     metrics::counter!("hookstream_processor_usage_expired_total")
         .increment(stats.usage_expired as u64);
-    metrics::counter!("hookstream_processor_deferred_total").increment(stats.deferred as u64);
     metrics::counter!("hookstream_processor_out_of_scope_total")
         .increment(stats.out_of_scope as u64);
-    metrics::counter!("hookstream_processor_dead_letters_total")
-        .increment(stats.dead_letters as u64);
     if stats.dead_letters > 0 {
         tracing::warn!(
             count = stats.dead_letters,

@@ -23,6 +23,7 @@ pub mod consumer;
 pub mod dedupe;
 pub mod error;
 pub mod input;
+mod live;
 mod open;
 pub mod output;
 pub mod progress;
@@ -63,6 +64,8 @@ pub struct StartOptions {
     /// Refuse topics configured to lose data (DescribeConfigs; off for the embedded mock
     /// cluster, which does not implement it).
     pub check_topics: bool,
+    /// Valid new configurations to take in between turns (see `live`); none: fixed rules.
+    pub reload: Option<watch::Receiver<Arc<Config>>>,
 }
 
 /// With static partitions the id is stable, so a restarted instance fences its predecessor's
@@ -235,6 +238,14 @@ impl ProcessorService {
         consumer_config.set("group.id", &config.processor.group_id);
         // A partition task needs to know when it has caught up (see `consumer::Pipeline::run`).
         consumer_config.set("enable.partition.eof", "true");
+        let (kafka, consumer_role) = (&config.kafka, Role::Consumer);
+        schemas::kafka::default_unless_set(
+            &mut consumer_config,
+            kafka,
+            consumer_role,
+            "statistics.interval.ms",
+            "5000",
+        );
         let consumer: GroupConsumer =
             consumer_config.create_with_context(RebalanceContext::default())?;
         let raw = topics.name(Topic::Raw);
@@ -267,6 +278,7 @@ impl ProcessorService {
             let init = std::time::Duration::from_secs(30);
             tokio::task::block_in_place(|| producer.init_transactions(init))?;
         }
+        consumer::register_tenant_counters(config.tenants.iter().map(|t| t.id.as_str()));
         let waiting = retry::Waiting::default();
         let pipeline = Pipeline {
             consumer: Arc::new(consumer),
@@ -331,6 +343,7 @@ impl ProcessorService {
                 None
             },
             raw_partitions,
+            reload: options.reload,
             refused: Default::default(),
             waiting: waiting.clone(),
             snapshots: crate::snapshot::Policy::of(&config.processor.snapshots),

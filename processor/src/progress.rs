@@ -92,6 +92,10 @@ impl Serialize for Restoring {
 /// Sets a partition's phase (and its `hookstream_processor_partition_phase` gauges).
 pub fn set_phase(progress: &Progress, partition: i32, phase: Phase) {
     let label = partition.to_string();
+    if matches!(phase, Phase::Running) {
+        metrics::gauge!("hookstream_processor_restore_remaining_records", "partition" => label.clone())
+            .set(0.0);
+    }
     for name in Phase::NAMES {
         let value = if name == phase.name() { 1.0 } else { 0.0 };
         metrics::gauge!("hookstream_processor_partition_phase", "partition" => label.clone(), "phase" => name)

@@ -1,7 +1,7 @@
 //! The processor's HTTP endpoint (`processor.listen`), for operators and their scrapers:
 //!
-//! - `GET /metrics`: Prometheus text. Throughput (`hookstream_processor_events_total`,
-//!   duplicates, late, released, dead letters, deferred), commit and produce retries, batch
+//! - `GET /metrics`: Prometheus text. Per tenant, `hookstream_processor_events_total`,
+//!   duplicates, late, deferred and dead letters; released, commit and produce retries, batch
 //!   sizes and durations, restores; per tenant `hookstream_processor_time_skewed_total`
 //!   (untrusted event times) and `hookstream_processor_diverted_total` (inputs sent to `dlq`
 //!   as too large or refused); `hookstream_processor_produce_refused_total`,
@@ -11,7 +11,8 @@
 //!   `hookstream_caps_limit` (by `cap`), `hookstream_caps_deferred_total` (by `reason`) and
 //!   `hookstream_caps_breaker_open`.
 //!   Per partition, `hookstream_processor_partition_phase` (1 for its phase, see
-//!   [`crate::progress`]) and `hookstream_processor_restore_remaining_records`.
+//!   [`crate::progress`]), `hookstream_processor_restore_remaining_records` and
+//!   `hookstream_processor_consumer_lag_records`.
 //! - `GET /healthz` (liveness): 200 with each assigned partition's phase, its task's next
 //!   `raw` offset and how many events it holds back, as of its last durable batch; 503
 //!   (`waiting_for_broker`, with the partitions and errors) while a partition task cannot

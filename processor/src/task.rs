@@ -124,9 +124,21 @@ struct Holding {
     sources: BTreeMap<Vec<u8>, Instant>,
 }
 
+/// One tenant's counts in a batch (the `tenant` label of the processor's counters).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TenantStats {
+    pub events: usize,
+    pub duplicates: usize,
+    pub late: usize,
+    pub deferred: usize,
+    pub dead_letters: usize,
+}
+
 /// Counts of one processed batch, for metrics and logs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchStats {
+    /// By tenant (`""`: records whose tenant could not be read).
+    pub tenants: BTreeMap<String, TenantStats>,
     pub events: usize,
     pub duplicates: usize,
     pub late: usize,
@@ -141,6 +153,16 @@ pub struct BatchStats {
     /// Tombstones and usage entries of unknown events that expired.
     pub tombstones_expired: usize,
     pub usage_expired: usize,
+}
+
+impl BatchStats {
+    pub fn tenant(&mut self, tenant: &str) -> &mut TenantStats {
+        if !self.tenants.contains_key(tenant) {
+            self.tenants
+                .insert(tenant.to_owned(), TenantStats::default());
+        }
+        self.tenants.get_mut(tenant).expect("inserted above")
+    }
 }
 
 pub struct PartitionTask {
@@ -159,6 +181,11 @@ pub struct PartitionTask {
 }
 
 impl PartitionTask {
+    /// Replaces the caps and breaker rules from the next batch on ([`crate::live`]).
+    pub fn set_caps(&mut self, caps: Option<Arc<Caps>>) {
+        self.settings.caps = caps;
+    }
+
     pub fn open(dir: &Path, settings: TaskSettings) -> Result<Self, ProcessorError> {
         Self::from_store(StateStore::open(dir)?, settings, 0)
     }

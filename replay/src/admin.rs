@@ -1,6 +1,7 @@
 //! The admin HTTP API (`hookstream admin`): start, list and cancel replay jobs. Every request
-//! must carry `Authorization: Bearer <admin.token>`; the token is compared in constant time
-//! (as SHA-256 digests, so its length does not leak either).
+//! under `/v1` must carry `Authorization: Bearer <admin.token>`; the token is compared in
+//! constant time (as SHA-256 digests, so its length does not leak either). `GET /healthz`
+//! (liveness, for probes) needs none and tells nothing but `{"status":"ok"}`.
 //!
 //! | method and path          | does |
 //! |--------------------------|------|
@@ -190,6 +191,11 @@ async fn authorized(
     Ok(request.into_response(denied).map_into_right_body())
 }
 
+/// Liveness, without the token (for probes): 200 while the server answers.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
 async fn create(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse {
     let spec: JobSpec = match serde_json::from_slice(&body) {
         Ok(spec) => spec,
@@ -374,16 +380,20 @@ impl AdminServer {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(64 * 1024))
-                .wrap(from_fn(authorized))
-                .route("/v1/jobs", web::post().to(create))
-                .route("/v1/jobs", web::get().to(list))
-                .route("/v1/jobs/{id}", web::get().to(show))
-                .route("/v1/jobs/{id}", web::delete().to(cancel))
-                .route("/v1/deliveries/redrive", web::post().to(redrive_deliveries))
-                .route("/v1/trail/{tenant}", web::get().to(trail_query))
-                .route(
-                    "/v1/trail/{tenant}/{source}/{event_id:.*}",
-                    web::get().to(trail_event),
+                .route("/healthz", web::get().to(healthz))
+                .service(
+                    web::scope("/v1")
+                        .wrap(from_fn(authorized))
+                        .route("/jobs", web::post().to(create))
+                        .route("/jobs", web::get().to(list))
+                        .route("/jobs/{id}", web::get().to(show))
+                        .route("/jobs/{id}", web::delete().to(cancel))
+                        .route("/deliveries/redrive", web::post().to(redrive_deliveries))
+                        .route("/trail/{tenant}", web::get().to(trail_query))
+                        .route(
+                            "/trail/{tenant}/{source}/{event_id:.*}",
+                            web::get().to(trail_event),
+                        ),
                 )
         })
         .workers(1)

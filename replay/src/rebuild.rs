@@ -113,6 +113,7 @@ pub async fn rebuild(
     let options = processor::StartOptions {
         create_topics: true,
         check_topics: true,
+        reload: None,
     };
     let mut service = processor::ProcessorService::start(&config, options).await?;
     loop {

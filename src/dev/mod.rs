@@ -57,6 +57,7 @@ pub async fn run(args: DevArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
         processor::StartOptions {
             create_topics,
             check_topics: create_topics,
+            reload: None,
         },
     )
     .await?;
@@ -64,6 +65,7 @@ pub async fn run(args: DevArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
         create_topics,
         workers: Some(2),
         discard_appends: false,
+        reload: None,
     };
     let ingest = ingest::IngestService::start(&config, metrics, ingest_options).await?;
     let addr = *ingest

@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod process;
 pub mod registry;
 pub mod signing;
+pub mod sink;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -112,7 +112,7 @@ impl Service {
     }
 
     /// Waits for a printed line containing one of `needles` (separated by `|`).
-    fn wait_for_line(&mut self, needles: &str) -> String {
+    pub fn wait_for_line(&mut self, needles: &str) -> String {
         if self.lines.is_none() {
             let stdout = self.child.stdout.take().expect("stdout is piped");
             let (lines, received) = mpsc::channel();

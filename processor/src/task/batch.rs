@@ -103,9 +103,11 @@ impl<'a> Batch<'a> {
         self.trust_time(&mut input);
         if !self.first_delivery(&source, &input)? {
             self.stats.duplicates += 1;
+            self.stats.tenant(&input.meta.tenant).duplicates += 1;
             return Ok(());
         }
         self.stats.events += 1;
+        self.stats.tenant(&input.meta.tenant).events += 1;
         self.note_skew(&source, &input)?;
         let admitted = self.admit(input)?;
         self.reorder(Some(source), admitted)
@@ -192,6 +194,9 @@ impl<'a> Batch<'a> {
         )?;
         self.stats.deferred += admitted.deferred;
         self.stats.dead_letters += admitted.diverted;
+        let counts = self.stats.tenant(&tenant);
+        counts.deferred += admitted.deferred;
+        counts.dead_letters += admitted.diverted;
         if admitted.ttl_scheduled {
             self.ttl_next.remove(&tenant);
         }
@@ -229,6 +234,7 @@ impl<'a> Batch<'a> {
                 return Ok(());
             }
             self.stats.late += 1;
+            self.stats.tenant(&input.meta.tenant).late += 1;
             self.out
                 .push(output::event(&input, true, &self.settings.codecs));
             return Ok(());

@@ -6,7 +6,7 @@ use figment::Figment;
 use super::Config;
 use crate::SchemasError;
 
-const OVERRIDABLE: [&str; 3] = ["kafka", "ingest", "processor"];
+const OVERRIDABLE: [&str; 5] = ["kafka", "ingest", "processor", "log", "reload"];
 
 impl Config {
     /// Reads `path`, applies `HOOKSTREAM_*` overrides, and validates the result.

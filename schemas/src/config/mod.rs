@@ -1,6 +1,7 @@
 //! The configuration contract: one TOML file, overridable by `HOOKSTREAM_*` environment
 //! variables (`HOOKSTREAM_KAFKA__BROKERS=host:9092` overrides `kafka.brokers`; `__` separates
-//! levels, and only the `kafka`, `ingest` and `processor` sections can be overridden).
+//! levels, and only the `kafka`, `ingest`, `processor`, `log` and `reload` sections can be
+//! overridden).
 //!
 //! ```toml
 //! [kafka]
@@ -26,6 +27,7 @@
 mod caps;
 mod extract;
 mod load;
+pub mod reload;
 mod secret;
 mod validate;
 
@@ -62,6 +64,48 @@ pub struct Config {
     pub deliver: DeliverConfig,
     #[serde(default)]
     pub trail: TrailConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
+}
+
+/// `[log]`: how the services write their logs (to stderr).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// `text` (key=value, for people) or `json` (one object per line, for log pipelines).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[reload]`: live configuration ([`reload`]). The file is re-read on `SIGHUP` and, every
+/// `poll_ms` (0: never), when its bytes changed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    #[serde(default = "default_reload_poll")]
+    pub poll_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            poll_ms: default_reload_poll(),
+        }
+    }
+}
+
+fn default_reload_poll() -> u64 {
+    1000
 }
 
 /// The event trail's index (`[trail]`), kept by `hookstream admin`.
@@ -267,6 +311,14 @@ pub struct IngestConfig {
     /// HTTP worker threads (default: one per core).
     #[serde(default)]
     pub workers: Option<usize>,
+    /// How many ingest replicas share the tenants' rate limits: each enforces
+    /// `1/replicas` of every limit (docs/configuration.md, "Rate limits across replicas").
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this `host:port` too, and keep `/metrics`
+    /// off the webhook listener (none: `/metrics` is served on `listen`).
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` names the client a source's
     /// `allow_ips` is checked against; from any other peer the header is ignored.
     #[serde(default)]
@@ -324,6 +376,8 @@ impl Default for IngestConfig {
             trust_forwarded_headers: false,
             rate_limit: None,
             workers: None,
+            replicas: default_replicas(),
+            metrics_listen: None,
             trusted_proxies: Vec::new(),
             tls: None,
         }
@@ -869,6 +923,10 @@ fn default_partitions() -> i32 {
 fn default_replication() -> i32 {
     -1
 }
+fn default_replicas() -> u32 {
+    1
+}
+
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }

@@ -86,6 +86,19 @@ impl Config {
                 p.push(format!("ingest.workers: {workers} (use 1 to 512)"));
             }
         }
+        if !(1..=1000).contains(&self.ingest.replicas) {
+            p.push(format!(
+                "ingest.replicas: {} (use 1 to 1000: how many ingest replicas share each rate limit)",
+                self.ingest.replicas
+            ));
+        }
+        if let Some(listen) = &self.ingest.metrics_listen {
+            if listen == &self.ingest.listen && !listen.ends_with(":0") {
+                p.push(format!(
+                    "ingest.metrics_listen: `{listen}` is also ingest.listen; leave it unset to serve /metrics there"
+                ));
+            }
+        }
         if self.deliver.max_in_flight == 0 {
             p.push("deliver.max_in_flight: must be positive".into());
         }

@@ -84,6 +84,7 @@ impl Batch<'_> {
 
     pub fn dead_letter(&mut self, bad: Undecodable) {
         self.stats.dead_letters += 1;
+        self.stats.tenant("").dead_letters += 1;
         self.out.push(output::dead_letter(bad));
     }
 
@@ -112,6 +113,7 @@ impl Batch<'_> {
 
     pub(super) fn divert(&mut self, input: &RawInput, reason: &str) {
         self.stats.dead_letters += 1;
+        self.stats.tenant(&input.meta.tenant).dead_letters += 1;
         metrics::counter!("hookstream_processor_diverted_total", "tenant" => input.meta.tenant.clone())
             .increment(1);
         self.out.push(output::diverted(input, reason));
@@ -166,6 +168,7 @@ impl Batch<'_> {
         match reconcile(current.as_ref(), &change) {
             Outcome::Late => {
                 self.stats.late += 1;
+                self.stats.tenant(&meta.tenant).late += 1;
                 self.out.push(output::event(&input, true, codecs));
             }
             Outcome::Applied(state) => {

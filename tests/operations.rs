@@ -1,0 +1,426 @@
+//! Operations, end to end against a real broker: live configuration reload under load, rate
+//! limits shared by two ingest replicas, the separate metrics listener, JSON logs and the
+//! admin API's health route.
+
+mod harness;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use harness::http::{get, metric, post};
+use harness::signing::{orders_signature, ORDERS_SECRET};
+use harness::{wait_until, Broker, Pipeline, Service, Settings, TestConfig};
+
+fn order(id: &str) -> Vec<u8> {
+    format!(
+        r#"{{"id":"{id}","type":"t","order_id":"o-{id}","occurred_at":"2026-11-25T10:00:00Z"}}"#
+    )
+    .into_bytes()
+}
+
+fn signed(secret: &str, body: &[u8]) -> Vec<(String, String)> {
+    vec![("x-signature".into(), orders_signature(secret, body))]
+}
+
+const GLOBEX: &str = r#"
+[[tenants]]
+id = "globex"
+[[tenants.sources]]
+id = "orders"
+scheme = "hmac"
+secrets = [{ id = "g1", value = "globex-secret-1" }]
+hmac = { header = "x-signature", prefix = "sha256=", encoding = "hex" }
+extract = { entity = "/order_id", occurred_at = "/occurred_at" }
+"#;
+
+/// Rewrites the configuration file whole (as a deploy tool or ConfigMap update does).
+fn rewrite(config: &TestConfig, edit: impl Fn(String) -> String) {
+    let text = std::fs::read_to_string(&config.path).unwrap();
+    let next = edit(text);
+    let staged = config.dir().join("hookstream.toml.next");
+    std::fs::write(&staged, next).unwrap();
+    std::fs::rename(&staged, &config.path).unwrap();
+}
+
+fn reloads(url: &str, which: &str) -> f64 {
+    metric(url, which, &[("service", "ingest")]).unwrap_or(-1.0)
+}
+
+#[test]
+fn tenants_and_secrets_reload_under_load_and_a_bad_file_changes_nothing() {
+    let pipeline = Pipeline::start("reload", false);
+    let hooks = pipeline.url("/v1/hooks/acme/orders");
+    let metrics = pipeline.url("/metrics");
+    assert_eq!(reloads(&metrics, "hookstream_config_reloads_total"), 0.0);
+
+    // Load: requests signed with a secret every configuration below accepts.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let load: Vec<_> = (0..4)
+        .map(|worker| {
+            let (stop, sent, failures, hooks) =
+                (stop.clone(), sent.clone(), failures.clone(), hooks.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = order(&format!("load-{worker}-{n}"));
+                    let reply = post(&hooks, &signed(ORDERS_SECRET, &body), &body);
+                    if reply.status != 202 {
+                        failures.lock().unwrap().push((reply.status, reply.json));
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let load_running = |at_least: usize| {
+        let from = sent.load(Ordering::Relaxed);
+        wait_until(|| sent.load(Ordering::Relaxed) >= from + at_least)
+            .expect("the load keeps being answered");
+    };
+    load_running(20);
+
+    let globex = pipeline.url("/v1/hooks/globex/orders");
+    let body = order("g-before");
+    assert_eq!(
+        post(&globex, &signed("globex-secret-1", &body), &body).status,
+        404
+    );
+    let rotated = order("rotated");
+    assert_eq!(
+        post(&hooks, &signed("orders-rotated", &rotated), &rotated).status,
+        401,
+        "a secret not configured yet is refused"
+    );
+
+    // 1. The file changes: a tenant is added and acme's orders secret rotated (the new
+    //    secret first, the current one kept for the overlap).
+    rewrite(&pipeline.config, |text| {
+        let text = text.replacen(
+            "secrets = [{ id = \"k-new\"",
+            "secrets = [{ id = \"k-rotated\", value = \"orders-rotated\" }, { id = \"k-new\"",
+            1,
+        );
+        format!("{text}\n{GLOBEX}")
+    });
+    let mut first_accepted = 0;
+    wait_until(|| {
+        first_accepted += 1;
+        let body = order(&format!("g-{first_accepted}"));
+        post(&globex, &signed("globex-secret-1", &body), &body).status == 202
+    })
+    .expect("the new tenant is served without a restart");
+    for n in 0..20 {
+        let body = order(&format!("g-after-{n}"));
+        let reply = post(&globex, &signed("globex-secret-1", &body), &body);
+        assert_eq!(
+            reply.status, 202,
+            "once served, the new tenant stays served: {:?}",
+            reply.json
+        );
+    }
+    assert_eq!(
+        post(&hooks, &signed("orders-rotated", &rotated), &rotated).status,
+        202
+    );
+    assert_eq!(reloads(&metrics, "hookstream_config_reloads_total"), 1.0);
+    load_running(20);
+
+    // 2. A bad file: nothing changes, the failure is counted and logged.
+    rewrite(&pipeline.config, |text| {
+        text.replace("scheme = \"standard\"", "scheme = \"no-such-scheme\"")
+    });
+    wait_until(|| reloads(&metrics, "hookstream_config_reload_failures_total") == 1.0)
+        .expect("the bad file is refused and counted");
+    assert_eq!(
+        metric(
+            &metrics,
+            "hookstream_config_last_reload_successful",
+            &[("service", "ingest")]
+        ),
+        Some(0.0)
+    );
+    let body = order("g-during-bad");
+    assert_eq!(
+        post(&globex, &signed("globex-secret-1", &body), &body).status,
+        202
+    );
+    assert!(pipeline
+        .ingest
+        .log()
+        .contains("configuration reload refused"));
+    load_running(20);
+
+    // 3. SIGHUP re-reads the file and its secret files: the `file` secret of acme's orders
+    //    is rotated in place (the configuration text itself is fixed back first).
+    rewrite(&pipeline.config, |text| {
+        text.replace("scheme = \"no-such-scheme\"", "scheme = \"standard\"")
+    });
+    wait_until(|| reloads(&metrics, "hookstream_config_reloads_total") == 2.0)
+        .expect("the mended file is taken in");
+    std::fs::write(
+        pipeline.config.dir().join("orders-old.secret"),
+        "orders-from-file-2",
+    )
+    .unwrap();
+    let from_file = order("from-file");
+    assert_eq!(
+        post(
+            &hooks,
+            &signed("orders-from-file-2", &from_file),
+            &from_file
+        )
+        .status,
+        401,
+        "a changed secret file is read on a reload, not before"
+    );
+    pipeline.ingest.hangup();
+    wait_until(|| reloads(&metrics, "hookstream_config_reloads_total") == 3.0)
+        .expect("SIGHUP reloads");
+    assert_eq!(
+        post(
+            &hooks,
+            &signed("orders-from-file-2", &from_file),
+            &from_file
+        )
+        .status,
+        202
+    );
+    load_running(20);
+
+    stop.store(true, Ordering::Relaxed);
+    for worker in load {
+        worker.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests valid under every configuration failed: {:?}",
+        failures.len(),
+        sent.load(Ordering::Relaxed),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+#[test]
+fn two_replicas_share_a_tenants_rate_limit() {
+    let broker = Broker::start();
+    let settings = Settings {
+        ingest: "replicas = 2".into(),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "replicas", &settings);
+    // One token a second, bursts of 10, for the tenant across both replicas.
+    let text = std::fs::read_to_string(&config.path).unwrap().replacen(
+        "id = \"acme\"\n",
+        "id = \"acme\"\nrate_limit = { per_second = 1, burst = 10 }\n",
+        1,
+    );
+    std::fs::write(&config.path, text).unwrap();
+    let replicas = [Service::ingest(&config.path), Service::ingest(&config.path)];
+    let mut accepted = [0, 0];
+    for round in 0..10 {
+        for (r, replica) in replicas.iter().enumerate() {
+            let body = order(&format!("r{r}-{round}"));
+            let url = format!("{}/v1/hooks/acme/orders", replica.base_url());
+            let reply = post(&url, &signed(ORDERS_SECRET, &body), &body);
+            match reply.status {
+                202 => accepted[r] += 1,
+                429 => assert!(reply.retry_after.is_some(), "429 says when to retry"),
+                other => panic!("unexpected {other}: {:?}", reply.json),
+            }
+        }
+    }
+    // Each replica allows half the burst at once (5), plus what refills at its share of the
+    // rate (1 a second, rounded up) while the 20 requests are sent; a replica enforcing the
+    // whole limit would have allowed all 10 of its requests.
+    let total = accepted[0] + accepted[1];
+    assert!(
+        (5..=8).contains(&accepted[0]) && (5..=8).contains(&accepted[1]) && total < 20,
+        "accepted per replica: {accepted:?}"
+    );
+}
+
+/// The base URL of the ingest's `metrics_listen`, as it prints it.
+fn operator_listener(ingest: &mut Service) -> String {
+    let line = ingest.wait_for_line("ingest metrics on http://");
+    let after = line.split("metrics on ").nth(1).unwrap();
+    after.split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn metrics_on_their_own_listener_json_logs_and_admin_health() {
+    let broker = Broker::start();
+    let settings = Settings {
+        ingest: "metrics_listen = \"127.0.0.1:0\"".into(),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "operator", &settings);
+    let text = std::fs::read_to_string(&config.path).unwrap();
+    let text = format!(
+        "[log]\nformat = \"json\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ value = \"admin-token\" }}\n{text}"
+    );
+    std::fs::write(&config.path, text).unwrap();
+
+    let mut ingest = Service::ingest(&config.path);
+    let operator = operator_listener(&mut ingest);
+    let body = order("m1");
+    let hooks = format!("{}/v1/hooks/acme/orders", ingest.base_url());
+    assert_eq!(
+        post(&hooks, &signed(ORDERS_SECRET, &body), &body).status,
+        202
+    );
+
+    let (status, _) = get(&format!("{}/metrics", ingest.base_url()));
+    assert_eq!(
+        status, 404,
+        "no metrics (with tenant ids) on the public listener"
+    );
+    let accepted = metric(
+        &format!("{operator}/metrics"),
+        "hookstream_ingest_requests_total",
+        &[("tenant", "acme"), ("outcome", "accepted")],
+    );
+    assert_eq!(accepted, Some(1.0));
+    assert_eq!(get(&format!("{operator}/healthz")).0, 200);
+    assert_eq!(get(&format!("{operator}/readyz")).0, 200);
+
+    let log = ingest.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        assert!(
+            entry.get("level").is_some() && entry.get("fields").is_some(),
+            "{line}"
+        );
+    }
+
+    let admin = Service::admin(&config.path);
+    let (status, text) = get(&format!("{}/healthz", admin.base_url()));
+    assert_eq!((status, text.as_str()), (200, r#"{"status":"ok"}"#));
+    let (status, _) = get(&format!("{}/v1/jobs", admin.base_url()));
+    assert_eq!(status, 401, "everything else still needs the token");
+}
+
+/// Every `hookstream_*` metric a dashboard or an alert rule queries (histogram and summary
+/// suffixes removed).
+fn queried_metrics() -> std::collections::BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compose");
+    let mut files = vec![root.join("prometheus/alerts.yml")];
+    for entry in std::fs::read_dir(root.join("grafana/dashboards")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if file.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        }
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("hookstream_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            names.insert(base.to_owned());
+            rest = &tail[end..];
+        }
+    }
+    assert!(names.len() > 20, "{names:?}");
+    names
+}
+
+/// The metric names a Prometheus text exposition holds.
+fn exported(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_metric_a_dashboard_or_alert_rule_queries_is_exported() {
+    let broker = Broker::start();
+    let endpoint = harness::sink::Sink::start();
+    let settings = Settings {
+        ingest: "metrics_listen = \"127.0.0.1:0\"".into(),
+        processor: "listen = \"127.0.0.1:0\"".into(),
+        // acme (the last tenant): one event an hour, a breaker, an endpoint.
+        tenants: format!(
+            "[tenants.caps]\nevents_per_hour = 1\n[tenants.breaker]\ntenant_per_minute = 1000\n[tenants.delivery]\nallow_networks = [\"127.0.0.0/8\"]\n[[tenants.endpoints]]\nid = \"sink\"\nurl = \"{}/hooks\"\nallow_http = true\nsecrets = [{{ id = \"k1\", value = \"whsec_dGVzdC1lbmRwb2ludC1zZWNyZXQtMzItYnl0ZXMh\" }}]\n",
+            endpoint.url
+        ),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "exported", &settings);
+    let mut ingest = Service::ingest(&config.path);
+    let ingest_metrics = format!("{}/metrics", operator_listener(&mut ingest));
+    let processor = Service::processor(&config.path);
+    let deliver = Service::deliver(&config.path);
+
+    // Two events of one entity of acme (one partition): the first admitted, emitted and
+    // delivered; the second deferred by the cap of one an hour.
+    let hooks = format!("{}/v1/hooks/acme/orders", ingest.base_url());
+    for id in ["e1", "e2"] {
+        let body = format!(
+            r#"{{"id":"{id}","type":"t","order_id":"o-1","occurred_at":"2026-11-25T00:00:00Z"}}"#
+        )
+        .into_bytes();
+        assert_eq!(
+            post(&hooks, &signed(ORDERS_SECRET, &body), &body).status,
+            202
+        );
+    }
+    let processor_metrics = format!("{}/metrics", processor.base_url());
+    let deliver_metrics = format!("{}/metrics", deliver.base_url());
+    wait_until(|| {
+        metric(
+            &processor_metrics,
+            "hookstream_caps_deferred_total",
+            &[("tenant", "acme")],
+        )
+        .is_some()
+    })
+    .expect("the second event is deferred by the cap");
+    wait_until(|| {
+        metric(
+            &deliver_metrics,
+            "hookstream_deliver_attempts_total",
+            &[("tenant", "acme")],
+        )
+        .is_some()
+    })
+    .expect("the first event is delivered");
+    wait_until(|| {
+        metric(
+            &processor_metrics,
+            "hookstream_processor_consumer_lag_records",
+            &[],
+        )
+        .is_some()
+    })
+    .expect("librdkafka's statistics report the lag");
+
+    let mut all = std::collections::BTreeSet::new();
+    for url in [&ingest_metrics, &processor_metrics, &deliver_metrics] {
+        let (status, text) = get(url);
+        assert_eq!(status, 200, "{url}");
+        all.extend(exported(&text));
+    }
+    let missing: Vec<_> = queried_metrics().difference(&all).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "queried by compose/grafana or compose/prometheus but exported by no service: {missing:?}\nexported: {all:?}"
+    );
+}
