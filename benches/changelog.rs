@@ -55,6 +55,7 @@ fn raw_input(input: &workload::Input, offset: i64) -> RawInput {
         },
         body: input.body.clone().into_bytes(),
         claimed_at: None,
+        trace: None,
     }
 }
 

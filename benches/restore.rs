@@ -67,6 +67,7 @@ fn input(offset: i64) -> RawInput {
         )
         .into_bytes(),
         claimed_at: None,
+        trace: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! `schemas` crates. Run `hookstream --help` or `hookstream <command> --help`.
 
 mod dev;
+mod otel;
 mod topics;
 
 use std::path::{Path, PathBuf};
@@ -339,6 +340,7 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 
 async fn run_ingest(path: &Path, discard_appends: bool) -> anyhow::Result<()> {
     let config = load(path)?;
+    let _tracing = otel::install(Some(&config), "ingest")?;
     let metrics = metrics_recorder()?;
     let options = ingest::StartOptions {
         create_topics: !discard_appends,
@@ -367,6 +369,7 @@ async fn run_ingest(path: &Path, discard_appends: bool) -> anyhow::Result<()> {
 
 async fn run_process(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
+    let _tracing = otel::install(Some(&config), "processor")?;
     let metrics = metrics_recorder()?;
     let options = processor::StartOptions {
         create_topics: true,
@@ -401,6 +404,7 @@ async fn run_process(path: &Path) -> anyhow::Result<()> {
 
 async fn run_deliver(path: &Path, listen: Option<&str>) -> anyhow::Result<()> {
     let config = load(path)?;
+    let _tracing = otel::install(Some(&config), "deliver")?;
     let metrics = metrics_recorder()?;
     let _server = match listen {
         Some(listen) => {

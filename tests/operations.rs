@@ -424,3 +424,92 @@ fn every_metric_a_dashboard_or_alert_rule_queries_is_exported() {
         "queried by compose/grafana or compose/prometheus but exported by no service: {missing:?}\nexported: {all:?}"
     );
 }
+
+const ALERT_SECRET: &str = "whsec_dGVzdC1hbGVydC1mb3J3YXJkLXNlY3JldC0zMiE=";
+
+/// Checks a Standard Webhooks signature as a receiver would.
+fn signed_by(secret: &str, request: &harness::sink::Seen) -> bool {
+    use base64::Engine;
+    use hmac::Mac;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let key = engine.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    let (id, timestamp) = (
+        &request.headers["webhook-id"],
+        &request.headers["webhook-timestamp"],
+    );
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(&request.body);
+    let expected = format!("v1,{}", engine.encode(mac.finalize().into_bytes()));
+    request.headers["webhook-signature"]
+        .split(' ')
+        .any(|signature| signature == expected)
+}
+
+#[test]
+fn alerts_reach_a_signed_webhook_and_an_alertmanager() {
+    let broker = Broker::start();
+    let (oncall, alertmanager) = (harness::sink::Sink::start(), harness::sink::Sink::start());
+    let settings = Settings {
+        // acme (the last tenant): one event an hour, so its second event raises cap_reached.
+        tenants: format!(
+            "[tenants.caps]\nevents_per_hour = 1\n\n[[alerts.forward]]\nid = \"oncall\"\nurl = \"{}/alerts\"\nallow_http = true\nfrom = \"earliest\"\nsecrets = [{{ id = \"a1\", value = \"{ALERT_SECRET}\" }}]\n\n[[alerts.forward]]\nid = \"am\"\nurl = \"{}/api/v2/alerts\"\nformat = \"alertmanager\"\nallow_http = true\nfrom = \"earliest\"\nkinds = [\"cap_reached\"]\n",
+            oncall.url, alertmanager.url
+        ),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "alerts", &settings);
+    let ingest = Service::ingest(&config.path);
+    let _processor = Service::processor(&config.path);
+    let deliver = Service::deliver(&config.path);
+    let hooks = format!("{}/v1/hooks/acme/orders", ingest.base_url());
+    for id in ["a1", "a2"] {
+        let body = format!(
+            r#"{{"id":"{id}","type":"t","order_id":"o-1","occurred_at":"2026-11-25T00:10:00Z"}}"#
+        )
+        .into_bytes();
+        assert_eq!(
+            post(&hooks, &signed(ORDERS_SECRET, &body), &body).status,
+            202
+        );
+    }
+
+    wait_until(|| !oncall.requests().is_empty()).expect("the cap alert reaches the webhook");
+    let sent = oncall.requests().remove(0);
+    assert!(
+        sent.headers["webhook-id"].starts_with("alerts/"),
+        "{sent:?}"
+    );
+    assert!(
+        signed_by(ALERT_SECRET, &sent),
+        "a valid Standard Webhooks signature"
+    );
+    let alert: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(
+        (alert["tenant"].as_str(), alert["kind"].as_str()),
+        (Some("acme"), Some("cap_reached"))
+    );
+
+    wait_until(|| !alertmanager.requests().is_empty()).expect("and the Alertmanager");
+    let posted = alertmanager.requests().remove(0);
+    assert_eq!(
+        (posted.method.as_str(), posted.path.as_str()),
+        ("POST", "/api/v2/alerts")
+    );
+    let alerts: serde_json::Value = serde_json::from_slice(&posted.body).unwrap();
+    let labels = &alerts[0]["labels"];
+    assert_eq!(labels["alertname"], "HookstreamCapReached");
+    assert_eq!(
+        (labels["tenant"].as_str(), labels["cap"].as_str()),
+        (Some("acme"), Some("events_per_hour"))
+    );
+    assert!(alerts[0]["startsAt"].is_string());
+    assert_eq!(
+        metric(
+            &format!("{}/metrics", deliver.base_url()),
+            "hookstream_alerts_forwarded_total",
+            &[("forward", "am")]
+        ),
+        Some(1.0)
+    );
+}

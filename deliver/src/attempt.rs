@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use schemas::time::to_rfc3339;
+use schemas::trace::TraceParent;
 
 use crate::breaker::Gate;
 use crate::endpoints::Endpoint;
@@ -424,17 +425,24 @@ impl Deliverer {
             return Answer::none(Response::Refused(refused));
         }
         let started = Instant::now();
+        let started_at = std::time::SystemTime::now();
+        let upstream = delivery
+            .traceparent
+            .as_deref()
+            .and_then(|t| TraceParent::parse(t.as_bytes()));
+        let trace = upstream.map_or_else(TraceParent::root, |u| u.child());
         let request = endpoint
             .client
             .post(&endpoint.config.url)
             .timeout(endpoint.timeout())
+            .header(schemas::trace::HEADER, trace.header())
             .header("content-type", "application/json")
             .header("webhook-id", &delivery.event_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .header("hookstream-attempt-id", attempt_id)
             .body(delivery.body.as_str().to_owned());
-        match request.send().await {
+        let answer = match request.send().await {
             Ok(mut response) => {
                 let first_byte_ms = Some(started.elapsed().as_millis() as u64);
                 let address = response.remote_addr().map(|a| a.to_string());
@@ -467,7 +475,16 @@ impl Deliverer {
                 Some(refused) => Answer::none(Response::Refused(refused.class)),
                 None => Answer::none(Response::Connection),
             },
-        }
+        };
+        export_attempt(
+            delivery,
+            attempt_id,
+            &trace,
+            upstream,
+            started_at,
+            &answer.response,
+        );
+        answer
     }
 
     /// Writes an endpoint's status to `delivery-endpoints` (and metrics).
@@ -481,4 +498,45 @@ impl Deliverer {
         self.send_record(&self.names.endpoints, &status.key(), &value)
             .await
     }
+}
+
+/// The attempt's span of the event's trace (exported when OTLP export is on): the request,
+/// whose `traceparent` header carries this span's context to the endpoint.
+fn export_attempt(
+    delivery: &Delivery,
+    attempt_id: &str,
+    trace: &TraceParent,
+    upstream: Option<TraceParent>,
+    started_at: std::time::SystemTime,
+    response: &Response,
+) {
+    if !schemas::trace::exporting() {
+        return;
+    }
+    let (status, error) = match response {
+        Response::Status { code, .. } => (
+            code.to_string(),
+            (!(200..300).contains(code)).then(|| format!("http_{code}")),
+        ),
+        Response::Timeout => (String::new(), Some("timeout".to_owned())),
+        Response::Connection => (String::new(), Some("connection".to_owned())),
+        Response::Refused(class) => (String::new(), Some(format!("refused: {class}"))),
+    };
+    schemas::trace::export(schemas::trace::Span {
+        name: "hookstream.deliver",
+        kind: schemas::trace::Kind::Client,
+        context: *trace,
+        parent: upstream,
+        start: started_at,
+        end: std::time::SystemTime::now(),
+        attributes: &[
+            ("hookstream.tenant", delivery.tenant.clone()),
+            ("hookstream.endpoint", delivery.endpoint.clone()),
+            ("hookstream.event_id", delivery.event_id.clone()),
+            ("hookstream.attempt", delivery.attempt.to_string()),
+            ("hookstream.attempt_id", attempt_id.to_owned()),
+            ("http.response.status_code", status),
+        ],
+        error,
+    });
 }

@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod copy;
 pub mod endpoints;
 pub mod error;
+pub mod forward;
 pub mod guard;
 pub mod journal;
 pub mod lanes;
@@ -36,12 +37,18 @@ pub use run::Deliverer;
 pub struct Ready {
     deliverer: std::sync::Arc<Deliverer>,
     consumer: StreamConsumer,
+    forwarder: Option<forward::Forwarder>,
 }
 
 impl Ready {
-    /// Runs the delivery loop until `stop` turns true.
+    /// Runs the delivery loop (and the alerts forwarder, if configured) until `stop` turns
+    /// true.
     pub async fn run(&self, stop: watch::Receiver<bool>) -> Result<(), DeliverError> {
-        self.deliverer.run(&self.consumer, stop).await
+        let deliver = self.deliverer.run(&self.consumer, stop.clone());
+        match &self.forwarder {
+            None => deliver.await,
+            Some(forwarder) => tokio::try_join!(deliver, forwarder.run(stop)).map(|_| ()),
+        }
     }
 }
 
@@ -115,6 +122,7 @@ pub async fn start(config: &Config) -> Result<Ready, DeliverError> {
     Ok(Ready {
         deliverer: std::sync::Arc::new(deliverer),
         consumer,
+        forwarder: forward::Forwarder::start(config)?,
     })
 }
 
@@ -286,6 +294,7 @@ mod tests {
             due_at: 1_000,
             dead_at: None,
             reason: Some("http_404".into()),
+            traceparent: None,
             body: record::Body::json("{}".into()),
         };
         assert!(RedriveFilter::default().admits(&dead));

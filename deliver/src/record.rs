@@ -35,6 +35,9 @@ pub struct Delivery {
     /// Why the delivery was given up (`delivery-dlq` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The `events` record's `traceparent` (the processor's span), continued by each attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The request body: the `events` record's value, embedded as JSON (not as a string, so
     /// a record is barely larger than its event).
     pub body: Body,

@@ -610,6 +610,11 @@ impl Deliverer {
         if tenant.is_empty() || event_id.is_empty() {
             return skip("incomplete");
         }
+        let traceparent = schemas::kafka::header_pairs(message.headers())
+            .into_iter()
+            .find(|(name, _)| name == schemas::trace::HEADER)
+            .and_then(|(_, value)| schemas::trace::TraceParent::parse(&value))
+            .map(|trace| trace.header());
         self.endpoints
             .wanting(&tenant, &event_type)
             .filter(|endpoint| endpoint.config.admits(&event))
@@ -626,6 +631,7 @@ impl Deliverer {
                 due_at: now_ms(),
                 dead_at: None,
                 reason: None,
+                traceparent: traceparent.clone(),
                 body: crate::record::Body::json(body.clone()),
             })
             .collect()

@@ -34,6 +34,7 @@ use schemas::kafka::{client_config, default_unless_set, Role};
 use schemas::key::EntityKey;
 use schemas::records::RejectedRecord;
 use schemas::topics::Topic;
+use schemas::trace::TraceParent;
 
 use crate::dead_letter::DeadLetter;
 use crate::error::IngestError;
@@ -160,10 +161,12 @@ impl Appender {
     }
 
     /// Appends every event of a verified request and waits for all acknowledgements.
+    /// `trace`: the ingest span's context, written as the `traceparent` header.
     pub async fn append(
         &self,
         request: &Request<Verified>,
         events: &[Extracted],
+        trace: &TraceParent,
     ) -> Result<Vec<Appended>, IngestError> {
         if self.discard {
             return Ok(events
@@ -176,12 +179,13 @@ impl Appender {
         }
         let mut deliveries = Vec::with_capacity(events.len());
         let producer = self.producer();
+        let traceparent = trace.header();
         for event in events {
             let meta = &event.meta;
             let key = EntityKey::new(&meta.tenant, &meta.entity).encode();
             let pairs = meta.to_headers();
             let headers = pairs.iter().fold(
-                OwnedHeaders::new_with_capacity(pairs.len()),
+                OwnedHeaders::new_with_capacity(pairs.len() + 1),
                 |h, (name, value)| {
                     h.insert(Header {
                         key: name,
@@ -189,6 +193,10 @@ impl Appender {
                     })
                 },
             );
+            let headers = headers.insert(Header {
+                key: schemas::trace::HEADER,
+                value: Some(traceparent.as_bytes()),
+            });
             let record = FutureRecord::to(&self.topic)
                 .key(key.as_bytes())
                 .payload(&request.body()[event.body.clone()])

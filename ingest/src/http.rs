@@ -34,6 +34,7 @@ use governor::clock::{Clock, DefaultClock};
 use metrics_exporter_prometheus::PrometheusHandle;
 use schemas::records::RejectedRecord;
 use schemas::time::{now_millis, to_rfc3339};
+use schemas::trace::TraceParent;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -181,14 +182,23 @@ async fn handle(
     state: web::Data<Arc<AppState>>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let span = tracing::info_span!("webhook", %tenant, %source, event_id = tracing::field::Empty);
+    let started_at = std::time::SystemTime::now();
+    let incoming = request
+        .headers()
+        .get(schemas::trace::HEADER)
+        .and_then(|v| TraceParent::parse(v.as_bytes()));
+    let trace = incoming.map_or_else(TraceParent::root, |parent| parent.child());
+    let span = tracing::info_span!("webhook", %tenant, %source, event_id = tracing::field::Empty, trace_id = %hex::encode(trace.trace_id));
     let mut seen = BodySeen::default();
     let path_token = path_token.as_deref();
-    let outcome = accept(
-        &tenant, &source, path_token, &request, payload, &state, &mut seen,
-    )
-    .instrument(span.clone())
-    .await;
+    let route = Route {
+        tenant: &tenant,
+        source: &source,
+        token: path_token,
+    };
+    let outcome = accept(route, &request, payload, &state, &mut seen, &trace)
+        .instrument(span.clone())
+        .await;
     let _entered = span.enter();
     let (response, outcome_label) = match outcome {
         Ok(Outcome::Handshake(answer)) => (HttpResponse::Ok().json(answer), "handshake"),
@@ -303,17 +313,66 @@ async fn handle(
     };
     metrics::histogram!("hookstream_ingest_request_seconds", "outcome" => outcome_label)
         .record(started.elapsed().as_secs_f64());
+    export_span(
+        &trace,
+        incoming,
+        started_at,
+        [tenant, source],
+        outcome_label,
+        &response,
+    );
     response
 }
 
+/// The ingest's span of the trace (exported when OTLP export is on): the request, from its
+/// first byte to the answer.
+fn export_span(
+    trace: &TraceParent,
+    incoming: Option<TraceParent>,
+    started_at: std::time::SystemTime,
+    [tenant, source]: [String; 2],
+    outcome: &str,
+    response: &HttpResponse,
+) {
+    if !schemas::trace::exporting() {
+        return;
+    }
+    let status = response.status();
+    schemas::trace::export(schemas::trace::Span {
+        name: "hookstream.ingest",
+        kind: schemas::trace::Kind::Server,
+        context: *trace,
+        parent: incoming,
+        start: started_at,
+        end: std::time::SystemTime::now(),
+        attributes: &[
+            ("hookstream.tenant", tenant),
+            ("hookstream.source", source),
+            ("hookstream.outcome", outcome.to_owned()),
+            ("http.response.status_code", status.as_u16().to_string()),
+        ],
+        error: status.is_server_error().then(|| outcome.to_owned()),
+    });
+}
+
+/// What the path names: tenant, source and, for token-in-path sources, the token.
+struct Route<'a> {
+    tenant: &'a str,
+    source: &'a str,
+    token: Option<&'a str>,
+}
+
 async fn accept(
-    tenant: &str,
-    source: &str,
-    path_token: Option<&str>,
+    Route {
+        tenant,
+        source,
+        token: path_token,
+    }: Route<'_>,
     http: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
     seen: &mut BodySeen,
+    trace: &TraceParent,
 ) -> Result<Outcome, IngestError> {
     let tenants = state.tenants.load_full();
     let runtime = tenants
@@ -393,7 +452,7 @@ async fn accept(
         }
     };
     tracing::Span::current().record("event_id", events[0].meta.event_id.as_str());
-    let appended = state.appender.append(&verified, &events).await?;
+    let appended = state.appender.append(&verified, &events, trace).await?;
     Ok(Outcome::Appended {
         events: events
             .into_iter()

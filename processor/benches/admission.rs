@@ -44,6 +44,7 @@ fn input(offset: i64, at: i64) -> RawInput {
         },
         body: format!(r#"{{"offset":{offset},"text":"{}"}}"#, "x".repeat(200)).into_bytes(),
         claimed_at: None,
+        trace: None,
     }
 }
 

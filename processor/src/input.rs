@@ -5,6 +5,7 @@
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders, OwnedMessage};
 use schemas::key::EntityKey;
 use schemas::raw::RawMeta;
+use schemas::trace::TraceParent;
 
 #[derive(Debug, Clone)]
 pub struct RawInput {
@@ -16,6 +17,8 @@ pub struct RawInput {
     pub meta: RawMeta,
     pub body: Vec<u8>,
     pub claimed_at: Option<schemas::time::Millis>,
+    /// The ingest span's context (`traceparent` header), continued into `events`.
+    pub trace: Option<TraceParent>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,12 +75,17 @@ fn decode_with(
             meta.entity
         )));
     }
+    let trace = headers
+        .iter()
+        .find(|(k, _)| k == schemas::trace::HEADER)
+        .and_then(|(_, v)| TraceParent::parse(v));
     Ok(RawInput {
         partition: message.partition(),
         offset: message.offset(),
         meta,
         body,
         claimed_at: None,
+        trace,
     })
 }
 

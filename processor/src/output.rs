@@ -7,6 +7,7 @@ use schemas::raw::header;
 use schemas::records::{AlertRecord, DeferredRecord, EventRecord, Payload, StateRecord};
 use schemas::time::to_rfc3339;
 use schemas::topics::Topic;
+use schemas::trace::{self, TraceParent};
 
 use crate::caps::{BudgetShare, Deferral};
 use crate::input::{RawInput, Undecodable};
@@ -59,6 +60,10 @@ pub fn event(input: &RawInput, late: bool, codecs: &Codecs) -> OutRecord {
     if let Some(redrive) = &meta.redrive_id {
         headers.push((header::REDRIVE_ID.to_owned(), redrive.as_bytes().to_vec()));
     }
+    if let Some(upstream) = &input.trace {
+        let trace = continue_trace(input, upstream, late);
+        headers.push((trace::HEADER.to_owned(), trace.header().into_bytes()));
+    }
     OutRecord {
         topic: Topic::Events,
         key: key.into_bytes(),
@@ -68,6 +73,37 @@ pub fn event(input: &RawInput, late: bool, codecs: &Codecs) -> OutRecord {
         partition: None,
         origin: Some((input.partition, input.offset)),
     }
+}
+
+/// The processor's span of the event's trace: its id derived from the `raw` position, so a
+/// replay writes the same `traceparent`; exported (when OTLP export is on) from the event's
+/// receipt by the ingest to its emission, reorder wait included.
+fn continue_trace(input: &RawInput, upstream: &TraceParent, late: bool) -> TraceParent {
+    let position = format!("raw/{}/{}", input.partition, input.offset);
+    let own = upstream.derived(position.as_bytes());
+    if trace::exporting() {
+        let meta = &input.meta;
+        let received = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(meta.received_at.max(0) as u64);
+        trace::export(trace::Span {
+            name: "hookstream.process",
+            kind: trace::Kind::Consumer,
+            context: own,
+            parent: Some(*upstream),
+            start: received.min(std::time::SystemTime::now()),
+            end: std::time::SystemTime::now(),
+            attributes: &[
+                ("hookstream.tenant", meta.tenant.clone()),
+                ("hookstream.source", meta.source.clone()),
+                ("hookstream.event_id", meta.event_id.clone()),
+                ("hookstream.entity", meta.entity.clone()),
+                ("hookstream.raw_position", position),
+                ("hookstream.late", late.to_string()),
+            ],
+            error: None,
+        });
+    }
+    own
 }
 
 /// A Kafka tombstone for an entity whose deletion expired from the store
@@ -315,6 +351,7 @@ mod tests {
             },
             body,
             claimed_at: None,
+            trace: None,
         }
     }
 

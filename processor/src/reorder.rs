@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use schemas::raw::{header, RawMeta};
 use schemas::time::Millis;
+use schemas::trace::TraceParent;
 
 use crate::input::RawInput;
 use crate::reconcile::EntityState;
@@ -87,6 +88,10 @@ const RECEIVED_MS: &str = "hs-received-ms";
 /// The first byte of a buffer value in the binary layout. Values written before it start
 /// with their partition (big-endian, never negative), so never with this byte.
 const BINARY: u8 = 0xff;
+/// The binary layout with the event's trace context ([`TRACE_BYTES`] after the fields).
+const BINARY_TRACED: u8 = 0xfe;
+/// Trace id, span id, sampled flag.
+const TRACE_BYTES: usize = 16 + 8 + 1;
 
 /// A buffered event's fields: borrowed to write, owned when read back.
 #[derive(Serialize, Deserialize)]
@@ -109,7 +114,8 @@ struct Held<S> {
 }
 
 /// Buffer value: the event as decoded from `raw` (position, metadata, body): [`BINARY`], the
-/// fields in postcard, the body.
+/// fields in postcard, the body; or, with a trace context, [`BINARY_TRACED`], the fields, the
+/// context, the body.
 pub fn encode(input: &RawInput) -> Vec<u8> {
     let meta = &input.meta;
     let held = Held::<&str> {
@@ -131,21 +137,42 @@ pub fn encode(input: &RawInput) -> Vec<u8> {
     };
     let mut value =
         Vec::with_capacity(64 + meta.tenant.len() + meta.event_id.len() * 2 + input.body.len());
-    value.push(BINARY);
+    value.push(if input.trace.is_some() {
+        BINARY_TRACED
+    } else {
+        BINARY
+    });
     let mut value = postcard::to_extend(&held, value).expect("buffered events serialize");
+    if let Some(trace) = &input.trace {
+        value.extend_from_slice(&trace.trace_id);
+        value.extend_from_slice(&trace.span_id);
+        value.push(u8::from(trace.sampled));
+    }
     value.extend_from_slice(&input.body);
     value
 }
 
 pub fn decode(value: &[u8]) -> Option<RawInput> {
     match value.split_first()? {
-        (&BINARY, rest) => decode_binary(rest),
+        (&BINARY, rest) => decode_binary(rest, false),
+        (&BINARY_TRACED, rest) => decode_binary(rest, true),
         _ => decode_headers(value),
     }
 }
 
-fn decode_binary(value: &[u8]) -> Option<RawInput> {
-    let (held, body) = postcard::take_from_bytes::<Held<String>>(value).ok()?;
+fn decode_binary(value: &[u8], traced: bool) -> Option<RawInput> {
+    let (held, rest) = postcard::take_from_bytes::<Held<String>>(value).ok()?;
+    let (trace, body) = if traced {
+        let (trace, body) = rest.split_at_checked(TRACE_BYTES)?;
+        let trace = TraceParent {
+            trace_id: trace[..16].try_into().ok()?,
+            span_id: trace[16..24].try_into().ok()?,
+            sampled: trace[24] == 1,
+        };
+        (Some(trace), body)
+    } else {
+        (None, rest)
+    };
     Some(RawInput {
         partition: held.partition,
         offset: held.offset,
@@ -165,6 +192,7 @@ fn decode_binary(value: &[u8]) -> Option<RawInput> {
         },
         body: body.to_vec(),
         claimed_at: held.claimed_at,
+        trace,
     })
 }
 
@@ -207,6 +235,7 @@ fn decode_headers(value: &[u8]) -> Option<RawInput> {
         meta,
         body: value.get(16 + len..)?.to_vec(),
         claimed_at,
+        trace: None,
     })
 }
 
@@ -234,6 +263,7 @@ mod tests {
             },
             body: b"{\"a\":1}".to_vec(),
             claimed_at: None,
+            trace: None,
         }
     }
 
@@ -325,5 +355,21 @@ mod tests {
             let _ = decode(&new[..cut]);
         }
         assert!(decode(&[BINARY, 0xff, 0xff]).is_none());
+    }
+
+    #[test]
+    fn the_trace_context_is_kept_with_the_buffered_event() {
+        let mut original = input(9, "evt", 5);
+        original.trace = Some(TraceParent::root());
+        let value = encode(&original);
+        assert_eq!(value[0], BINARY_TRACED);
+        let decoded = decode(&value).unwrap();
+        assert_eq!(decoded.trace, original.trace);
+        assert_eq!((decoded.meta, decoded.body), (original.meta, original.body));
+        for cut in 0..value.len() - 7 {
+            let _ = decode(&value[..cut]);
+        }
+        let untraced = input(9, "evt", 5);
+        assert_eq!(decode(&encode(&untraced)).unwrap().trace, None);
     }
 }

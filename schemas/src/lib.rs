@@ -25,5 +25,6 @@ pub mod scope;
 pub mod time;
 pub mod topic_config;
 pub mod topics;
+pub mod trace;
 
 pub use error::SchemasError;

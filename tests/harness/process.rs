@@ -30,8 +30,17 @@ impl Service {
         Self::http("admin", config)
     }
 
+    /// [`Self::ingest`] with extra environment variables (OpenTelemetry's).
+    pub fn ingest_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        Self::http_with_env("ingest", config, env)
+    }
+
     fn http(name: &'static str, config: &Path) -> Self {
-        let mut service = Self::spawn(name, &[name, "--config"], config);
+        Self::http_with_env(name, config, &[])
+    }
+
+    fn http_with_env(name: &'static str, config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut service = Self::spawn_with_env(name, &[name, "--config"], config, env);
         let line = service.wait_for_line("listening on http");
         let url = line
             .split("listening on ")
@@ -62,8 +71,13 @@ impl Service {
 
     /// Starts `hookstream deliver` and waits until it has started.
     pub fn deliver(config: &Path) -> Self {
+        Self::deliver_with_env(config, &[])
+    }
+
+    /// [`Self::deliver`] with extra environment variables.
+    pub fn deliver_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         let args = ["deliver", "--listen", "127.0.0.1:0", "--config"];
-        let mut service = Self::spawn("deliver", &args, config);
+        let mut service = Self::spawn_with_env("deliver", &args, config, env);
         let line = service.wait_for_line("metrics on http://");
         let url = line.split("metrics on ").nth(1).unwrap();
         service.base_url = Some(url.split_whitespace().next().unwrap().to_owned());

@@ -57,6 +57,7 @@ fn decoded(offset: i64, r: &Rec) -> Decoded {
         },
         body: format!(r#"{{"id":{},"tenant":"{}"}}"#, r.id, r.tenant).into_bytes(),
         claimed_at: None,
+        trace: None,
     })
 }
 

@@ -28,6 +28,7 @@ fn input(offset: i64, event_id: &str, entity: &str, at: i64, body: &str) -> Deco
         },
         body: body.as_bytes().to_vec(),
         claimed_at: None,
+        trace: None,
     })
 }
 

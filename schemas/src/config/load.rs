@@ -6,7 +6,7 @@ use figment::Figment;
 use super::Config;
 use crate::SchemasError;
 
-const OVERRIDABLE: [&str; 5] = ["kafka", "ingest", "processor", "log", "reload"];
+const OVERRIDABLE: [&str; 6] = ["kafka", "ingest", "processor", "log", "reload", "telemetry"];
 
 impl Config {
     /// Reads `path`, applies `HOOKSTREAM_*` overrides, and validates the result.

@@ -68,6 +68,80 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: forwarding of the `alerts` topic to people, by `hookstream deliver`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    #[serde(default)]
+    pub forward: Vec<AlertForward>,
+}
+
+/// `[[alerts.forward]]`: one receiver of the alerts (an on-call webhook, an Alertmanager).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertForward {
+    pub id: String,
+    /// `webhook`: the URL; `alertmanager`: its alerts API (`http://am:9093/api/v2/alerts`).
+    pub url: String,
+    #[serde(default)]
+    pub format: AlertFormat,
+    /// `webhook`: Standard Webhooks secrets (`whsec_…`) the requests are signed with.
+    #[serde(default)]
+    pub secrets: Vec<SecretRef>,
+    /// Only these tenants' alerts (empty: every tenant's).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Only these kinds (`cap_reached`, `endpoint_failing`…; empty: every kind).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub allow_http: bool,
+    #[serde(default = "default_endpoint_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts per alert before it is given up (logged and counted).
+    #[serde(default = "default_forward_attempts")]
+    pub max_attempts: u32,
+    /// Where a forwarder without committed offsets starts: `latest` (no page for history) or
+    /// `earliest`.
+    #[serde(default)]
+    pub from: ForwardFrom,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertFormat {
+    #[default]
+    Webhook,
+    Alertmanager,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardFrom {
+    #[default]
+    Latest,
+    Earliest,
+}
+
+fn default_forward_attempts() -> u32 {
+    8
+}
+
+/// `[telemetry]`: OTLP export of traces (docs/operations.md). The OpenTelemetry environment
+/// variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, …) take precedence.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); spans go to
+    /// `/v1/traces` under it. None: no export unless the environment asks.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[log]`: how the services write their logs (to stderr).

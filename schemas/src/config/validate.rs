@@ -196,19 +196,48 @@ impl Config {
                 endpoint_problems(endpoint, &at, &mut p);
             }
         }
+        forward_problems(&self.alerts.forward, &mut p);
         p
     }
 }
 
-fn endpoint_problems(endpoint: &EndpointConfig, at: &str, p: &mut Vec<String>) {
-    let https = endpoint.url.starts_with("https://");
-    let http = endpoint.url.starts_with("http://");
-    if !(https || http && endpoint.allow_http) {
-        p.push(format!(
-            "{at}.url: `{}` is not an https:// URL (http:// only with allow_http = true)",
-            endpoint.url
-        ));
+fn forward_problems(forwards: &[super::AlertForward], p: &mut Vec<String>) {
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, forward) in forwards.iter().enumerate() {
+        let at = format!("alerts.forward[{i}] (`{}`)", forward.id);
+        if !ids.insert(forward.id.as_str()) {
+            p.push(format!("{at}.id: used twice"));
+        }
+        p.extend(url_problem(&at, &forward.url, forward.allow_http));
+        if forward.format == super::AlertFormat::Webhook && forward.secrets.is_empty() {
+            p.push(format!(
+                "{at}.secrets: a webhook forward signs its requests: give at least one whsec_ secret"
+            ));
+        }
+        for (j, secret) in forward.secrets.iter().enumerate() {
+            if let Err(e) = secret.resolve() {
+                p.push(format!("{at}.secrets[{j}]: {e}"));
+            }
+        }
+        if forward.timeout_ms == 0 || forward.max_attempts == 0 {
+            p.push(format!(
+                "{at}: timeout_ms and max_attempts must be positive"
+            ));
+        }
     }
+}
+
+/// An outbound URL must be `https://`, or `http://` where `allow_http` says so.
+fn url_problem(at: &str, url: &str, allow_http: bool) -> Option<String> {
+    let https = url.starts_with("https://");
+    let http = url.starts_with("http://");
+    (!(https || http && allow_http)).then(|| {
+        format!("{at}.url: `{url}` is not an https:// URL (http:// only with allow_http = true)")
+    })
+}
+
+fn endpoint_problems(endpoint: &EndpointConfig, at: &str, p: &mut Vec<String>) {
+    p.extend(url_problem(at, &endpoint.url, endpoint.allow_http));
     for (i, rule) in endpoint.filter.iter().enumerate() {
         if !rule.path.starts_with('/') {
             p.push(format!(
