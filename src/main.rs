@@ -31,6 +31,10 @@ struct Cli {
 enum Command {
     /// Run everything in one process (embedded broker, ingest, processor, sample tenant) and
     /// print a signed curl that works.
+    #[command(after_help = "Examples:
+  hookstream dev                               # embedded broker; prints a signed curl
+  hookstream dev --demo                        # also sends webhooks and prints entity states
+  hookstream dev --brokers localhost:19092     # against a real Kafka or Redpanda")]
     Dev(dev::DevArgs),
     /// Serve the webhook ingest: verify signatures and append requests to the `raw` topic.
     #[command(after_help = "Examples:
@@ -420,6 +424,7 @@ async fn run_deliver(path: &Path, listen: Option<&str>) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shutdown = shutdown_signal();
     let ready = deliver::start(&config).await.context("deliver")?;
+    ready.follow(watch_config(path, &config, "deliver").config);
     let run = ready.run(stopped);
     println!("hookstream deliver started");
     tokio::pin!(run);
@@ -435,7 +440,8 @@ async fn run_deliver(path: &Path, listen: Option<&str>) -> anyhow::Result<()> {
 
 async fn run_admin(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
-    let server = replay::admin::AdminServer::start(config)?;
+    let reload = watch_config(path, &config, "admin");
+    let server = replay::admin::AdminServer::start(config, Some(reload))?;
     let shutdown = shutdown_signal();
     for addr in &server.addrs {
         println!("hookstream admin listening on http://{addr}");

@@ -92,6 +92,8 @@ fn every_command_explains_itself() {
         &["replay", "-h"],
         &["tail", "-h"],
         &["admin", "-h"],
+        &["deliver", "--help"],
+        &["trail", "--help"],
     ] {
         let output = Command::new(binary()).args(command).output().unwrap();
         assert!(output.status.success(), "{command:?}");
@@ -105,6 +107,19 @@ fn every_command_explains_itself() {
                     .is_some_and(|(_, help)| help.split_whitespace().count() >= 2);
                 assert!(explained, "{command:?}: `{line}` is not explained");
             }
+        }
+        // Every subcommand shows how it is used, with runnable examples.
+        if command.len() == 2 {
+            let examples = text
+                .split_once("Examples:")
+                .unwrap_or_else(|| panic!("{command:?} has no examples: {text}"))
+                .1;
+            assert!(
+                examples
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("hookstream ")),
+                "{command:?}: {examples}"
+            );
         }
     }
 }

@@ -304,6 +304,27 @@ fn metrics_on_their_own_listener_json_logs_and_admin_health() {
     assert_eq!((status, text.as_str()), (200, r#"{"status":"ok"}"#));
     let (status, _) = get(&format!("{}/v1/jobs", admin.base_url()));
     assert_eq!(status, 401, "everything else still needs the token");
+
+    // A refused reload is reported by the admin API too, with the key it concerns.
+    let config_url = format!("{}/v1/config", admin.base_url());
+    let (status, before) = harness::http::call("GET", &config_url, Some("admin-token"), None);
+    assert_eq!((status, before["failures"].as_u64()), (200, Some(0)));
+    rewrite(&config, |text| {
+        text.replace("batch_max = 100", "batch_max = 0")
+    });
+    wait_until(|| {
+        let (_, now) = harness::http::call("GET", &config_url, Some("admin-token"), None);
+        now["failures"].as_u64() == Some(1)
+    })
+    .expect("the admin API reports the refused file");
+    let (_, after) = harness::http::call("GET", &config_url, Some("admin-token"), None);
+    let refused = after["refused"].to_string();
+    assert!(refused.contains("processor.batch_max"), "{after}");
+    assert_eq!(
+        after["tenants"].as_u64(),
+        Some(1),
+        "the running configuration stays"
+    );
 }
 
 /// Every `hookstream_*` metric a dashboard or an alert rule queries (histogram and summary
@@ -356,9 +377,9 @@ fn every_metric_a_dashboard_or_alert_rule_queries_is_exported() {
     let settings = Settings {
         ingest: "metrics_listen = \"127.0.0.1:0\"".into(),
         processor: "listen = \"127.0.0.1:0\"".into(),
-        // acme (the last tenant): one event an hour, a breaker, an endpoint.
+        // acme (the last tenant): one event an hour, a breaker, an endpoint; alerts forwarded.
         tenants: format!(
-            "[tenants.caps]\nevents_per_hour = 1\n[tenants.breaker]\ntenant_per_minute = 1000\n[tenants.delivery]\nallow_networks = [\"127.0.0.0/8\"]\n[[tenants.endpoints]]\nid = \"sink\"\nurl = \"{}/hooks\"\nallow_http = true\nsecrets = [{{ id = \"k1\", value = \"whsec_dGVzdC1lbmRwb2ludC1zZWNyZXQtMzItYnl0ZXMh\" }}]\n",
+            "[tenants.caps]\nevents_per_hour = 1\n[tenants.breaker]\ntenant_per_minute = 1000\n[tenants.delivery]\nallow_networks = [\"127.0.0.0/8\"]\n[[tenants.endpoints]]\nid = \"sink\"\nurl = \"{0}/hooks\"\nallow_http = true\nsecrets = [{{ id = \"k1\", value = \"whsec_dGVzdC1lbmRwb2ludC1zZWNyZXQtMzItYnl0ZXMh\" }}]\n[[alerts.forward]]\nid = \"am\"\nurl = \"{0}/api/v2/alerts\"\nformat = \"alertmanager\"\nallow_http = true\n",
             endpoint.url
         ),
         ..Settings::default()
@@ -512,4 +533,71 @@ fn alerts_reach_a_signed_webhook_and_an_alertmanager() {
         ),
         Some(1.0)
     );
+}
+
+fn endpoint(id: &str, url: &str) -> String {
+    format!(
+        "[[tenants.endpoints]]\nid = \"{id}\"\nurl = \"{url}/hooks\"\nallow_http = true\nsecrets = [{{ id = \"k1\", value = \"whsec_dGVzdC1lbmRwb2ludC1zZWNyZXQtMzItYnl0ZXMh\" }}]\n"
+    )
+}
+
+#[test]
+fn delivery_endpoints_reload_without_a_restart() {
+    let broker = Broker::start();
+    let (first, moved, added) = (
+        harness::sink::Sink::start(),
+        harness::sink::Sink::start(),
+        harness::sink::Sink::start(),
+    );
+    let settings = Settings {
+        tenants: format!(
+            "[tenants.delivery]\nallow_networks = [\"127.0.0.0/8\"]\n{}",
+            endpoint("crm", &first.url)
+        ),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "endpoints", &settings);
+    let ingest = Service::ingest(&config.path);
+    let _processor = Service::processor(&config.path);
+    let deliver = Service::deliver(&config.path);
+    let hooks = format!("{}/v1/hooks/acme/orders", ingest.base_url());
+    let send = |id: &str| {
+        let body = order(id);
+        assert_eq!(
+            post(&hooks, &signed(ORDERS_SECRET, &body), &body).status,
+            202
+        );
+    };
+    let got = |sink: &harness::sink::Sink, id: &str| {
+        sink.requests()
+            .iter()
+            .any(|r| r.headers.get("webhook-id").is_some_and(|h| h == id))
+    };
+    send("before");
+    wait_until(|| got(&first, "before")).expect("delivered to the first URL");
+
+    // `crm` moves to another URL and `audit` is added.
+    rewrite(&config, |text| {
+        format!(
+            "{}{}",
+            text.replace(
+                &format!("{}/hooks", first.url),
+                &format!("{}/hooks", moved.url)
+            ),
+            endpoint("audit", &added.url)
+        )
+    });
+    let deliver_metrics = format!("{}/metrics", deliver.base_url());
+    wait_until(|| {
+        metric(
+            &deliver_metrics,
+            "hookstream_config_reloads_total",
+            &[("service", "deliver")],
+        ) == Some(1.0)
+    })
+    .expect("deliver takes the file in");
+    send("after");
+    wait_until(|| got(&moved, "after") && got(&added, "after"))
+        .expect("delivered to the moved and the added endpoint");
+    assert!(!got(&first, "after"), "nothing goes to the old URL");
 }

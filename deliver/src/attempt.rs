@@ -45,6 +45,8 @@ impl Answer {
 
 /// A delivery whose intent is journaled: its request may go.
 pub(crate) struct Prepared {
+    /// The endpoint as it was when the delivery was prepared (a reload does not change it).
+    endpoint: std::sync::Arc<Endpoint>,
     delivery: Delivery,
     attempt_id: String,
     attempted_at: i64,
@@ -132,6 +134,7 @@ impl Deliverer {
             self.journal(&key, &Entry::Intent(intent)).await?;
         }
         Ok(Step::Ready(Box::new(Prepared {
+            endpoint,
             delivery,
             attempt_id,
             attempted_at,
@@ -146,14 +149,12 @@ impl Deliverer {
         mut slot: Slot,
     ) -> Result<Attempted, DeliverError> {
         let Prepared {
+            endpoint,
             delivery,
             attempt_id,
             attempted_at,
         } = *prepared;
-        let endpoint = self
-            .endpoints
-            .get(&delivery.tenant, &delivery.endpoint)
-            .ok_or_else(|| DeliverError::Config("a prepared delivery's endpoint is gone".into()))?;
+        let endpoint = &*endpoint;
         let (tenant, id) = (delivery.tenant.clone(), delivery.endpoint.clone());
         let key = delivery.key();
         // Disabled or closed while it waited for its slot: no request after all.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use schemas::config::{Config, EndpointConfig};
 
 use crate::error::DeliverError;
@@ -32,15 +33,35 @@ impl Endpoint {
     }
 }
 
+type ByTenant = BTreeMap<String, Vec<Arc<Endpoint>>>;
+
+/// The endpoints, swapped whole by a reload ([`Endpoints::replace`]): a delivery prepared
+/// before it keeps the endpoint it was prepared with. Statuses (disabled, failing since) are
+/// kept by `tenant/endpoint` across reloads.
 #[derive(Default)]
 pub struct Endpoints {
-    by_tenant: BTreeMap<String, Vec<Endpoint>>,
+    by_tenant: ArcSwap<ByTenant>,
     statuses: Mutex<HashMap<String, EndpointStatus>>,
 }
 
 impl Endpoints {
     pub fn from_config(config: &Config) -> Result<Self, DeliverError> {
-        let mut by_tenant: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
+        Ok(Self {
+            by_tenant: ArcSwap::from_pointee(Self::build(config)?),
+            statuses: Mutex::default(),
+        })
+    }
+
+    /// Replaces every endpoint with those of `config` (a reload): new ones are served, removed
+    /// ones' deliveries are dead-lettered `endpoint_removed`, changed ones (URL, secrets,
+    /// timeout, filters) apply from their next attempt.
+    pub fn replace(&self, config: &Config) -> Result<(), DeliverError> {
+        self.by_tenant.store(Arc::new(Self::build(config)?));
+        Ok(())
+    }
+
+    fn build(config: &Config) -> Result<ByTenant, DeliverError> {
+        let mut by_tenant: ByTenant = BTreeMap::new();
         for tenant in &config.tenants {
             let networks = tenant.delivery.networks().map_err(DeliverError::Config)?;
             let guard = Arc::new(Guard::new(networks));
@@ -61,44 +82,42 @@ impl Endpoints {
                 by_tenant
                     .entry(tenant.id.clone())
                     .or_default()
-                    .push(Endpoint {
+                    .push(Arc::new(Endpoint {
                         tenant: tenant.id.clone(),
                         config: endpoint.clone(),
                         signer: Signer::new(&secrets)?,
                         client: client.clone(),
                         connect_times,
                         refused: literal_refused(&endpoint.url, &guard),
-                    });
+                    }));
             }
         }
-        Ok(Self {
-            by_tenant,
-            statuses: Mutex::default(),
-        })
+        Ok(by_tenant)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_tenant.is_empty()
+        self.by_tenant.load().is_empty()
     }
 
     /// The tenant's endpoints that want events of `event_type`.
-    pub fn wanting<'a>(
-        &'a self,
-        tenant: &str,
-        event_type: &'a str,
-    ) -> impl Iterator<Item = &'a Endpoint> {
+    pub fn wanting(&self, tenant: &str, event_type: &str) -> Vec<Arc<Endpoint>> {
         self.by_tenant
+            .load()
             .get(tenant)
             .into_iter()
             .flatten()
-            .filter(move |e| e.config.wants(event_type))
+            .filter(|e| e.config.wants(event_type))
+            .cloned()
+            .collect()
     }
 
-    pub fn get(&self, tenant: &str, id: &str) -> Option<&Endpoint> {
+    pub fn get(&self, tenant: &str, id: &str) -> Option<Arc<Endpoint>> {
         self.by_tenant
+            .load()
             .get(tenant)?
             .iter()
             .find(|e| e.config.id == id)
+            .cloned()
     }
 
     /// Takes in a status written since start-up (by `--enable`, or another instance).
@@ -191,7 +210,8 @@ fn register_metrics(tenant: &str, endpoint: &str) {
         ("tenant", tenant.to_owned()),
         ("endpoint", endpoint.to_owned()),
     ];
-    metrics::gauge!("hookstream_deliver_breaker_open", &labels).set(0.0);
-    metrics::gauge!("hookstream_deliver_endpoint_disabled", &labels).set(0.0);
+    // Registered, not reset: a reload must not clear an open breaker's gauge.
+    metrics::gauge!("hookstream_deliver_breaker_open", &labels).increment(0.0);
+    metrics::gauge!("hookstream_deliver_endpoint_disabled", &labels).increment(0.0);
     metrics::counter!("hookstream_deliver_dead_letters_total", &labels).increment(0);
 }

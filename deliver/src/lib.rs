@@ -41,6 +41,31 @@ pub struct Ready {
 }
 
 impl Ready {
+    /// Takes in every valid new configuration's endpoints ([`endpoints::Endpoints::replace`]):
+    /// added, removed and changed endpoints apply without a restart.
+    pub fn follow(&self, mut updates: watch::Receiver<std::sync::Arc<Config>>) {
+        let endpoints = self.deliverer.endpoints.clone();
+        let mut running = updates.borrow_and_update().clone();
+        tokio::spawn(async move {
+            while updates.changed().await.is_ok() {
+                let next = updates.borrow_and_update().clone();
+                schemas::config::reload::warn_restart_sections("deliver", &running, &next);
+                running = next.clone();
+                match endpoints.replace(&next) {
+                    Ok(()) => {
+                        let count: usize = next.tenants.iter().map(|t| t.endpoints.len()).sum();
+                        tracing::info!(endpoints = count, "delivery endpoints reloaded");
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "configuration reload refused by deliver: the running endpoints stay");
+                        metrics::counter!("hookstream_config_reload_failures_total", "service" => "deliver")
+                            .increment(1);
+                    }
+                }
+            }
+        });
+    }
+
     /// Runs the delivery loop (and the alerts forwarder, if configured) until `stop` turns
     /// true.
     pub async fn run(&self, stop: watch::Receiver<bool>) -> Result<(), DeliverError> {

@@ -617,6 +617,7 @@ impl Deliverer {
             .map(|trace| trace.header());
         self.endpoints
             .wanting(&tenant, &event_type)
+            .into_iter()
             .filter(|endpoint| endpoint.config.admits(&event))
             .map(|endpoint| Delivery {
                 delivery_id: format!("{tenant}/{}/{source}/{event_id}", endpoint.config.id),

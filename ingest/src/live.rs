@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use schemas::config::Config;
+use schemas::config::{reload, Config};
 use tokio::sync::watch;
 
 use crate::tenants::Tenants;
@@ -31,13 +31,7 @@ pub fn follow(live: Arc<ArcSwap<Tenants>>, mut updates: watch::Receiver<Arc<Conf
                         sources,
                         "tenants, sources, secrets and rate limits reloaded"
                     );
-                    let waiting = needs_restart(&running, &next);
-                    if !waiting.is_empty() {
-                        tracing::warn!(
-                            sections = %waiting.join(", "),
-                            "these settings changed but are read at start-up only: restart the ingest to apply them"
-                        );
-                    }
+                    reload::warn_restart_sections("ingest", &running, &next);
                     running = next;
                 }
                 Err(problems) => {
@@ -49,50 +43,4 @@ pub fn follow(live: Arc<ArcSwap<Tenants>>, mut updates: watch::Receiver<Arc<Conf
             }
         }
     });
-}
-
-/// The sections whose change a reload cannot apply.
-pub fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
-    let mut sections = Vec::new();
-    if format!("{:?}", running.kafka) != format!("{:?}", next.kafka) {
-        sections.push("kafka");
-    }
-    let fixed = |config: &Config| {
-        let mut ingest = config.ingest.clone();
-        ingest.rate_limit = None;
-        ingest.replicas = 1;
-        format!("{ingest:?}")
-    };
-    if fixed(running) != fixed(next) {
-        sections.push("ingest (other than rate_limit and replicas)");
-    }
-    if format!("{:?}", running.schema_registry) != format!("{:?}", next.schema_registry) {
-        sections.push("schema_registry");
-    }
-    sections
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(toml: &str) -> Config {
-        Config::parse_str(toml).unwrap()
-    }
-
-    #[test]
-    fn only_settings_read_at_start_up_need_a_restart() {
-        let base = config("[ingest]\nmax_body_bytes = 100\n[[tenants]]\nid = \"a\"\n");
-        let tenants_and_limits = config(
-            "[ingest]\nmax_body_bytes = 100\nreplicas = 3\nrate_limit = { per_second = 9 }\n[[tenants]]\nid = \"a\"\n[[tenants]]\nid = \"b\"\n",
-        );
-        assert!(needs_restart(&base, &tenants_and_limits).is_empty());
-        let body = config("[ingest]\nmax_body_bytes = 200\n[[tenants]]\nid = \"a\"\n");
-        assert_eq!(
-            needs_restart(&base, &body),
-            vec!["ingest (other than rate_limit and replicas)"]
-        );
-        let brokers = config("[kafka]\nbrokers = \"elsewhere:9092\"\n[ingest]\nmax_body_bytes = 100\n[[tenants]]\nid = \"a\"\n");
-        assert_eq!(needs_restart(&base, &brokers), vec!["kafka"]);
-    }
 }

@@ -70,6 +70,7 @@ pub struct Pipeline {
     pub raw_partitions: i32,
     /// New configurations, taken in between turns ([`crate::live`]).
     pub reload: crate::live::Updates,
+    pub running: crate::live::Running,
     /// Inputs whose records the broker refused for good (see [`PartitionTask::refuse`]):
     /// kept across task reopenings, so re-processing sends them to `dlq`.
     pub refused: Mutex<BTreeMap<(i32, i64), String>>,

@@ -344,6 +344,7 @@ impl ProcessorService {
             },
             raw_partitions,
             reload: options.reload,
+            running: Arc::new(config.clone()),
             refused: Default::default(),
             waiting: waiting.clone(),
             snapshots: crate::snapshot::Policy::of(&config.processor.snapshots),

@@ -30,6 +30,8 @@ impl Pipeline {
             return;
         }
         let next = updates.borrow_and_update().clone();
+        let running = std::mem::replace(&mut self.running, next.clone());
+        schemas::config::reload::warn_restart_sections("processor", &running, &next);
         let caps = match Caps::new(&next, 0, self.raw_partitions) {
             Ok(caps) => Arc::new(caps),
             Err(error) => {
@@ -58,3 +60,6 @@ impl Pipeline {
 
 /// A configuration channel for [`Pipeline::reload`]: none when the configuration is fixed.
 pub type Updates = Option<watch::Receiver<Arc<Config>>>;
+
+/// The configuration the pipeline runs with, for [`Pipeline::reconfigure`]'s comparison.
+pub type Running = Arc<Config>;

@@ -5,6 +5,7 @@
 //!
 //! | method and path          | does |
 //! |--------------------------|------|
+//! | `GET /v1/config`         | the configuration file's reloads and failures, the problems of the last refused version, tenant and source counts |
 //! | `POST /v1/jobs`          | starts a job from a [`JobSpec`] JSON body; 201 with the job |
 //! | `GET /v1/jobs`           | every job with its state and progress |
 //! | `GET /v1/jobs/{id}`      | one job |
@@ -29,6 +30,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use schemas::config::reload::{ReloadStatus, Watched};
 use schemas::config::Config;
 
 use crate::job::{execute, JobResult, JobSpec};
@@ -154,10 +156,36 @@ fn view(id: &str, job: &Job) -> JobView {
 }
 
 struct AdminState {
-    config: Arc<Config>,
+    /// The newest valid configuration (new jobs use it; see `GET /v1/config`).
+    config: tokio::sync::watch::Receiver<Arc<Config>>,
+    reloads: Option<tokio::sync::watch::Receiver<ReloadStatus>>,
     jobs: Jobs,
     token_digest: [u8; 32],
     trail: trail::Trail,
+}
+
+impl AdminState {
+    fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+}
+
+/// `GET /v1/config`: the configuration file's reloads, the problems of the last refused
+/// version (until a reload succeeds), and what the running configuration holds.
+async fn config_status(state: web::Data<AdminState>) -> HttpResponse {
+    let status = state
+        .reloads
+        .as_ref()
+        .map(|r| r.borrow().clone())
+        .unwrap_or_default();
+    let config = state.config();
+    HttpResponse::Ok().json(serde_json::json!({
+        "reloads": status.reloads,
+        "failures": status.failures,
+        "refused": status.refused,
+        "tenants": config.tenants.len(),
+        "sources": config.tenants.iter().map(|t| t.sources.len()).sum::<usize>(),
+    }))
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -201,7 +229,7 @@ async fn create(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse 
         Ok(spec) => spec,
         Err(e) => return error(&ReplayError::invalid(format!("job body: {e}"))),
     };
-    match state.jobs.start(state.config.clone(), spec) {
+    match state.jobs.start(state.config(), spec) {
         Ok(job) => HttpResponse::Created().json(job),
         Err(e) => error(&e),
     }
@@ -238,7 +266,7 @@ async fn redrive_deliveries(state: web::Data<AdminState>, body: web::Bytes) -> H
         reason: body.reason,
         since,
     };
-    match deliver::redrive(&state.config, &filter).await {
+    match deliver::redrive(&state.config(), &filter).await {
         Ok(count) => HttpResponse::Ok().json(serde_json::json!({ "redriven": count })),
         Err(e) => {
             let status = if e.is_retriable() {
@@ -269,7 +297,7 @@ async fn trail_event(
                 "error": "not_found",
                 "message": format!(
                     "no fact about this event in the trail index (it keeps {} h; indexed up to {})",
-                    state.config.trail.retention_hours,
+                    state.config().trail.retention_hours,
                     schemas::time::to_rfc3339(state.trail.caught_up_at())
                 ),
             }))
@@ -355,7 +383,9 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    pub fn start(config: Config) -> Result<Self, ReplayError> {
+    /// Serves `config`; with `reload`, the newest valid configuration and its reload status
+    /// ([`schemas::config::reload::watch`]).
+    pub fn start(config: Config, reload: Option<Watched>) -> Result<Self, ReplayError> {
         let token: SecretString = config
             .admin
             .token
@@ -370,8 +400,16 @@ impl AdminServer {
         let trail = trail::Trail::start(&config).map_err(|e| {
             ReplayError::invalid(format!("trail index ({}): {e}", config.trail.dir.display()))
         })?;
+        let (config_rx, reloads) = match reload {
+            Some(watched) => (watched.config, Some(watched.status)),
+            None => (
+                tokio::sync::watch::channel(Arc::new(config.clone())).1,
+                None,
+            ),
+        };
         let state = web::Data::new(AdminState {
-            config: Arc::new(config.clone()),
+            config: config_rx,
+            reloads,
             jobs: Jobs::new(tokio::runtime::Handle::current()),
             token_digest: digest(token.expose_secret().as_bytes()),
             trail,
@@ -384,6 +422,7 @@ impl AdminServer {
                 .service(
                     web::scope("/v1")
                         .wrap(from_fn(authorized))
+                        .route("/config", web::get().to(config_status))
                         .route("/jobs", web::post().to(create))
                         .route("/jobs", web::get().to(list))
                         .route("/jobs/{id}", web::get().to(show))

@@ -171,6 +171,66 @@ async fn next_hangup(_: &mut Hangups) {
     std::future::pending().await
 }
 
+/// How a section of a configuration compares (its `Debug` text; secrets print redacted).
+type SectionView = fn(&Config) -> String;
+
+/// The sections of `next` that differ from `running` and that no service reloads (they are
+/// read at start-up): the services log them as waiting for a restart. Tenants, the ingest's
+/// rate limits and `[reload]` itself are not among them.
+pub fn restart_sections(running: &Config, next: &Config) -> Vec<&'static str> {
+    let fixed_ingest = |config: &Config| {
+        let mut ingest = config.ingest.clone();
+        ingest.rate_limit = None;
+        ingest.replicas = 1;
+        format!("{ingest:?}")
+    };
+    let sections: [(&'static str, SectionView); 10] = [
+        ("kafka", |c| format!("{:?}", c.kafka)),
+        ("ingest (other than rate_limit and replicas)", fixed_ingest),
+        ("processor", |c| format!("{:?}", c.processor)),
+        ("schema_registry", |c| format!("{:?}", c.schema_registry)),
+        ("admin", |c| format!("{:?}", c.admin)),
+        ("deliver", |c| format!("{:?}", c.deliver)),
+        ("trail", |c| format!("{:?}", c.trail)),
+        ("log", |c| format!("{:?}", c.log)),
+        ("telemetry", |c| format!("{:?}", c.telemetry)),
+        ("alerts", |c| format!("{:?}", c.alerts)),
+    ];
+    sections
+        .into_iter()
+        .filter(|(_, view)| view(running) != view(next))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// Logs the [`restart_sections`] that `service` reads, if any.
+pub fn warn_restart_sections(service: &str, running: &Config, next: &Config) {
+    let reads: &[&str] = match service {
+        "ingest" => &["kafka", "ingest", "schema_registry", "log", "telemetry"],
+        "processor" => &["kafka", "processor", "schema_registry", "log", "telemetry"],
+        "deliver" => &[
+            "kafka",
+            "processor",
+            "deliver",
+            "alerts",
+            "log",
+            "telemetry",
+        ],
+        _ => &["kafka", "admin", "trail", "log"],
+    };
+    let waiting: Vec<&str> = restart_sections(running, next)
+        .into_iter()
+        .filter(|section| reads.iter().any(|r| section.starts_with(r)))
+        .collect();
+    if !waiting.is_empty() {
+        tracing::warn!(
+            service,
+            sections = %waiting.join(", "),
+            "these settings changed but are read at start-up only: restart to apply them"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +287,29 @@ mod tests {
         let next = changed(&mut rx).await;
         assert_eq!(next.tenants[1].id, "initech");
         assert!(status.borrow().refused.is_empty());
+    }
+
+    #[test]
+    fn only_settings_read_at_start_up_need_a_restart() {
+        let config = |toml: &str| Config::parse_str(toml).unwrap();
+        let base = config("[ingest]\nack_timeout_ms = 100\n[[tenants]]\nid = \"a\"\n");
+        let tenants_and_limits = config(
+            "[ingest]\nack_timeout_ms = 100\nreplicas = 3\nrate_limit = { per_second = 9 }\n[reload]\npoll_ms = 5\n[[tenants]]\nid = \"a\"\n[[tenants]]\nid = \"b\"\n",
+        );
+        assert!(restart_sections(&base, &tenants_and_limits).is_empty());
+        // (Not max_body_bytes: another test overrides it through the environment.)
+        let body = config("[ingest]\nack_timeout_ms = 200\n[[tenants]]\nid = \"a\"\n");
+        assert_eq!(
+            restart_sections(&base, &body),
+            vec!["ingest (other than rate_limit and replicas)"]
+        );
+        let brokers = config(
+            "[kafka]\nbrokers = \"elsewhere:9092\"\n[ingest]\nack_timeout_ms = 100\n[processor]\nbatch_max = 7\n[[tenants]]\nid = \"a\"\n",
+        );
+        assert_eq!(
+            restart_sections(&base, &brokers),
+            vec!["kafka", "processor"]
+        );
     }
 
     #[test]
