@@ -112,11 +112,24 @@ fn one_trace_spans_ingest_processor_and_delivery() {
         orders_signature(ORDERS_SECRET, untraced),
     )];
     assert_eq!(post(&hooks, &headers, untraced).status, 202);
+    // A hostile traceparent (upper-case hex, an all-zero trace, garbage) is no reason to
+    // refuse: the request starts a trace of its own.
+    let hostile =
+        br#"{"id":"t3","type":"t","order_id":"o-3","occurred_at":"2026-11-25T00:00:00Z"}"#;
+    let mut headers = vec![(
+        "x-signature".to_owned(),
+        orders_signature(ORDERS_SECRET, hostile),
+    )];
+    headers.push((
+        "traceparent".into(),
+        "00-00000000000000000000000000000000-00F067AA0BA902B7-zz".into(),
+    ));
+    assert_eq!(post(&hooks, &headers, hostile).status, 202);
 
     // The headers: raw (the ingest's span), events (the processor's), the endpoint's request
     // (the attempt's), all of the caller's trace.
-    let raw = read_until(&config.brokers, &config.topic("raw"), |r| r.len() == 2);
-    let events = read_until(&config.brokers, &config.topic("events"), |r| r.len() == 2);
+    let raw = read_until(&config.brokers, &config.topic("raw"), |r| r.len() == 3);
+    let events = read_until(&config.brokers, &config.topic("events"), |r| r.len() == 3);
     let by_event = |records: &[harness::kafka::Record]| -> BTreeMap<String, (String, String)> {
         records
             .iter()
@@ -142,8 +155,16 @@ fn one_trace_spans_ingest_processor_and_delivery() {
         "a request without traceparent starts a trace"
     );
     assert_eq!(events["t2"].0, new_trace);
+    let (hostile_trace, _) = raw["t3"].clone();
+    assert!(![
+        TRACE_ID,
+        new_trace.as_str(),
+        "00000000000000000000000000000000"
+    ]
+    .contains(&hostile_trace.as_str()));
+    assert_eq!(events["t3"].0, hostile_trace);
 
-    wait_until(|| endpoint.requests().len() >= 2).expect("both events delivered");
+    wait_until(|| endpoint.requests().len() >= 3).expect("every event delivered");
     let sent = endpoint
         .requests()
         .into_iter()
