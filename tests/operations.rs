@@ -471,11 +471,13 @@ fn signed_by(secret: &str, request: &harness::sink::Seen) -> bool {
 fn alerts_reach_a_signed_webhook_and_an_alertmanager() {
     let broker = Broker::start();
     let (oncall, alertmanager) = (harness::sink::Sink::start(), harness::sink::Sink::start());
+    // A receiver that refuses (400: not retried) is given up on without holding the others.
+    let refusing = harness::sink::Sink::answering(400);
     let settings = Settings {
         // acme (the last tenant): one event an hour, so its second event raises cap_reached.
         tenants: format!(
-            "[tenants.caps]\nevents_per_hour = 1\n\n[[alerts.forward]]\nid = \"oncall\"\nurl = \"{}/alerts\"\nallow_http = true\nfrom = \"earliest\"\nsecrets = [{{ id = \"a1\", value = \"{ALERT_SECRET}\" }}]\n\n[[alerts.forward]]\nid = \"am\"\nurl = \"{}/api/v2/alerts\"\nformat = \"alertmanager\"\nallow_http = true\nfrom = \"earliest\"\nkinds = [\"cap_reached\"]\n",
-            oncall.url, alertmanager.url
+            "[tenants.caps]\nevents_per_hour = 1\n\n[[alerts.forward]]\nid = \"oncall\"\nurl = \"{}/alerts\"\nallow_http = true\nfrom = \"earliest\"\nsecrets = [{{ id = \"a1\", value = \"{ALERT_SECRET}\" }}]\n\n[[alerts.forward]]\nid = \"am\"\nurl = \"{}/api/v2/alerts\"\nformat = \"alertmanager\"\nallow_http = true\nfrom = \"earliest\"\nkinds = [\"cap_reached\"]\n\n[[alerts.forward]]\nid = \"refusing\"\nurl = \"{}/hooks\"\nallow_http = true\nfrom = \"earliest\"\nsecrets = [{{ id = \"a1\", value = \"{ALERT_SECRET}\" }}]\n",
+            oncall.url, alertmanager.url, refusing.url
         ),
         ..Settings::default()
     };
@@ -525,13 +527,32 @@ fn alerts_reach_a_signed_webhook_and_an_alertmanager() {
         (Some("acme"), Some("events_per_hour"))
     );
     assert!(alerts[0]["startsAt"].is_string());
+    let deliver_metrics = format!("{}/metrics", deliver.base_url());
     assert_eq!(
         metric(
-            &format!("{}/metrics", deliver.base_url()),
+            &deliver_metrics,
             "hookstream_alerts_forwarded_total",
             &[("forward", "am")]
         ),
         Some(1.0)
+    );
+    wait_until(|| {
+        metric(
+            &deliver_metrics,
+            "hookstream_alerts_forward_failures_total",
+            &[("forward", "refusing")],
+        ) >= Some(1.0)
+    })
+    .expect("the refusing receiver is given up on, and counted");
+    assert_eq!(
+        refusing.requests().len() as f64,
+        metric(
+            &deliver_metrics,
+            "hookstream_alerts_forward_failures_total",
+            &[("forward", "refusing")]
+        )
+        .unwrap(),
+        "a 400 is not retried"
     );
 }
 

@@ -1,5 +1,6 @@
-//! An HTTP server that answers every request `200 {}` and records it: the endpoint of a
-//! delivery, or an OTLP/HTTP collector (`POST /v1/traces`).
+//! An HTTP server that answers every request `200 {}` (or another fixed status) and records
+//! it: the endpoint of a delivery, an alert receiver, or an OTLP/HTTP collector
+//! (`POST /v1/traces`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,11 @@ pub struct Sink {
 impl Sink {
     /// Starts on a free loopback port, on its own thread, for the rest of the test process.
     pub fn start() -> Self {
+        Self::answering(200)
+    }
+
+    /// [`Self::start`], answering every request with `status`.
+    pub fn answering(status: u16) -> Self {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let log = seen.clone();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
@@ -50,7 +56,9 @@ impl Sink {
                                             .collect(),
                                         body: body.to_vec(),
                                     });
-                                    actix_web::HttpResponse::Ok()
+                                    let status =
+                                        actix_web::http::StatusCode::from_u16(status).unwrap();
+                                    actix_web::HttpResponse::build(status)
                                         .content_type("application/json")
                                         .body("{}")
                                 }
