@@ -190,6 +190,30 @@ fn tenants_and_secrets_reload_under_load_and_a_bad_file_changes_nothing() {
     );
     load_running(20);
 
+    // 4. A secret file that disappears: the reload is refused whole; the running secrets
+    //    (read from it before) stay.
+    std::fs::remove_file(pipeline.config.dir().join("orders-old.secret")).unwrap();
+    pipeline.ingest.hangup();
+    wait_until(|| reloads(&metrics, "hookstream_config_reload_failures_total") == 2.0)
+        .expect("a missing secret file is refused");
+    let again = order("from-file-again");
+    let reply = post(&hooks, &signed("orders-from-file-2", &again), &again);
+    assert_eq!(reply.status, 202, "{:?}", reply.json);
+    let log = pipeline.ingest.log();
+    assert!(
+        log.contains("orders-old.secret"),
+        "the problem names the file"
+    );
+    for secret in [
+        ORDERS_SECRET,
+        "orders-rotated",
+        "orders-from-file-2",
+        "globex-secret-1",
+    ] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+    load_running(20);
+
     stop.store(true, Ordering::Relaxed);
     for worker in load {
         worker.join().unwrap();
@@ -281,7 +305,11 @@ fn metrics_on_their_own_listener_json_logs_and_admin_health() {
     let accepted = metric(
         &format!("{operator}/metrics"),
         "hookstream_ingest_requests_total",
-        &[("tenant", "acme"), ("outcome", "accepted")],
+        &[
+            ("tenant", "acme"),
+            ("source", "orders"),
+            ("outcome", "accepted"),
+        ],
     );
     assert_eq!(accepted, Some(1.0));
     assert_eq!(get(&format!("{operator}/healthz")).0, 200);
@@ -621,4 +649,63 @@ fn delivery_endpoints_reload_without_a_restart() {
     wait_until(|| got(&moved, "after") && got(&added, "after"))
         .expect("delivered to the moved and the added endpoint");
     assert!(!got(&first, "after"), "nothing goes to the old URL");
+}
+
+#[test]
+fn a_raised_cap_applies_without_restarting_the_processor() {
+    let broker = Broker::start();
+    let settings = Settings {
+        processor: "listen = \"127.0.0.1:0\"".into(),
+        tenants: "[tenants.caps]\nevents_per_hour = 1\n".into(),
+        ..Settings::default()
+    };
+    let config = TestConfig::write_with(&broker, "capreload", &settings);
+    let ingest = Service::ingest(&config.path);
+    let processor = Service::processor(&config.path);
+    let status = format!("{}/metrics", processor.base_url());
+    let hooks = format!("{}/v1/hooks/acme/orders", ingest.base_url());
+    let send = |id: &str| {
+        let body = format!(
+            r#"{{"id":"{id}","type":"t","order_id":"o-1","occurred_at":"2026-11-25T00:10:00Z"}}"#
+        )
+        .into_bytes();
+        assert_eq!(
+            post(&hooks, &signed(ORDERS_SECRET, &body), &body).status,
+            202
+        );
+    };
+    let ids = |topic: &str, count: usize| -> Vec<String> {
+        harness::kafka::read_until(&config.brokers, &config.topic(topic), |r| r.len() >= count)
+            .iter()
+            .map(|r| r.header("hs-event-id").unwrap().to_owned())
+            .collect()
+    };
+    send("c1");
+    send("c2");
+    assert_eq!(ids("events", 1), ["c1"]);
+    assert_eq!(ids("deferred", 1), ["c2"], "one event an hour");
+
+    rewrite(&config, |text| {
+        text.replace("events_per_hour = 1\n", "events_per_hour = 100\n")
+    });
+    wait_until(|| {
+        metric(
+            &status,
+            "hookstream_config_reloads_total",
+            &[("service", "processor")],
+        ) == Some(1.0)
+    })
+    .expect("the processor takes the file in");
+    // The running window keeps its count (2 so far: one admitted, one deferred); the next
+    // events of the hour are admitted under the raised cap, with no restart.
+    send("c3");
+    assert_eq!(ids("events", 2), ["c1", "c3"]);
+    assert_eq!(
+        metric(
+            &status,
+            "hookstream_caps_limit",
+            &[("tenant", "acme"), ("cap", "events_per_hour")]
+        ),
+        Some(100.0)
+    );
 }
