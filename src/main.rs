@@ -316,11 +316,7 @@ fn init_tracing(default: &str, format: LogFormat) {
 /// Watches the configuration file for valid new versions (schemas::config::reload), checked
 /// as `check-config` would.
 fn watch_config(path: &Path, config: &Config, service: &'static str) -> Watched {
-    let check: reload::Check = Box::new(|config| {
-        let mut problems = config.problems();
-        problems.extend(ingest::check(config));
-        problems
-    });
+    let check: reload::Check = Box::new(ingest::check);
     let poll = (config.reload.poll_ms > 0)
         .then(|| std::time::Duration::from_millis(config.reload.poll_ms));
     reload::watch(

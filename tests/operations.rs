@@ -18,6 +18,16 @@ fn order(id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Posts event `id` of acme's entity `o-1` (so every such event lands on one partition),
+/// signed; it must be accepted.
+fn post_to_one_entity(hooks: &str, id: &str) {
+    let body = format!(
+        r#"{{"id":"{id}","type":"t","order_id":"o-1","occurred_at":"2026-11-25T00:10:00Z"}}"#
+    );
+    let body = body.as_bytes();
+    assert_eq!(post(hooks, &signed(ORDERS_SECRET, body), body).status, 202);
+}
+
 fn signed(secret: &str, body: &[u8]) -> Vec<(String, String)> {
     vec![("x-signature".into(), orders_signature(secret, body))]
 }
@@ -422,14 +432,7 @@ fn every_metric_a_dashboard_or_alert_rule_queries_is_exported() {
     // delivered; the second deferred by the cap of one an hour.
     let hooks = format!("{}/v1/hooks/acme/orders", ingest.base_url());
     for id in ["e1", "e2"] {
-        let body = format!(
-            r#"{{"id":"{id}","type":"t","order_id":"o-1","occurred_at":"2026-11-25T00:00:00Z"}}"#
-        )
-        .into_bytes();
-        assert_eq!(
-            post(&hooks, &signed(ORDERS_SECRET, &body), &body).status,
-            202
-        );
+        post_to_one_entity(&hooks, id);
     }
     let processor_metrics = format!("{}/metrics", processor.base_url());
     let deliver_metrics = format!("{}/metrics", deliver.base_url());
@@ -515,14 +518,7 @@ fn alerts_reach_a_signed_webhook_and_an_alertmanager() {
     let deliver = Service::deliver(&config.path);
     let hooks = format!("{}/v1/hooks/acme/orders", ingest.base_url());
     for id in ["a1", "a2"] {
-        let body = format!(
-            r#"{{"id":"{id}","type":"t","order_id":"o-1","occurred_at":"2026-11-25T00:10:00Z"}}"#
-        )
-        .into_bytes();
-        assert_eq!(
-            post(&hooks, &signed(ORDERS_SECRET, &body), &body).status,
-            202
-        );
+        post_to_one_entity(&hooks, id);
     }
 
     wait_until(|| !oncall.requests().is_empty()).expect("the cap alert reaches the webhook");
@@ -664,16 +660,7 @@ fn a_raised_cap_applies_without_restarting_the_processor() {
     let processor = Service::processor(&config.path);
     let status = format!("{}/metrics", processor.base_url());
     let hooks = format!("{}/v1/hooks/acme/orders", ingest.base_url());
-    let send = |id: &str| {
-        let body = format!(
-            r#"{{"id":"{id}","type":"t","order_id":"o-1","occurred_at":"2026-11-25T00:10:00Z"}}"#
-        )
-        .into_bytes();
-        assert_eq!(
-            post(&hooks, &signed(ORDERS_SECRET, &body), &body).status,
-            202
-        );
-    };
+    let send = |id: &str| post_to_one_entity(&hooks, id);
     let ids = |topic: &str, count: usize| -> Vec<String> {
         harness::kafka::read_until(&config.brokers, &config.topic(topic), |r| r.len() >= count)
             .iter()
@@ -708,4 +695,52 @@ fn a_raised_cap_applies_without_restarting_the_processor() {
         ),
         Some(100.0)
     );
+}
+
+/// A request whose body is still arriving when a reload removes the secret it is signed
+/// with finishes under the configuration it started with (202); a new request with that
+/// secret is refused (401).
+#[test]
+fn a_request_in_flight_finishes_with_the_configuration_it_started_with() {
+    use std::io::{Read, Write};
+    let pipeline = Pipeline::start("inflight", false);
+    let metrics = pipeline.url("/metrics");
+    let body = order("in-flight");
+    let head = format!(
+        "POST /v1/hooks/acme/orders HTTP/1.1\r\nHost: ingest\r\nContent-Type: application/json\r\nx-signature: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        orders_signature(ORDERS_SECRET, &body),
+        body.len()
+    );
+    let address = pipeline
+        .ingest
+        .base_url()
+        .trim_start_matches("http://")
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body[..10]).unwrap();
+    stream.flush().unwrap();
+
+    let secret = format!("{{ id = \"k-new\", value = \"{ORDERS_SECRET}\" }}, ");
+    rewrite(&pipeline.config, |text| {
+        assert!(text.contains(&secret));
+        text.replace(&secret, "")
+    });
+    wait_until(|| reloads(&metrics, "hookstream_config_reloads_total") == 1.0)
+        .expect("the secret is removed");
+    let fresh = order("after-removal");
+    assert_eq!(
+        post(
+            &pipeline.url("/v1/hooks/acme/orders"),
+            &signed(ORDERS_SECRET, &fresh),
+            &fresh
+        )
+        .status,
+        401
+    );
+
+    stream.write_all(&body[10..]).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
 }

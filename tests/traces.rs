@@ -95,36 +95,27 @@ fn one_trace_spans_ingest_processor_and_delivery() {
     let _deliver = Service::deliver_with_env(&config.path, &otel);
 
     let hooks = format!("{}/v1/hooks/acme/orders", ingest.base_url());
-    let traced = br#"{"id":"t1","type":"t","order_id":"o-1","occurred_at":"2026-11-25T00:00:00Z"}"#;
-    let mut headers = vec![(
-        "x-signature".to_owned(),
-        orders_signature(ORDERS_SECRET, traced),
-    )];
-    headers.push((
-        "traceparent".into(),
-        format!("00-{TRACE_ID}-{CALLER_SPAN}-01"),
-    ));
-    assert_eq!(post(&hooks, &headers, traced).status, 202);
-    let untraced =
-        br#"{"id":"t2","type":"t","order_id":"o-2","occurred_at":"2026-11-25T00:00:00Z"}"#;
-    let headers = vec![(
-        "x-signature".to_owned(),
-        orders_signature(ORDERS_SECRET, untraced),
-    )];
-    assert_eq!(post(&hooks, &headers, untraced).status, 202);
+    // A webhook of entity `o-<n>`, signed, with the given `traceparent` if any.
+    let send = |id: &str, n: u32, traceparent: Option<&str>| {
+        let body = format!(
+            r#"{{"id":"{id}","type":"t","order_id":"o-{n}","occurred_at":"2026-11-25T00:00:00Z"}}"#
+        );
+        let mut headers = vec![(
+            "x-signature".to_owned(),
+            orders_signature(ORDERS_SECRET, body.as_bytes()),
+        )];
+        headers.extend(traceparent.map(|t| ("traceparent".to_owned(), t.to_owned())));
+        assert_eq!(post(&hooks, &headers, body.as_bytes()).status, 202);
+    };
+    send("t1", 1, Some(&format!("00-{TRACE_ID}-{CALLER_SPAN}-01")));
+    send("t2", 2, None);
     // A hostile traceparent (upper-case hex, an all-zero trace, garbage) is no reason to
     // refuse: the request starts a trace of its own.
-    let hostile =
-        br#"{"id":"t3","type":"t","order_id":"o-3","occurred_at":"2026-11-25T00:00:00Z"}"#;
-    let mut headers = vec![(
-        "x-signature".to_owned(),
-        orders_signature(ORDERS_SECRET, hostile),
-    )];
-    headers.push((
-        "traceparent".into(),
-        "00-00000000000000000000000000000000-00F067AA0BA902B7-zz".into(),
-    ));
-    assert_eq!(post(&hooks, &headers, hostile).status, 202);
+    send(
+        "t3",
+        3,
+        Some("00-00000000000000000000000000000000-00F067AA0BA902B7-zz"),
+    );
 
     // The headers: raw (the ingest's span), events (the processor's), the endpoint's request
     // (the attempt's), all of the caller's trace.

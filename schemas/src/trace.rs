@@ -87,11 +87,18 @@ impl TraceParent {
         )
     }
 
-    /// A new sampled trace with a random root span.
+    /// A new sampled trace with a random root span (one read of the OS random source).
     pub fn root() -> Self {
+        let ids: [u8; 24] = random();
+        let (mut trace_id, mut span_id) = ([0u8; 16], [0u8; 8]);
+        trace_id.copy_from_slice(&ids[..16]);
+        span_id.copy_from_slice(&ids[16..]);
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return Self::root();
+        }
         Self {
-            trace_id: random(),
-            span_id: random(),
+            trace_id,
+            span_id,
             sampled: true,
         }
     }

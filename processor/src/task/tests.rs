@@ -943,3 +943,35 @@ fn held_events_are_bounded_per_tenant() {
         2
     );
 }
+
+/// The per-tenant counters (the `tenant` label) count each record under its own tenant, two
+/// tenants sharing the partition and one of them with a clock far in the future.
+#[test]
+fn batch_counts_are_kept_per_tenant_on_a_shared_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = open(&dir, TaskSettings::default());
+    let zeta = |offset: i64, id: &str, at: i64| {
+        input(offset, id, "x1", at, "{}").map(|mut i| {
+            i.meta.tenant = "zeta".into();
+            i
+        })
+    };
+    let (_, stats) = run(
+        &mut task,
+        vec![
+            input(0, "e1", "o1", 10, "{}"),
+            zeta(1, "e1", i64::MAX - 1),
+            input(2, "e1", "o1", 10, "{}"),
+            zeta(3, "z2", i64::MIN + 1),
+        ],
+    );
+    let acme = &stats.tenants["acme"];
+    assert_eq!((acme.events, acme.duplicates), (1, 1));
+    let zeta = &stats.tenants["zeta"];
+    assert_eq!(
+        (zeta.events, zeta.duplicates),
+        (2, 0),
+        "same id, other tenant"
+    );
+    assert_eq!(stats.events, 3);
+}

@@ -24,8 +24,8 @@ use tokio::sync::watch as channel;
 
 use super::Config;
 
-/// What a service checks beyond [`Config::problems`] (e.g. that every source's verifier
-/// builds); an empty list accepts the candidate.
+/// What a service checks beyond [`Config::problems`], which [`candidate`] always runs (e.g.
+/// that every source's verifier builds); an empty list accepts the candidate.
 pub type Check = Box<dyn Fn(&Config) -> Vec<String> + Send + Sync>;
 
 /// Why a candidate was refused: one entry per problem.
@@ -34,8 +34,9 @@ pub struct Refused(pub Vec<String>);
 
 /// Loads `path` and validates it as a whole, as a reload does.
 pub fn candidate(path: &std::path::Path, check: &Check) -> Result<Config, Refused> {
-    let config = Config::load(path).map_err(|e| Refused(vec![e.to_string()]))?;
-    let problems = check(&config);
+    let config = Config::parse(path).map_err(|e| Refused(vec![e.to_string()]))?;
+    let mut problems = config.problems();
+    problems.extend(check(&config));
     if problems.is_empty() {
         Ok(config)
     } else {
